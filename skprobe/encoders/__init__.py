@@ -1,0 +1,19 @@
+"""Frozen audio encoders: the registry, the built-in architectures and the transformer."""
+
+from .base import AudioEncoder, TokenLayout
+from .loading import load_encoder
+from .registry import EncoderSpec, PackagedWeights, get_encoder_spec, list_encoders, register_encoder
+from .weights import fetch_weights, find_weights
+
+__all__ = [
+    "AudioEncoder",
+    "TokenLayout",
+    "EncoderSpec",
+    "PackagedWeights",
+    "register_encoder",
+    "get_encoder_spec",
+    "list_encoders",
+    "load_encoder",
+    "fetch_weights",
+    "find_weights",
+]

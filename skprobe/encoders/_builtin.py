@@ -1,0 +1,3 @@
+"""Imports every built-in architecture so that each registers its EncoderSpec."""
+
+from . import tiny  # noqa: F401

@@ -1,0 +1,120 @@
+"""The contract every frozen audio encoder in skprobe implements.
+
+An encoder is a :class:`torch.nn.Module` that maps a batch of mono waveforms at
+its own sample rate to token maps, one per requested layer::
+
+    wav (B, S) float32  ->  [tokens (B, P + T*F, D) for each requested layer]
+
+``P`` leading *prefix* tokens (``[cls]``, distillation or register tokens) come
+first, then the ``T * F`` patch tokens of a time x frequency grid, flattened in
+the order named by :attr:`TokenLayout.order`. The forward stops after the
+deepest requested layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["AudioEncoder", "TokenLayout"]
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """Layout of the tokens one encoder layer produces for one clip length.
+
+    Parameters
+    ----------
+    prefix_tokens : int
+        Number of leading non-patch tokens (``[cls]`` and the like).
+    n_time : int
+        Patch tokens along time.
+    n_freq : int
+        Patch tokens along frequency (1 when the encoder pools frequency away).
+    dim : int
+        Embedding dimension ``D``.
+    hop_seconds : float
+        Time step between neighbouring patch tokens along time, in seconds.
+    order : {"time_freq", "freq_time"}
+        How the grid is flattened: ``"time_freq"`` means the patch token at time
+        ``t`` and frequency ``f`` sits at ``prefix_tokens + t * n_freq + f``;
+        ``"freq_time"`` means ``prefix_tokens + f * n_time + t``.
+    """
+
+    prefix_tokens: int
+    n_time: int
+    n_freq: int
+    dim: int
+    hop_seconds: float
+    order: Literal["time_freq", "freq_time"] = "time_freq"
+
+    @property
+    def n_patches(self) -> int:
+        """Number of patch tokens ``n_time * n_freq``."""
+        return self.n_time * self.n_freq
+
+    @property
+    def n_tokens(self) -> int:
+        """Total tokens per clip, prefix tokens included."""
+        return self.prefix_tokens + self.n_patches
+
+    def to_grid(self, tokens):
+        """Reshape patch tokens ``(..., N, X)`` to ``(..., n_time, n_freq, X)``.
+
+        Works on numpy arrays and torch tensors; prefix tokens are dropped.
+        """
+        patches = tokens[..., self.prefix_tokens :, :]
+        lead = tuple(patches.shape[:-2])
+        last = patches.shape[-1]
+        if self.order == "time_freq":
+            return patches.reshape(*lead, self.n_time, self.n_freq, last)
+        grid = patches.reshape(*lead, self.n_freq, self.n_time, last)
+        return grid.swapaxes(-3, -2) if hasattr(grid, "swapaxes") else grid.transpose(-3, -2)
+
+
+class AudioEncoder(nn.Module):
+    """Base class of skprobe's frozen encoders.
+
+    Subclasses set :attr:`sample_rate`, :attr:`n_layers` and implement
+    :meth:`forward_layers` and :meth:`layout`. The module is used in eval mode
+    under :func:`torch.inference_mode`; it never trains.
+
+    Attributes
+    ----------
+    sample_rate : int
+        Rate in Hz of the waveforms :meth:`forward_layers` expects.
+    n_layers : int
+        Number of selectable layers; valid indices are ``0 .. n_layers - 1``.
+    """
+
+    sample_rate: int = 16000
+    n_layers: int = 1
+
+    def forward_layers(self, wav: torch.Tensor, layers: Sequence[int]) -> list[torch.Tensor]:
+        """Token maps of the requested layers.
+
+        Parameters
+        ----------
+        wav : Tensor of shape (B, S)
+            Mono float waveforms at :attr:`sample_rate`, values in about [-1, 1].
+        layers : sequence of int
+            Sorted, unique, non-negative layer indices below :attr:`n_layers`.
+            The forward must stop after ``max(layers)``.
+
+        Returns
+        -------
+        list of Tensor of shape (B, N_l, D_l)
+            One token map per requested layer, in the order of ``layers``.
+        """
+        raise NotImplementedError
+
+    def layout(self, n_samples: int, layer: int) -> TokenLayout:
+        """Token layout of ``layer`` for clips of ``n_samples`` samples."""
+        raise NotImplementedError
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        """Tokens of the last layer, ``(B, N, D)``."""
+        return self.forward_layers(wav, [self.n_layers - 1])[0]

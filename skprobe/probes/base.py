@@ -1,0 +1,361 @@
+"""Shared base of the probes: input and target validation, training, outputs.
+
+A probe is a small head trained on frozen token maps ``X`` of shape
+``(n_clips, n_tokens, dim)`` (or ``(n_clips, dim)``, one token per clip). The
+first ``prefix_tokens`` tokens (``[cls]`` and the like) are kept apart from
+the patch tokens that the heads pool over.
+"""
+
+from __future__ import annotations
+
+import copy
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+from torch import nn
+
+from ._targets import encode_targets
+from ._training import resolve_device, train_module
+from .losses import LOSSES, make_loss
+
+__all__ = ["BaseProbeClassifier", "ProbeNetwork", "SHARED_PARAMETERS_DOC", "store_parameters",
+           "with_shared_parameters_doc"]
+
+_TOKEN_DTYPES = [np.float32, np.float16, np.float64]
+
+SHARED_PARAMETERS_DOC = """prefix_tokens : int, default=0
+        Number of leading non-patch tokens in ``X`` (``[cls]``, distillation or
+        register tokens). They are excluded from patch pooling.
+    loss : {"auto", "asl", "bce", "ce"}, default="auto"
+        Training loss. ``"auto"`` is ``"asl"`` (asymmetric loss) for multi-label
+        ``y`` and ``"ce"`` (softmax cross-entropy) for binary or multi-class
+        ``y``. ``"asl"`` and ``"bce"`` on single-label ``y`` train one sigmoid per
+        class; ``predict_proba`` then normalises the rows.
+    asl_gamma_neg, asl_gamma_pos, asl_clip : float, default=4.0, 1.0, 0.05
+        Asymmetric-loss focusing exponents and negative margin (Bird-MAE's
+        values). ``(0, 0, 0)`` equals ``"bce"``.
+    weight_decay : float
+        AdamW weight decay (prototypes are excluded).
+    max_iter : int, default=30
+        Training epochs.
+    batch_size : int, default=128
+        Clips per optimisation step (also the inference batch size).
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the training clips (stratified for
+        single-label ``y``), stop after ``n_iter_no_change`` epochs without a
+        relative improvement of ``tol`` in validation loss, and keep the best
+        epoch's weights.
+    validation_fraction : float, default=0.1
+    n_iter_no_change : int, default=5
+    tol : float, default=1e-4
+    standardize_tokens : bool, default=False
+        Standardise every token by the per-dimension mean and standard
+        deviation of the training patch tokens before the head. Helps encoders
+        whose features are far from zero-centred (ReLU CNN maps), can hurt others.
+    device : str, default="auto"
+        ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"`` or
+        ``"cuda:N"``. Resolved at each ``fit``/``predict``, so a probe fitted
+        on a GPU predicts on a CPU-only machine.
+    random_state : int, RandomState instance or None, default=None
+        Seeds initialisation, shuffling and the validation split.
+    verbose : int, default=0
+        1 prints a line per epoch, 2 adds a progress bar."""
+
+
+class ProbeNetwork(nn.Module):
+    """Wraps a head: casts tokens to float32, standardises, splits prefix from patches.
+
+    ``head(prefix (B, P, D), patches (B, M, D)) -> logits (B, C)``.
+    """
+
+    def __init__(self, head: nn.Module, prefix_tokens: int, mean: torch.Tensor | None = None,
+                 scale: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.head = head
+        self.prefix_tokens = prefix_tokens
+        self.register_buffer("token_mean", mean)
+        self.register_buffer("token_scale", scale)
+
+    def split(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float32, standardised ``(prefix (B, P, D), patches (B, M, D))``."""
+        tokens = tokens.float()
+        if self.token_mean is not None:
+            tokens = (tokens - self.token_mean) / self.token_scale
+        return tokens[:, : self.prefix_tokens], tokens[:, self.prefix_tokens :]
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(*self.split(tokens))
+
+
+class BaseProbeClassifier(ClassifierMixin, BaseEstimator):
+    """Base class of the probes; not for direct use.
+
+    Subclasses implement :meth:`_build_head` and set ``_no_decay`` (parameter
+    name patterns excluded from weight decay).
+    """
+
+    _parameter_constraints: dict = {
+        "prefix_tokens": [Interval(Integral, 0, None, closed="left")],
+        "loss": [StrOptions({"auto", *LOSSES})],
+        "asl_gamma_neg": [Interval(Real, 0, None, closed="left")],
+        "asl_gamma_pos": [Interval(Real, 0, None, closed="left")],
+        "asl_clip": [Interval(Real, 0, 1, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "standardize_tokens": ["boolean"],
+        "device": [str, torch.device],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+    _no_decay: tuple[str, ...] = ()
+
+    # -- to implement --------------------------------------------------------------
+    def _build_head(self, dim: int, n_outputs: int) -> nn.Module:
+        raise NotImplementedError
+
+    def _check_params(self) -> None:
+        """Checks that depend on several parameters (after ``_validate_params``)."""
+
+    # -- input validation ------------------------------------------------------------
+    def _validate_tokens(self, X, *, reset: bool) -> np.ndarray:
+        """``X`` as a finite float array ``(n, n_tokens, dim)``."""
+        ndim = getattr(X, "ndim", None) if not isinstance(X, (list, tuple)) else np.ndim(X)
+        if ndim is not None and ndim > 3:
+            raise ValueError(
+                f"X must be (n_clips, n_tokens, dim) or (n_clips, dim) token arrays, got a {ndim}-D array of shape "
+                f"{np.shape(X)}; for several encoder layers select one (e.g. X[:, -1]) or merge the layer axis"
+            )
+        if ndim == 3:
+            X = check_array(X, allow_nd=True, dtype=_TOKEN_DTYPES, input_name="X")
+            n_tokens, dim = X.shape[1], X.shape[2]
+            if n_tokens < 1 or dim < 1:
+                raise ValueError(f"X needs at least one token of at least one dimension, got shape {X.shape}")
+            if reset:
+                self.n_features_in_ = dim
+                self.__dict__.pop("feature_names_in_", None)
+            elif dim != self.n_features_in_:
+                raise ValueError(
+                    f"X has {dim} features, but {type(self).__name__} is expecting {self.n_features_in_} "
+                    "features as input (the token embedding dimension seen in fit)."
+                )
+        else:
+            X = validate_data(self, X, reset=reset, dtype=_TOKEN_DTYPES)
+            X = X[:, None, :]
+        if X.shape[1] <= self.prefix_tokens and self._needs_patches():
+            raise ValueError(
+                f"X has {X.shape[1]} token(s) per clip but prefix_tokens={self.prefix_tokens}: no patch tokens are "
+                "left to pool over; lower prefix_tokens or pass the patch tokens"
+            )
+        return X
+
+    def _needs_patches(self) -> bool:
+        return True
+
+    # -- training --------------------------------------------------------------------
+    def fit(self, X, y):
+        """Train the probe on token maps.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_clips, n_tokens, dim) or (n_clips, dim)
+            Frozen-encoder tokens (float16/32/64). The token count may differ
+            between ``fit`` and ``predict``.
+        y : array-like of shape (n_clips,) or (n_clips, n_classes)
+            Class labels (any type) or a 0/1 multi-label indicator matrix.
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        self._check_params()
+        X = self._validate_tokens(X, reset=True)
+        targets = encode_targets(y, X.shape[0])
+        if len(targets.classes) < 2 and targets.kind != "multilabel":
+            raise ValueError(
+                f"{type(self).__name__} needs samples of at least 2 classes; y holds only one class "
+                f"({targets.classes[0]!r})"
+            )
+        loss = self._resolve_loss(targets.kind)
+        device = resolve_device(self.device)
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+
+        self.classes_ = targets.classes
+        self._target_kind = targets.kind
+        self._sigmoid_outputs = loss != "ce"
+        self._y_dtype = targets.dtype
+        self.loss_ = loss
+
+        tokens = self._as_tensor(X)
+        if loss == "ce":
+            target_tensor = torch.from_numpy(targets.indices)
+        else:
+            target_tensor = torch.from_numpy(targets.indicator)
+        devices = [device.index or 0] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            mean, scale = self._token_moments(tokens) if self.standardize_tokens else (None, None)
+            network = ProbeNetwork(self._build_head(X.shape[2], len(self.classes_)), self.prefix_tokens, mean, scale)
+            result = train_module(
+                network,
+                tokens,
+                target_tensor,
+                criterion=make_loss(loss, gamma_neg=self.asl_gamma_neg, gamma_pos=self.asl_gamma_pos,
+                                    clip=self.asl_clip),
+                learning_rate=self.learning_rate,
+                weight_decay=self.weight_decay,
+                no_decay=tuple(f"head.{p}" for p in self._no_decay),
+                max_iter=self.max_iter,
+                batch_size=self.batch_size,
+                early_stopping=self.early_stopping,
+                validation_fraction=self.validation_fraction,
+                n_iter_no_change=self.n_iter_no_change,
+                tol=self.tol,
+                device=device,
+                verbose=self.verbose,
+                seed=seed,
+                stratify=targets.indices,
+            )
+        self.module_ = result.module.cpu().eval()
+        self.n_iter_ = result.n_iter
+        self.loss_curve_ = result.loss_curve
+        self.validation_loss_curve_ = result.validation_loss_curve if self.early_stopping else None
+        self.best_validation_loss_ = result.best_validation_loss
+        self.n_trainable_parameters_ = sum(p.numel() for p in self.module_.parameters() if p.requires_grad)
+        return self
+
+    def _resolve_loss(self, kind: str) -> str:
+        if self.loss == "auto":
+            return "asl" if kind == "multilabel" else "ce"
+        if self.loss == "ce" and kind == "multilabel":
+            raise ValueError(
+                "loss='ce' (softmax cross-entropy) needs single-label y, but y is a multi-label indicator "
+                "matrix; use loss='asl' or 'bce'"
+            )
+        return self.loss
+
+    @staticmethod
+    def _as_tensor(X: np.ndarray) -> torch.Tensor:
+        X = np.ascontiguousarray(X)
+        if not X.flags.writeable:  # torch.from_numpy cannot share read-only memory
+            X = X.copy()
+        tensor = torch.from_numpy(X)
+        return tensor if tensor.dtype in (torch.float32, torch.float16) else tensor.float()
+
+    def _token_moments(self, tokens: torch.Tensor, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-dimension mean and std of the patch tokens, accumulated in float64."""
+        patches = tokens[:, self.prefix_tokens :] if tokens.shape[1] > self.prefix_tokens else tokens
+        total = torch.zeros(tokens.shape[-1], dtype=torch.float64)
+        total_sq = torch.zeros_like(total)
+        for start in range(0, len(patches), chunk):
+            block = patches[start : start + chunk].double().reshape(-1, tokens.shape[-1])
+            total += block.sum(0)
+            total_sq += block.square().sum(0)
+        count = patches.shape[0] * patches.shape[1]
+        mean = total / count
+        std = (total_sq / count - mean.square()).clamp(min=0).sqrt()
+        std = torch.where(std > 1e-6 * std.max().clamp(min=1e-12), std, torch.ones_like(std))
+        return mean.float(), std.float()
+
+    # -- inference -------------------------------------------------------------------
+    def _batched(self, X, fn) -> np.ndarray:
+        """``fn(network, token batch)`` over ``X`` in batches of ``batch_size``, as float64 numpy."""
+        check_is_fitted(self)
+        X = self._validate_tokens(X, reset=False)
+        device = resolve_device(self.device)
+        module = self.module_.to(device).eval()
+        tokens = self._as_tensor(X)
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(tokens), self.batch_size):
+                batch = tokens[start : start + self.batch_size].to(device, non_blocking=True)
+                out.append(fn(module, batch).double().cpu())
+        return torch.cat(out).numpy()
+
+    def _logits(self, X) -> np.ndarray:
+        return self._batched(X, lambda network, tokens: network(tokens))
+
+    def _head_outputs(self, X, fn) -> np.ndarray:
+        """``fn(head, patches)`` on the standardised patch tokens (for inspection methods)."""
+        return self._batched(X, lambda network, tokens: fn(network.head, network.split(tokens)[1]))
+
+    def decision_function(self, X) -> np.ndarray:
+        """Logits of the head.
+
+        Returns
+        -------
+        ndarray of shape (n_clips, n_classes), or (n_clips,) for binary ``y``
+            For binary single-label ``y``, one positive-class score per clip
+            (the log-odds ``log(p_1 / p_0)`` of :meth:`predict_proba`), as in
+            scikit-learn.
+        """
+        logits = self._logits(X)
+        if self._target_kind == "binary":
+            if self._sigmoid_outputs:  # log-odds of the normalised sigmoids of predict_proba
+                return np.logaddexp(0.0, -logits[:, 0]) - np.logaddexp(0.0, -logits[:, 1])
+            return logits[:, 1] - logits[:, 0]
+        return logits
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities, float64 of shape (n_clips, n_classes).
+
+        Multi-label: independent sigmoids, strictly inside (0, 1). Single-label:
+        rows sum to 1 (softmax, or normalised sigmoids for the sigmoid losses).
+        """
+        logits = self._logits(X)
+        if self._target_kind == "multilabel" or self._sigmoid_outputs:
+            eps = np.finfo(np.float64).eps
+            proba = np.clip(1.0 / (1.0 + np.exp(-logits)), eps, 1 - eps)
+            if self._target_kind == "multilabel":
+                return proba
+            return proba / proba.sum(axis=1, keepdims=True)
+        logits -= logits.max(axis=1, keepdims=True)
+        proba = np.exp(logits)
+        return proba / proba.sum(axis=1, keepdims=True)
+
+    def predict(self, X) -> np.ndarray:
+        """Labels from ``classes_``, or a 0/1 indicator matrix for multi-label ``y``."""
+        logits = self._logits(X)
+        if self._target_kind == "multilabel":
+            return (logits > 0).astype(self._y_dtype)
+        return self.classes_[np.argmax(logits, axis=1)]
+
+    # -- scikit-learn plumbing -------------------------------------------------------
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True
+        tags.classifier_tags.multi_label = True
+        tags.target_tags.multi_output = True
+        return tags
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        module = state.get("module_")
+        if module is not None and any(t.device.type != "cpu" for t in module.state_dict().values()):
+            state["module_"] = copy.deepcopy(module).cpu()  # a GPU-fitted probe unpickles on a CPU machine
+        return state
+
+
+def with_shared_parameters_doc(cls):
+    """Class decorator: put :data:`SHARED_PARAMETERS_DOC` where the docstring says ``{shared_parameters}``."""
+    if cls.__doc__:
+        cls.__doc__ = cls.__doc__.replace("{shared_parameters}", SHARED_PARAMETERS_DOC)
+    return cls
+
+
+def store_parameters(estimator: BaseEstimator, arguments: dict) -> None:
+    """Store ``__init__`` arguments (``locals()``) unchanged as attributes, the scikit-learn way."""
+    for name, value in arguments.items():
+        if name not in ("self", "__class__"):
+            setattr(estimator, name, value)

@@ -1,0 +1,134 @@
+"""Linear probe on one pooled token per clip (the paper's ``linear`` baseline)."""
+
+from __future__ import annotations
+
+import torch
+from sklearn.utils._param_validation import StrOptions
+from torch import nn
+
+from .base import BaseProbeClassifier, store_parameters, with_shared_parameters_doc
+
+__all__ = ["LinearProbeClassifier", "PooledLinearHead"]
+
+POOLINGS = ("cls", "mean", "max", "meanmax")
+
+
+class PooledLinearHead(nn.Module):
+    """Pool tokens to one vector, then ``Linear``: ``(B, P, D), (B, M, D) -> (B, C)``.
+
+    ``pooling``: ``"cls"`` takes the first prefix token, ``"mean"`` / ``"max"``
+    pool the patch tokens, ``"meanmax"`` concatenates both (``2 D`` inputs).
+    """
+
+    def __init__(self, dim: int, n_outputs: int, pooling: str = "mean") -> None:
+        super().__init__()
+        self.pooling = pooling
+        self.linear = nn.Linear(2 * dim if pooling == "meanmax" else dim, n_outputs)
+
+    def pool(self, prefix: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
+        if self.pooling == "cls":
+            return prefix[:, 0]
+        if self.pooling == "mean":
+            return patches.mean(dim=1)
+        if self.pooling == "max":
+            return patches.amax(dim=1)
+        return torch.cat([patches.mean(dim=1), patches.amax(dim=1)], dim=1)
+
+    def forward(self, prefix: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.pool(prefix, patches))
+
+
+@with_shared_parameters_doc
+class LinearProbeClassifier(BaseProbeClassifier):
+    """Linear classifier on a pooled token of frozen-encoder token maps.
+
+    The paper's ``linear`` baseline: a ``Linear(D -> C)`` on the ``[cls]``
+    token, or on the mean of the patch tokens for encoders without one.
+
+    Parameters
+    ----------
+    pooling : {"cls", "mean", "max", "meanmax"}, default="mean"
+        ``"cls"`` uses the first token and needs ``prefix_tokens >= 1``;
+        the others pool the patch tokens.
+    learning_rate : float, default=1e-2
+        AdamW learning rate.
+    weight_decay : float, default=1e-4
+    {shared_parameters}
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels (``arange(n_labels)`` for multi-label ``y``).
+    n_features_in_ : int
+        Token embedding dimension ``D`` seen in ``fit``.
+    module_ : torch.nn.Module
+        The trained network (on CPU after ``fit``).
+    loss_ : str
+        The resolved training loss.
+    n_iter_ : int
+        Epochs run.
+    loss_curve_ : list of float
+        Mean training loss per epoch.
+    validation_loss_curve_ : list of float or None
+        Validation loss per epoch when ``early_stopping``.
+    best_validation_loss_ : float or None
+    n_trainable_parameters_ : int
+
+    See Also
+    --------
+    AttentiveProbeClassifier : attention pooling over the patch tokens.
+    PrototypicalProbeClassifier : the binarized prototypical probe.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skprobe import LinearProbeClassifier
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(60, 8, 16)).astype("float32")  # 60 clips, 8 tokens, dim 16
+    >>> y = (X[:, :, 0].mean(axis=1) > 0).astype(int)
+    >>> clf = LinearProbeClassifier(max_iter=50, random_state=0).fit(X, y)
+    >>> clf.predict_proba(X[:2]).shape
+    (2, 2)
+    """
+
+    _parameter_constraints = {
+        **BaseProbeClassifier._parameter_constraints,
+        "pooling": [StrOptions(set(POOLINGS))],
+    }
+
+    def __init__(
+        self,
+        pooling: str = "mean",
+        *,
+        prefix_tokens: int = 0,
+        loss: str = "auto",
+        asl_gamma_neg: float = 4.0,
+        asl_gamma_pos: float = 1.0,
+        asl_clip: float = 0.05,
+        learning_rate: float = 1e-2,
+        weight_decay: float = 1e-4,
+        max_iter: int = 30,
+        batch_size: int = 128,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        n_iter_no_change: int = 5,
+        tol: float = 1e-4,
+        standardize_tokens: bool = False,
+        device: str = "auto",
+        random_state=None,
+        verbose: int = 0,
+    ) -> None:
+        store_parameters(self, locals())
+
+    def _check_params(self) -> None:
+        if self.pooling == "cls" and self.prefix_tokens < 1:
+            raise ValueError(
+                "pooling='cls' needs prefix_tokens >= 1 (the [cls] token is the first token of X); "
+                "got prefix_tokens=0 — set prefix_tokens or use pooling='mean'"
+            )
+
+    def _needs_patches(self) -> bool:
+        return self.pooling != "cls"
+
+    def _build_head(self, dim: int, n_outputs: int) -> nn.Module:
+        return PooledLinearHead(dim, n_outputs, self.pooling)

@@ -10,6 +10,7 @@ from ._version import __version__
 from .encoders import (
     AudioEncoder,
     EncoderSpec,
+    FrozenEncoderTransformer,
     TokenLayout,
     fetch_weights,
     list_encoders,
@@ -23,6 +24,7 @@ __all__ = [
     "LinearProbeClassifier",
     "AttentiveProbeClassifier",
     "PrototypicalProbeClassifier",
+    "FrozenEncoderTransformer",
     "AudioEncoder",
     "EncoderSpec",
     "TokenLayout",

@@ -23,6 +23,7 @@ def make_token_scenes(
     max_events: int = 3,
     tokens_per_event: tuple[int, int] = (1, 3),
     event_strength: float = 1.5,
+    strength_spread: float = 1.0,
     n_background: int = 4,
     background_strength: float = 4.0,
     noise: float = 1.0,
@@ -51,6 +52,9 @@ def make_token_scenes(
     tokens_per_event : (int, int), default=(1, 3)
         Inclusive range of tokens one event occupies.
     event_strength, background_strength, noise : float
+    strength_spread : float, default=1.0
+        Each event's strength is ``event_strength`` times a log-uniform factor
+        in ``[1 / strength_spread, strength_spread]`` (quiet and loud events).
     n_background : int, default=4
     n_distractors : int, default=0
         Unlabelled event directions; 0 to 2 of them sound in each clip.
@@ -95,7 +99,8 @@ def make_token_scenes(
         events = {}
         for c in rng.choice(n_classes, size=k, replace=False):
             where = rng.choice(n_tokens, size=rng.randint(lo, hi + 1), replace=False)
-            X[i, where] += event_strength * signatures[c]
+            gain = event_strength * np.exp(rng.uniform(-1, 1) * np.log(strength_spread))
+            X[i, where] += gain * signatures[c]
             Y[i, c] = 1
             events[int(c)] = np.sort(where)
         event_tokens.append(events)

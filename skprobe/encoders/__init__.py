@@ -2,10 +2,14 @@
 
 from .base import AudioEncoder, TokenLayout
 from .loading import load_encoder
+from .transformer import FrozenEncoderTransformer, clear_encoder_cache, resolve_layers
 from .registry import EncoderSpec, PackagedWeights, get_encoder_spec, list_encoders, register_encoder
 from .weights import fetch_weights, find_weights
 
 __all__ = [
+    "FrozenEncoderTransformer",
+    "clear_encoder_cache",
+    "resolve_layers",
     "AudioEncoder",
     "TokenLayout",
     "EncoderSpec",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from numbers import Integral
 
+import numpy as np
+
 import torch
 import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -89,6 +91,15 @@ class AttentiveProbeClassifier(BaseProbeClassifier):
     best_validation_loss_ : float or None
     n_trainable_parameters_ : int
 
+    Notes
+    -----
+    The LayerNorm before the linear layer removes each pooled vector's mean and
+    scale, so with very small embedding dimensions the probe loses most of its
+    input: for ``dim = 2`` only the sign of the difference of the two values
+    survives. The estimator therefore declares the ``poor_score`` tag, which
+    makes scikit-learn's ``check_estimator`` skip its accuracy threshold on
+    2-feature toy problems; token maps of real encoders (D >= 64) are unaffected.
+
     Examples
     --------
     >>> import numpy as np
@@ -139,7 +150,12 @@ class AttentiveProbeClassifier(BaseProbeClassifier):
         self.n_heads_ = heads
         return AttentivePoolingHead(dim, n_outputs, self.n_queries, heads)
 
-    def attention_weights(self, X) -> "np.ndarray":
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.poor_score = True  # see Notes: LayerNorm on 2-feature toy data
+        return tags
+
+    def attention_weights(self, X) -> np.ndarray:
         """Attention of each query and head over the patch tokens.
 
         Returns

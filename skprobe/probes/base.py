@@ -276,10 +276,13 @@ class BaseProbeClassifier(ClassifierMixin, BaseEstimator):
         device = resolve_device(self.device)
         module = self.module_.to(device).eval()
         tokens = self._as_tensor(X)
+        # On CPU clips go one at a time: BLAS results then do not depend on which other clips
+        # share a batch, so predictions on a subset equal the subset of the predictions.
+        step = self.batch_size if device.type != "cpu" else 1
         out = []
         with torch.inference_mode():
-            for start in range(0, len(tokens), self.batch_size):
-                batch = tokens[start : start + self.batch_size].to(device, non_blocking=True)
+            for start in range(0, len(tokens), step):
+                batch = tokens[start : start + step].to(device, non_blocking=True)
                 out.append(fn(module, batch).double().cpu())
         return torch.cat(out).numpy()
 

@@ -1,3 +1,6 @@
 """Imports every built-in architecture so that each registers its EncoderSpec."""
 
 from . import tiny  # noqa: F401
+from . import beats  # noqa: F401
+from . import dasheng  # noqa: F401
+from . import asit  # noqa: F401

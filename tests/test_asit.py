@@ -200,3 +200,12 @@ def test_position_table_is_resized_bicubically_along_time():
         enc.pos_embed[:, 1:].reshape(1, 37, 8, 8).permute(0, 3, 1, 2), size=(64, 8), mode="bicubic", align_corners=False
     )
     torch.testing.assert_close(grid, reference[0].permute(1, 2, 0))
+
+
+def test_bad_input_is_rejected():
+    enc = ASiTEncoder(dim=32, depth=1, num_heads=2)
+    with pytest.raises(ValueError, match="at least 400 samples"):
+        enc(torch.zeros(1, 399))
+    with pytest.raises(ValueError, match="wav must be 2-D"):
+        enc(torch.zeros(16000))
+    assert enc(torch.zeros(1, 400)).shape == (1, 513, 32)  # one real frame, the rest padding

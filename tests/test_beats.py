@@ -107,7 +107,8 @@ def test_official_checkpoint_loads_strictly(encoder, checkpoints):
 def test_finetuned_checkpoint_drops_classifier(checkpoints):
     enc = load_encoder("beats-as2m-ft", checkpoints["dir"] / "BEATs_iter3_plus_AS2M_ft.pt")
     assert "predictor.weight" not in enc.state_dict()
-    torch.testing.assert_close(enc.state_dict()["encoder.layers.11.fc2.weight"], checkpoints["ft"]["encoder.layers.11.fc2.weight"])
+    key = "encoder.layers.11.fc2.weight"
+    torch.testing.assert_close(enc.state_dict()[key], checkpoints["ft"][key])
 
 
 def test_wrong_variant_is_named(tmp_path):
@@ -167,7 +168,10 @@ def test_ten_second_tokens_full_size(encoder):
 
 def test_forward_stops_after_deepest_requested_layer(encoder):
     called = []
-    hooks = [layer.register_forward_hook(lambda m, i, o, k=k: called.append(k)) for k, layer in enumerate(encoder.encoder.layers)]
+    hooks = [
+        layer.register_forward_hook(lambda m, i, o, k=k: called.append(k))
+        for k, layer in enumerate(encoder.encoder.layers)
+    ]
     wav = 0.1 * torch.randn(2, 32_000, generator=torch.Generator().manual_seed(1))
     try:
         with torch.inference_mode():
@@ -264,3 +268,14 @@ def reference_wave() -> torch.Tensor:
     wav = 0.3 * torch.sin(2 * math.pi * 440 * t) + 0.2 * torch.sin(2 * math.pi * (200 + 1500 * t) * t)
     wav = wav + 0.05 * torch.sin(2 * math.pi * 3000 * t) * (t > 0.7)
     return wav.float()[None]
+
+
+def test_bad_input_is_rejected():
+    enc = tiny_beats()
+    with pytest.raises(ValueError, match="at least 2800 samples"):
+        enc(torch.zeros(1, 2799))
+    with pytest.raises(ValueError, match="at least 2800 samples"):
+        enc.layout(2000, 0)
+    with pytest.raises(ValueError, match="wav must be 2-D"):
+        enc(torch.zeros(16000))
+    assert enc.layout(2800, 1).n_tokens == 8

@@ -14,7 +14,9 @@ from skprobe.encoders.dasheng import DashengEncoder, _ClipDecibels
 
 DATA = Path(__file__).parent / "data"
 
-BASE_CONFIG = {"embed_dim": 768, "depth": 12, "num_heads": 12, "target_length": 1008, "patch_size": [64, 4], "patch_stride": [64, 4]}
+BASE_CONFIG = {
+    "embed_dim": 768, "depth": 12, "num_heads": 12, "target_length": 1008, "patch_size": [64, 4], "patch_stride": [64, 4]
+}  # fmt: skip
 
 
 def official_shapes(dim: int = 768, depth: int = 12, chunk_patches: int = 252) -> dict[str, tuple[int, ...]]:
@@ -51,7 +53,9 @@ def official_shapes(dim: int = 768, depth: int = 12, chunk_patches: int = 252) -
 def random_state(shapes: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str, torch.Tensor]:
     """Seeded random weights; the front-end buffers are torchaudio's, as in the released file."""
     gen = torch.Generator().manual_seed(seed)
-    mel = torchaudio.transforms.MelSpectrogram(16000, n_fft=512, win_length=512, hop_length=160, f_min=0.0, f_max=8000.0, n_mels=64)
+    mel = torchaudio.transforms.MelSpectrogram(
+        16000, n_fft=512, win_length=512, hop_length=160, f_min=0.0, f_max=8000.0, n_mels=64
+    )
     state: dict[str, torch.Tensor] = {}
     for key, shape in shapes.items():
         if key == "front_end.0.spectrogram.window":
@@ -206,3 +210,12 @@ def reference_wave() -> torch.Tensor:
     wav = 0.3 * torch.sin(2 * math.pi * 440 * t) + 0.2 * torch.sin(2 * math.pi * (200 + 1500 * t) * t)
     wav = wav * (t > 0.2)  # leading digital silence exercises the 120 dB floor
     return wav.float()[None]
+
+
+def test_bad_input_is_rejected():
+    enc = tiny_dasheng()
+    with pytest.raises(ValueError, match="at least 480 samples"):
+        enc(torch.zeros(1, 300))
+    with pytest.raises(ValueError, match="wav must be 2-D"):
+        enc(torch.zeros(2, 1, 16000))
+    assert enc.layout(480, 0).n_time == 1 and enc(torch.zeros(1, 480)).shape == (1, 1, 32)

@@ -275,7 +275,9 @@ register_encoder(
         token_grid=(250, 1),
         n_heads=12,
         license="Apache-2.0 (XiaoMi/dasheng)",
-        weights_source="https://zenodo.org/records/11511780 (file dasheng_base.pt; linked from github.com/XiaoMi/dasheng)",
+        weights_source=(
+            "https://zenodo.org/records/11511780 (file dasheng_base.pt; linked from github.com/XiaoMi/dasheng)"
+        ),
         weights_file="dasheng_base.pt",
         convert_state_dict=convert_dasheng_state_dict,
         description=(

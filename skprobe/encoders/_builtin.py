@@ -1,4 +1,7 @@
 """Imports every built-in architecture so that each registers its EncoderSpec."""
 
+from . import asit  # noqa: F401
+from . import beats  # noqa: F401
+from . import dasheng  # noqa: F401
 from . import tiny  # noqa: F401
 from . import yamnet  # noqa: F401

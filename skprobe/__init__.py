@@ -12,15 +12,18 @@ from .encoders import (
     EncoderSpec,
     FrozenEncoderTransformer,
     TokenLayout,
+    check_encoder,
     fetch_weights,
     list_encoders,
     load_encoder,
     register_encoder,
 )
+from . import metrics
 from .probes import AttentiveProbeClassifier, LinearProbeClassifier, PrototypicalProbeClassifier
 
 __all__ = [
     "__version__",
+    "metrics",
     "LinearProbeClassifier",
     "AttentiveProbeClassifier",
     "PrototypicalProbeClassifier",
@@ -29,6 +32,7 @@ __all__ = [
     "EncoderSpec",
     "TokenLayout",
     "register_encoder",
+    "check_encoder",
     "list_encoders",
     "load_encoder",
     "fetch_weights",

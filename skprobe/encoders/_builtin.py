@@ -2,3 +2,4 @@
 
 from . import tiny  # noqa: F401
 from . import aisfx  # noqa: F401
+from . import crepe  # noqa: F401

@@ -3,3 +3,4 @@
 from . import tiny  # noqa: F401
 from . import aisfx  # noqa: F401
 from . import crepe  # noqa: F401
+from . import hf  # noqa: F401

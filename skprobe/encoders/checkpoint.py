@@ -81,6 +81,9 @@ _ALLOWED = {
     ("builtins", "slice"),
     ("builtins", "complex"),
     ("builtins", "bytearray"),
+    # Protocol-2 pickles written by Python 3 store bytes (e.g. numpy scalars'
+    # raw data) as _codecs.encode(text, "latin1").
+    ("_codecs", "encode"),
 }
 
 

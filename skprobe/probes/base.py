@@ -13,6 +13,7 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
+from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -319,7 +320,7 @@ class BaseProbeClassifier(ClassifierMixin, BaseEstimator):
         logits = self._logits(X)
         if self._target_kind == "multilabel" or self._sigmoid_outputs:
             eps = np.finfo(np.float64).eps
-            proba = np.clip(1.0 / (1.0 + np.exp(-logits)), eps, 1 - eps)
+            proba = np.clip(expit(logits), eps, 1 - eps)
             if self._target_kind == "multilabel":
                 return proba
             return proba / proba.sum(axis=1, keepdims=True)

@@ -158,3 +158,12 @@ def test_normalized_fbank_scaling_and_errors():
         NormalizedFbank(norm_std=0.0)
     with pytest.raises(ValueError, match="2-D"):
         NormalizedFbank()(torch.zeros(16000))
+
+
+def test_autocast_does_not_lower_the_precision():
+    wav = 0.3 * torch.randn(2, 16000, generator=torch.Generator().manual_seed(7))
+    fb = KaldiFbank()
+    plain = fb(wav)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cast = fb(wav)
+    assert cast.dtype == torch.float32 and torch.equal(cast, plain)

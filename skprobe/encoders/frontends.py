@@ -211,9 +211,11 @@ class KaldiFbank(nn.Module):
         else:
             step = max(1, self.chunk_frames // max(n_frames, 1))
         window, banks = self._on(wav.device)
-        for start in range(0, batch, step):
-            stop = min(start + step, batch)
-            out[start:stop] = self._fbank(frames[start:stop], window, banks)
+        # Autocast would run the filterbank matmul in half precision: keep float32.
+        with torch.autocast(wav.device.type, enabled=False):
+            for start in range(0, batch, step):
+                stop = min(start + step, batch)
+                out[start:stop] = self._fbank(frames[start:stop], window, banks)
         return out
 
     def _fbank(self, frames: torch.Tensor, window: torch.Tensor, banks: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,10 @@
 :class:`KaldiFbank` reproduces ``torchaudio.compliance.kaldi.fbank`` (Kaldi's
 ``compute-fbank-feats``) for a whole batch at once. Looping the per-clip
 torchaudio function is slower than a ViT-B forward on a GPU; this module turns
-the feature step into a few batched tensor ops.
+the feature step into a few batched tensor ops. :class:`NormalizedFbank` adds
+the input pipeline that AST-style spectrogram transformers (Audio-MAE, EAT,
+SSLAM, ...) put in front of their patch embedding: waveform mean removal, a
+fixed frame count and ``(x - mean) / (2 * std)`` normalisation.
 """
 
 from __future__ import annotations
@@ -13,13 +16,13 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["KaldiFbank", "kaldi_mel_banks"]
+__all__ = ["KaldiFbank", "NormalizedFbank", "kaldi_mel_banks"]
 
-_WINDOWS = ("hanning", "povey", "hamming", "rectangular")
+_WINDOWS = ("hanning", "povey", "hamming", "rectangular", "blackman")
 
 
-def _mel(freq: torch.Tensor | float):
-    return 1127.0 * (torch.log1p(freq / 700.0) if isinstance(freq, torch.Tensor) else math.log1p(freq / 700.0))
+def _mel_scalar(freq: float) -> float:
+    return 1127.0 * math.log(1.0 + freq / 700.0)
 
 
 def kaldi_mel_banks(
@@ -27,29 +30,58 @@ def kaldi_mel_banks(
 ) -> torch.Tensor:
     """Kaldi's triangular mel filters on the power-spectrum bins.
 
+    The arithmetic follows ``torchaudio.compliance.kaldi.get_mel_banks`` step by
+    step in float32, so the filters are bit-identical to torchaudio's. (Computing
+    them more precisely, in float64, moves low-frequency bins by up to 1e-4 in the
+    log domain: the reference itself is float32.)
+
+    Parameters
+    ----------
+    num_bins : int
+        Number of mel bins (more than 3).
+    padded_window_size : int
+        FFT size (even).
+    sample_frequency : float
+        Sample rate in Hz.
+    low_freq, high_freq : float
+        Mel range in Hz; ``high_freq <= 0`` is an offset from Nyquist.
+
     Returns
     -------
     Tensor of shape (padded_window_size // 2 + 1, num_bins)
-        Filter weights; the Nyquist bin has weight 0, as in Kaldi.
+        Float32 filter weights; the Nyquist bin has weight 0, as in Kaldi.
+
+    Examples
+    --------
+    >>> kaldi_mel_banks(128, 512, 16000.0, 20.0, 0.0).shape
+    torch.Size([257, 128])
     """
+    if num_bins <= 3:
+        raise ValueError(f"num_bins must be more than 3, got {num_bins}")
+    if padded_window_size % 2:
+        raise ValueError(f"padded_window_size must be even, got {padded_window_size}")
     nyquist = 0.5 * sample_frequency
     if high_freq <= 0.0:
         high_freq += nyquist
-    if not 0.0 <= low_freq < high_freq <= nyquist:
+    if not (0.0 <= low_freq < nyquist and 0.0 < high_freq <= nyquist and low_freq < high_freq):
         raise ValueError(
             f"need 0 <= low_freq < high_freq <= Nyquist ({nyquist} Hz), got low_freq={low_freq}, high_freq={high_freq}"
         )
-    n_fft_bins = padded_window_size // 2
-    mel_low, mel_high = _mel(low_freq), _mel(high_freq)
+    fft_bin_width = sample_frequency / padded_window_size
+    mel_low, mel_high = _mel_scalar(low_freq), _mel_scalar(high_freq)
     delta = (mel_high - mel_low) / (num_bins + 1)
-    edges = mel_low + delta * torch.arange(num_bins + 2, dtype=torch.float64)
-    left, center, right = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    bin_mel = _mel(sample_frequency / padded_window_size * torch.arange(n_fft_bins, dtype=torch.float64))[None, :]
-    up = (bin_mel - left) / (center - left)
-    down = (right - bin_mel) / (right - center)
-    banks = torch.clamp(torch.minimum(up, down), min=0.0)  # (num_bins, n_fft_bins)
-    banks = torch.cat([banks, torch.zeros(num_bins, 1, dtype=torch.float64)], dim=1)
-    return banks.T.to(torch.float32).contiguous()
+    index = torch.arange(num_bins, dtype=torch.int64).unsqueeze(1)
+    # Same float32 operations, in the same order, as torchaudio.
+    left = mel_low + index * delta
+    center = mel_low + (index + 1.0) * delta
+    right = mel_low + (index + 2.0) * delta
+    freqs = fft_bin_width * torch.arange(padded_window_size // 2, dtype=torch.float32)
+    mel = (1127.0 * (1.0 + freqs / 700.0).log()).unsqueeze(0)
+    up = (mel - left) / (center - left)
+    down = (right - mel) / (right - center)
+    banks = torch.max(torch.zeros(1), torch.min(up, down))  # (num_bins, n_fft // 2)
+    banks = torch.nn.functional.pad(banks, (0, 1))
+    return banks.T.contiguous()
 
 
 class KaldiFbank(nn.Module):
@@ -57,7 +89,14 @@ class KaldiFbank(nn.Module):
 
     Matches ``torchaudio.compliance.kaldi.fbank`` with ``dither=0``,
     ``snip_edges=True`` and ``use_energy=False`` (the settings of Audio-MAE,
-    BEATs, EAT, SSLAM, ASiT and AST) to float32 precision.
+    BEATs, EAT, SSLAM, ASiT and AST; ``htk_compat`` only moves the energy
+    column, so it has no effect here). The same float32 operations run in the
+    same order as in torchaudio; on CPU the result is usually bit-identical.
+
+    On CPU the batch is processed in chunks of about ``chunk_frames`` frames, so
+    that the intermediate frame buffers stay in cache: this makes the batched
+    version faster than the per-clip torchaudio loop. On other devices the whole
+    batch goes through at once.
 
     Parameters
     ----------
@@ -65,12 +104,15 @@ class KaldiFbank(nn.Module):
     num_mel_bins : int, default=128
     frame_length, frame_shift : float, default=25.0, 10.0
         In milliseconds.
-    window_type : {"hanning", "povey", "hamming", "rectangular"}, default="hanning"
+    window_type : {"hanning", "povey", "hamming", "rectangular", "blackman"}, default="hanning"
     low_freq, high_freq : float, default=20.0, 0.0
         Mel range; ``high_freq <= 0`` is an offset from Nyquist.
     preemphasis_coefficient : float, default=0.97
     remove_dc_offset : bool, default=True
     round_to_power_of_two : bool, default=True
+    blackman_coeff : float, default=0.42
+    chunk_frames : int or None, default=2048
+        Frames per chunk on CPU; None processes the whole batch at once.
 
     Examples
     --------
@@ -92,33 +134,67 @@ class KaldiFbank(nn.Module):
         preemphasis_coefficient: float = 0.97,
         remove_dc_offset: bool = True,
         round_to_power_of_two: bool = True,
+        blackman_coeff: float = 0.42,
+        chunk_frames: int | None = 2048,
     ) -> None:
         super().__init__()
         if window_type not in _WINDOWS:
             raise ValueError(f"window_type must be one of {_WINDOWS}, got {window_type!r}")
+        if chunk_frames is not None and chunk_frames < 1:
+            raise ValueError(f"chunk_frames must be a positive int or None, got {chunk_frames}")
+        self.num_mel_bins = num_mel_bins
         self.window_size = int(sample_frequency * frame_length * 0.001)
         self.window_shift = int(sample_frequency * frame_shift * 0.001)
+        if self.window_size < 2 or self.window_shift < 1:
+            raise ValueError(
+                f"frame_length={frame_length} ms / frame_shift={frame_shift} ms are too short at {sample_frequency} Hz"
+            )
         self.padded_window_size = (
             1 << (self.window_size - 1).bit_length() if round_to_power_of_two else self.window_size
         )
-        self.preemphasis_coefficient = preemphasis_coefficient
+        self.preemphasis_coefficient = float(preemphasis_coefficient)
         self.remove_dc_offset = remove_dc_offset
-        self.register_buffer("window", self._window(window_type, self.window_size), persistent=False)
-        banks = kaldi_mel_banks(num_mel_bins, self.padded_window_size, sample_frequency, low_freq, high_freq)
-        self.register_buffer("mel_banks", banks, persistent=False)
+        self.chunk_frames = chunk_frames
+        # Plain float32 attributes, not buffers: casting the encoder to half
+        # precision must not round the filters. Copies per device are cached.
+        self.window = self._window(window_type, self.window_size, blackman_coeff).float()
+        self.mel_banks = kaldi_mel_banks(
+            num_mel_bins, self.padded_window_size, sample_frequency, low_freq, high_freq
+        )
+        self._constants: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @staticmethod
-    def _window(kind: str, size: int) -> torch.Tensor:
+    def _window(kind: str, size: int, blackman_coeff: float) -> torch.Tensor:
         if kind == "hanning":
             return torch.hann_window(size, periodic=False)
         if kind == "povey":
             return torch.hann_window(size, periodic=False).pow(0.85)
         if kind == "hamming":
             return torch.hamming_window(size, periodic=False, alpha=0.54, beta=0.46)
+        if kind == "blackman":
+            a = 2 * math.pi / (size - 1)
+            n = torch.arange(size)
+            return blackman_coeff - 0.5 * torch.cos(a * n) + (0.5 - blackman_coeff) * torch.cos(2 * a * n)
         return torch.ones(size)
 
+    def _on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if device not in self._constants:
+            self._constants[device] = (self.window.to(device), self.mel_banks.to(device))
+        return self._constants[device]
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_constants"] = {}
+        return state
+
     def n_frames(self, n_samples: int) -> int:
-        """Frames produced for ``n_samples`` samples (Kaldi ``snip_edges=True``)."""
+        """Frames produced for ``n_samples`` samples (Kaldi ``snip_edges=True``).
+
+        Examples
+        --------
+        >>> KaldiFbank().n_frames(160000)
+        998
+        """
         return 0 if n_samples < self.window_size else 1 + (n_samples - self.window_size) // self.window_shift
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
@@ -127,13 +203,126 @@ class KaldiFbank(nn.Module):
             raise ValueError(f"wav must be 2-D (batch, samples), got shape {tuple(wav.shape)}")
         if wav.shape[1] < self.window_size:
             raise ValueError(f"clips need at least {self.window_size} samples, got {wav.shape[1]}")
-        frames = wav.float().unfold(-1, self.window_size, self.window_shift)  # B, T, W
+        frames = wav.float().unfold(-1, self.window_size, self.window_shift)  # B, T, W (a view)
+        batch, n_frames = frames.shape[:2]
+        out = frames.new_empty(batch, n_frames, self.num_mel_bins)
+        if self.chunk_frames is None or wav.device.type != "cpu":
+            step = batch
+        else:
+            step = max(1, self.chunk_frames // max(n_frames, 1))
+        window, banks = self._on(wav.device)
+        # Autocast would run the filterbank matmul in half precision: keep float32.
+        with torch.autocast(wav.device.type, enabled=False):
+            for start in range(0, batch, step):
+                stop = min(start + step, batch)
+                out[start:stop] = self._fbank(frames[start:stop], window, banks)
+        return out
+
+    def _fbank(self, frames: torch.Tensor, window: torch.Tensor, banks: torch.Tensor) -> torch.Tensor:
+        """Log mel energies of frames ``(b, T, W) -> (b, T, num_mel_bins)``."""
+        size = self.window_size
         if self.remove_dc_offset:
             frames = frames - frames.mean(dim=-1, keepdim=True)
-        if self.preemphasis_coefficient != 0.0:
-            previous = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)
-            frames = frames - self.preemphasis_coefficient * previous
-        frames = frames * self.window
-        spectrum = torch.fft.rfft(frames, n=self.padded_window_size).abs().pow(2.0)
-        mel = spectrum @ self.mel_banks
-        return torch.clamp(mel, min=torch.finfo(torch.float32).eps).log()
+        # Explicit zero padding to the FFT size; the columns past the window stay 0.
+        padded = frames.new_zeros(*frames.shape[:-1], self.padded_window_size)
+        body = padded[..., :size]
+        coeff = self.preemphasis_coefficient
+        if coeff != 0.0:
+            # x[j] - c * x[j - 1] (x[-1] := x[0]), with the product rounded
+            # before the subtraction exactly as torchaudio does.
+            torch.mul(frames[..., :-1], coeff, out=body[..., 1:])
+            torch.sub(frames[..., 1:], body[..., 1:], out=body[..., 1:])
+            body[..., :1] = frames[..., :1] - coeff * frames[..., :1]
+        else:
+            body.copy_(frames)
+        body.mul_(window)
+        power = torch.fft.rfft(padded).abs().pow_(2.0)
+        mel = torch.matmul(power, banks)
+        return torch.clamp_min_(mel, torch.finfo(torch.float32).eps).log_()
+
+
+class NormalizedFbank(nn.Module):
+    """Waveforms to the normalised fbank "image" of AST-style audio ViTs.
+
+    The pipeline of the official Audio-MAE, EAT and SSLAM data loaders, batched:
+
+    1. optional scaling of the waveform (``waveform_scale``) and removal of each
+       clip's mean (``remove_mean``);
+    2. :class:`KaldiFbank` (hanning window, 25 ms / 10 ms, 128 mel bins, no
+       dither, no energy);
+    3. zero-padding at the end (in the log-mel domain) or cropping to
+       ``target_frames`` frames;
+    4. ``(fbank - norm_mean) / (2 * norm_std)``.
+
+    Parameters
+    ----------
+    target_frames : int, default=1024
+        Frames after padding or cropping (1024 = 10.24 s at a 10 ms shift).
+    norm_mean, norm_std : float
+        Dataset statistics of the log-mel values.
+    waveform_scale : float, default=1.0
+        Factor applied to the ``[-1, 1]`` waveform first (32768 for loaders that
+        read int16 samples).
+    remove_mean : bool, default=True
+        Subtract each clip's mean before the fbank.
+    sample_frequency : float, default=16000
+    num_mel_bins : int, default=128
+    frame_shift : float, default=10.0
+        In milliseconds.
+
+    Examples
+    --------
+    >>> import torch
+    >>> front = NormalizedFbank(target_frames=1024, norm_mean=-4.268, norm_std=4.569)
+    >>> front(torch.randn(2, 80000)).shape
+    torch.Size([2, 1024, 128])
+    """
+
+    def __init__(
+        self,
+        target_frames: int = 1024,
+        norm_mean: float = -4.2677393,
+        norm_std: float = 4.5689974,
+        waveform_scale: float = 1.0,
+        remove_mean: bool = True,
+        sample_frequency: float = 16000.0,
+        num_mel_bins: int = 128,
+        frame_shift: float = 10.0,
+    ) -> None:
+        super().__init__()
+        if target_frames < 1:
+            raise ValueError(f"target_frames must be positive, got {target_frames}")
+        if norm_std <= 0:
+            raise ValueError(f"norm_std must be positive, got {norm_std}")
+        self.target_frames = int(target_frames)
+        self.norm_mean = float(norm_mean)
+        self.norm_std = float(norm_std)
+        self.waveform_scale = float(waveform_scale)
+        self.remove_mean = remove_mean
+        self.fbank = KaldiFbank(
+            sample_frequency=sample_frequency,
+            num_mel_bins=num_mel_bins,
+            frame_shift=frame_shift,
+            window_type="hanning",
+        )
+
+    def n_frames(self, n_samples: int) -> int:
+        """Fbank frames of a clip of ``n_samples`` samples, before padding or cropping."""
+        return self.fbank.n_frames(n_samples)
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        """Normalised fbank ``(B, S) -> (B, target_frames, num_mel_bins)``."""
+        if wav.ndim != 2:
+            raise ValueError(f"wav must be 2-D (batch, samples), got shape {tuple(wav.shape)}")
+        wav = wav.float()
+        if self.waveform_scale != 1.0:
+            wav = wav * self.waveform_scale
+        if self.remove_mean:
+            wav = wav - wav.mean(dim=1, keepdim=True)
+        spec = self.fbank(wav)
+        missing = self.target_frames - spec.shape[1]
+        if missing > 0:
+            spec = torch.nn.functional.pad(spec, (0, 0, 0, missing))
+        elif missing < 0:
+            spec = spec[:, : self.target_frames]
+        return (spec - self.norm_mean) / (self.norm_std * 2)

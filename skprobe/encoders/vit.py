@@ -13,7 +13,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Attention", "Mlp", "Block", "sincos_pos_embed_2d"]
+__all__ = [
+    "Attention",
+    "Mlp",
+    "LayerScale",
+    "Block",
+    "PatchEmbed",
+    "sincos_pos_embed_2d",
+    "init_vit_weights",
+]
 
 
 class Attention(nn.Module):
@@ -107,6 +115,36 @@ class Block(nn.Module):
             return x + self.ls2(self.mlp(self.norm2(x)))
         x = self.norm1(x + self.ls1(self.attn(x, attn_bias)))
         return self.norm2(x + self.ls2(self.mlp(x)))
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping square patches of a spectrogram, flattened time-major.
+
+    ``(B, C, T, F) -> (B, (T // p) * (F // p), D)``: the token of time patch
+    ``t`` and frequency patch ``f`` sits at ``t * (F // p) + f``, as in timm's
+    ``PatchEmbed`` on a ``(time, frequency)`` image. The convolution is called
+    ``proj``, the name in timm, Audio-MAE and EAT.
+
+    Parameters
+    ----------
+    patch_size : int, default=16
+    in_chans : int, default=1
+    dim : int, default=768
+
+    Examples
+    --------
+    >>> import torch
+    >>> PatchEmbed(16, 1, 32)(torch.zeros(2, 1, 1024, 128)).shape
+    torch.Size([2, 512, 32])
+    """
+
+    def __init__(self, patch_size: int = 16, in_chans: int = 1, dim: int = 768) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
 
 
 def sincos_pos_embed_2d(dim: int, grid_h: int, grid_w: int, cls_token: bool = False) -> torch.Tensor:

@@ -1,0 +1,35 @@
+"""The paper's central effect on synthetic token maps with default probe settings.
+
+Each class lights up only 1-3 of 64 tokens, at gains spread over a factor of 9,
+over a loud background shared by all clips and with unlabelled distractor
+events. Global mean pooling drowns the events; one attention query has to share
+its weights between events of different loudness; class-agnostic prototypes
+with max pooling score every class independently. Measured (macro mAP, seeds
+0 / 1 / 2): linear 0.414 / 0.407 / -, attentive 0.675 / 0.671 / -, prototypical
+0.749 / 0.734 / - (see docs/method.md).
+"""
+
+import pytest
+
+from skprobe import AttentiveProbeClassifier, LinearProbeClassifier, PrototypicalProbeClassifier
+from skprobe.datasets.synthetic import make_token_scenes
+from skprobe.metrics import macro_map
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    data = make_token_scenes(1600, dim=64, n_classes=12, max_events=4, n_distractors=8, event_strength=4.0,
+                             strength_spread=3.0, random_state=0)
+    return data.X[:1000], data.y[:1000], data.X[1000:], data.y[1000:]
+
+
+def test_prototypical_beats_attentive_beats_linear(scenes):
+    X_train, Y_train, X_test, Y_test = scenes
+    score = {}
+    for name, Probe in [("linear", LinearProbeClassifier), ("attentive", AttentiveProbeClassifier),
+                        ("prototypical", PrototypicalProbeClassifier)]:
+        probe = Probe(random_state=0).fit(X_train, Y_train)
+        score[name] = macro_map(Y_test, probe.decision_function(X_test))
+    print(score)
+    assert score["prototypical"] > score["attentive"] + 0.03
+    assert score["attentive"] > score["linear"] + 0.1

@@ -1,0 +1,269 @@
+"""Compare the linear, attentive and prototypical probes on one encoder and one labelled set.
+
+The engine behind ``skprobe benchmark``: load the data, extract tokens once
+(through the per-clip token cache), train every probe over several seeds,
+score the test split and write the results (JSON, CSV) and plots.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import joblib
+import numpy as np
+from sklearn.model_selection import train_test_split
+from sklearn.utils import Bunch
+from tqdm.auto import tqdm
+
+from ._config import data_home
+from ._version import __version__
+from .encoders import FrozenEncoderTransformer, get_encoder_spec
+from .metrics import macro_map, macro_roc_auc, micro_ap, per_class_ap, top1_accuracy
+from .probes import AttentiveProbeClassifier, LinearProbeClassifier, PrototypicalProbeClassifier
+
+__all__ = ["BenchmarkConfig", "load_benchmark_data", "extract_tokens", "run_benchmark", "PROBES", "BUILTIN_DATASETS"]
+
+PROBES = {
+    "linear": LinearProbeClassifier,
+    "attentive": AttentiveProbeClassifier,
+    "prototypical": PrototypicalProbeClassifier,
+}
+BUILTIN_DATASETS = ("event-scenes", "event-clips")
+
+
+@dataclass
+class BenchmarkConfig:
+    """Everything one benchmark run depends on (see ``skprobe benchmark --help``)."""
+
+    encoder: str = "yamnet"
+    dataset: str = "event-scenes"
+    labels: str | None = None
+    checkpoint: str | None = None
+    layer: int = -1
+    probes: Sequence[str] = ("linear", "attentive", "prototypical")
+    seeds: int = 3
+    test_size: float = 0.3
+    n_train: int | None = None
+    n_test: int | None = None
+    output: str = "skprobe-results"
+    device: str = "auto"
+    batch_size: int = 16
+    refit: bool = False
+    verbose: int = 1
+    probe_params: dict = field(default_factory=dict)
+
+
+def load_benchmark_data(config: BenchmarkConfig) -> Bunch:
+    """Train/test waveforms and labels of a built-in set or an audio folder.
+
+    Returns
+    -------
+    Bunch
+        ``X_train``, ``X_test`` (waveforms at ``sample_rate``), ``Y_train``,
+        ``Y_test`` (multi-hot), ``class_names``, ``multilabel``, ``sample_rate``,
+        ``events_test`` (list per clip of event dicts, or None), ``name``,
+        ``description``.
+    """
+    from .datasets import load_audio_folder, make_event_clips, make_event_scenes
+
+    rate = get_encoder_spec(config.encoder).sample_rate
+    sizes = {k: v for k, v in (("n_train", config.n_train), ("n_test", config.n_test)) if v is not None}
+    if config.dataset in BUILTIN_DATASETS:
+        maker = make_event_scenes if config.dataset == "event-scenes" else make_event_clips
+        data = maker(sample_rate=rate, verbose=bool(config.verbose), **sizes)
+        return Bunch(X_train=data.X_train, X_test=data.X_test, Y_train=data.Y_train, Y_test=data.Y_test,
+                     class_names=list(data.class_names), multilabel=config.dataset == "event-scenes",
+                     sample_rate=rate, events_test=data.events_test, name=config.dataset,
+                     description=data.DESCR.splitlines()[0] if getattr(data, "DESCR", None) else config.dataset)
+    folder = Path(config.dataset)
+    if not folder.is_dir():
+        raise ValueError(
+            f"dataset {config.dataset!r} is neither a built-in set {BUILTIN_DATASETS} nor an existing folder"
+        )
+    data = load_audio_folder(folder, config.labels, sample_rate=rate, verbose=bool(config.verbose))
+    multilabel = data.y is None
+    stratify = data.y if not multilabel and _can_stratify(data.y, config.test_size) else None
+    idx_train, idx_test = train_test_split(np.arange(len(data.files)), test_size=config.test_size,
+                                           random_state=0, stratify=stratify)
+    return Bunch(X_train=[data.waveforms[i] for i in idx_train], X_test=[data.waveforms[i] for i in idx_test],
+                 Y_train=data.Y[idx_train], Y_test=data.Y[idx_test], class_names=list(data.class_names),
+                 multilabel=multilabel, sample_rate=rate, events_test=None, name=folder.name,
+                 description=f"{len(data.files)} files from {folder}")
+
+
+def _can_stratify(y: np.ndarray, test_size: float) -> bool:
+    _, counts = np.unique(y, return_counts=True)
+    return counts.min() >= 2 and int(len(y) * test_size) >= len(counts)
+
+
+def extract_tokens(config: BenchmarkConfig, data: Bunch) -> tuple[np.ndarray, np.ndarray, FrozenEncoderTransformer]:
+    """Token maps of the train and test clips, through the per-clip cache under ``<data home>/tokens``."""
+    encoder = FrozenEncoderTransformer(
+        encoder=config.encoder, checkpoint=config.checkpoint, layers=config.layer, sample_rate=data.sample_rate,
+        batch_size=config.batch_size, device=config.device, cache=str(data_home() / "tokens"),
+        verbose=config.verbose,
+    )
+    X_train = encoder.fit_transform(list(data.X_train))
+    X_test = encoder.transform(list(data.X_test))
+    return X_train, X_test, encoder
+
+
+def _digest(*arrays: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(str(a.shape).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:20]
+
+
+def _fit_or_load(probe, X, Y, key: str, refit: bool):
+    """Fit ``probe`` (or load it from the probe cache); returns (probe, fit seconds)."""
+    path = data_home() / "probes" / f"{key}.joblib"
+    if path.is_file() and not refit:
+        stored = joblib.load(path)
+        return stored["probe"], stored["fit_seconds"]
+    start = time.perf_counter()
+    probe.fit(X, Y)
+    seconds = time.perf_counter() - start
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    joblib.dump({"probe": probe, "fit_seconds": seconds}, tmp)
+    tmp.replace(path)
+    return probe, seconds
+
+
+def _class_scores(probe, X, n_classes: int) -> np.ndarray:
+    """Scores ``(n, n_classes)`` in the data set's class order (single-label probes know only
+    the classes seen in training; a missing class gets a score below every other)."""
+    scores = probe.decision_function(X)
+    if scores.ndim == 1:
+        scores = np.column_stack([-scores, scores])
+    if scores.shape[1] == n_classes:
+        return scores
+    full = np.full((len(scores), n_classes), scores.min() - 1.0)
+    full[:, probe.classes_.astype(int)] = scores
+    return full
+
+
+def _scores(Y_test: np.ndarray, scores: np.ndarray, multilabel: bool) -> dict[str, float]:
+    out = {
+        "macro_map": macro_map(Y_test, scores),
+        "micro_ap": micro_ap(Y_test, scores),
+        "macro_roc_auc": macro_roc_auc(Y_test, scores),
+    }
+    if not multilabel:
+        out["top1_accuracy"] = top1_accuracy(Y_test, scores)
+    return out
+
+
+def run_benchmark(config: BenchmarkConfig) -> dict:
+    """Run the comparison and write ``results.json``, ``results.csv``, ``per_class_ap.csv`` and plots.
+
+    Returns
+    -------
+    dict
+        ``config``, ``data`` (sizes, classes), ``encoder`` (layout), ``runs``
+        (one dict per probe and seed), ``summary`` (mean and std per probe),
+        ``per_class_ap`` (mean per probe), ``files`` (written paths).
+    """
+    unknown = [p for p in config.probes if p not in PROBES]
+    if unknown:
+        raise ValueError(f"unknown probe(s) {unknown}; choose from {list(PROBES)}")
+    if config.seeds < 1:
+        raise ValueError(f"seeds must be at least 1, got {config.seeds}")
+    out_dir = Path(config.output)
+    data = load_benchmark_data(config)
+    X_train, X_test, encoder = extract_tokens(config, data)
+    Y_train = data.Y_train if data.multilabel else data.Y_train.argmax(axis=1)
+    token_key = _digest(X_train, np.asarray(data.Y_train))
+
+    runs, fitted = [], {}
+    jobs = [(name, seed) for name in config.probes for seed in range(config.seeds)]
+    for name, seed in tqdm(jobs, desc="training probes", unit="fit", disable=not config.verbose):
+        params = {"prefix_tokens": encoder.prefix_tokens_, "random_state": seed, "device": config.device,
+                  **config.probe_params.get(name, {})}
+        probe = PROBES[name](**params)
+        key = hashlib.sha256(json.dumps(
+            [token_key, name, sorted(probe.get_params().items()), __version__], default=str).encode()
+        ).hexdigest()[:24]
+        probe, seconds = _fit_or_load(probe, X_train, Y_train, key, config.refit)
+        scores = _class_scores(probe, X_test, len(data.class_names))
+        runs.append({"probe": name, "seed": seed, "fit_seconds": seconds,
+                     "n_parameters": probe.n_trainable_parameters_,
+                     "per_class_ap": per_class_ap(data.Y_test, scores).tolist(),
+                     **_scores(data.Y_test, scores, data.multilabel)})
+        if seed == 0:
+            fitted[name] = probe
+
+    metric_names = [k for k in runs[0] if k not in ("probe", "seed", "per_class_ap")]
+    summary = {}
+    for name in config.probes:
+        rows = [r for r in runs if r["probe"] == name]
+        summary[name] = {m: {"mean": float(np.mean([r[m] for r in rows])), "std": float(np.std([r[m] for r in rows]))}
+                         for m in metric_names}
+    class_ap = {name: np.nanmean([r["per_class_ap"] for r in runs if r["probe"] == name], axis=0).tolist()
+                for name in config.probes}
+    result = {
+        "skprobe": __version__,
+        "config": asdict(config) | {"probes": list(config.probes)},
+        "data": {"name": data.name, "description": data.description, "multilabel": data.multilabel,
+                 "n_train": len(X_train), "n_test": len(X_test), "class_names": data.class_names,
+                 "test_positives": np.asarray(data.Y_test).sum(axis=0).tolist()},
+        "encoder": {"name": encoder.encoder_spec_.name, "layers": encoder.layers_, "n_tokens": encoder.n_tokens_,
+                    "dim": encoder.dim_, "prefix_tokens": encoder.prefix_tokens_,
+                    "token_grid": list(encoder.token_grid_), "hop_seconds": encoder.hop_seconds_},
+        "runs": runs,
+        "summary": summary,
+        "per_class_ap": class_ap,
+    }
+    result["files"] = _write_outputs(out_dir, result, data, encoder, X_test, fitted)
+    return result
+
+
+def _write_outputs(out_dir: Path, result: dict, data: Bunch, encoder, X_test, fitted) -> list[str]:
+    from . import plotting
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = []
+    path = out_dir / "results.json"
+    path.write_text(json.dumps(result, indent=2, default=float))
+    files.append(path)
+    path = out_dir / "results.csv"
+    metrics = [k for k in result["runs"][0] if k not in ("probe", "seed", "per_class_ap")]
+    lines = [",".join(["probe", "seed", *metrics])]
+    lines += [",".join([r["probe"], str(r["seed"]), *(f"{r[m]:.6g}" for m in metrics)]) for r in result["runs"]]
+    path.write_text("\n".join(lines) + "\n")
+    files.append(path)
+    path = out_dir / "per_class_ap.csv"
+    names = list(result["per_class_ap"])
+    rows = [",".join(["class", "test_positives", *names])]
+    for c, cls in enumerate(data.class_names):
+        rows.append(",".join([cls, str(result["data"]["test_positives"][c]),
+                              *(f"{result['per_class_ap'][n][c]:.6g}" for n in names)]))
+    path.write_text("\n".join(rows) + "\n")
+    files.append(path)
+    files.append(plotting.plot_per_class_ap(result, out_dir / "per_class_ap.png"))
+    if "prototypical" in fitted:
+        files.append(plotting.plot_prototype_activations(
+            fitted["prototypical"], encoder, X_test, data, out_dir / "prototype_activations.png"))
+    return [str(f) for f in files]
+
+
+def format_table(result: dict) -> str:
+    """The summary as an aligned text table (mean ± std over seeds)."""
+    summary = result["summary"]
+    single = not result["data"]["multilabel"]
+    cols = [("macro_map", "macro mAP"), ("micro_ap", "micro AP"), ("macro_roc_auc", "macro ROC-AUC")]
+    if single:
+        cols.append(("top1_accuracy", "top-1"))
+    header = f"{'probe':<14}" + "".join(f"{title:>18}" for _, title in cols) + f"{'fit s':>9}{'params':>12}"
+    lines = [header, "-" * len(header)]
+    for name, s in summary.items():
+        cells = "".join(f"{s[k]['mean']:>11.3f} ± {s[k]['std']:.3f}" for k, _ in cols)
+        lines.append(f"{name:<14}{cells}{s['fit_seconds']['mean']:>9.1f}{int(s['n_parameters']['mean']):>12,}")
+    return "\n".join(lines)

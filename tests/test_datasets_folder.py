@@ -44,7 +44,7 @@ def test_multi_label_csv(folder):
 
 
 def test_single_label_gives_y_and_resamples(tmp_path):
-    for i, label in enumerate(["dog", "cat", "dog"]):
+    for i in range(3):
         _write(tmp_path / f"{i}.wav", 0.5, 22050)
     (tmp_path / "meta.csv").write_text("filename,fold,category\n0.wav,1,dog\n1.wav,1,cat\n2.wav,2,dog\n")
     data = load_audio_folder(tmp_path, tmp_path / "meta.csv", sample_rate=8000)

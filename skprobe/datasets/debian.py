@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
 from collections.abc import Sequence
@@ -168,7 +169,7 @@ def _apt_download(package: str, folder: Path, private: Path, *, verbose: bool) -
 def _run_apt(args: list[str], cwd: Path, options: list[str], verbose: bool) -> subprocess.CompletedProcess:
     cmd = ["apt-get", "-q", *options, *args]
     if verbose:
-        print("skprobe:", " ".join(cmd))
+        print("skprobe:", " ".join(cmd), file=sys.stderr)
     env = {**os.environ, "LC_ALL": "C"}  # stable English messages to match on
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
 

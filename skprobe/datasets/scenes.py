@@ -30,7 +30,7 @@ import numpy as np
 import soundfile as sf
 from sklearn.utils import Bunch
 
-from ..audio import read_audio
+from ..audio import read_audio, resample
 from . import _cache
 from .sources import CATALOG_VERSION, EVENT_CLASSES, SoundSource, debian_sources
 
@@ -209,9 +209,12 @@ def build_event_set(kind: str, n_train: int, n_test: int, *, params: _Params, se
             raise ValueError(f"classes {unknown} have no sources; known: "
                              f"{sorted({s.label for s in sources if s.label is not None})}")
         sources = [s for s in sources if s.label is None or s.label in set(classes)]
+    skipped: list[str] = []
+    sources = _readable(sources, params.min_source_rate, skipped)
     class_names = _class_names(sources)
     splits = split_sources(sources, test_fraction=params.test_fraction, split_seed=params.split_seed)
     pool = _Pool.load(splits, class_names, params, verbose)
+    pool.skipped[:0] = skipped
     arrays: dict[str, np.ndarray] = {}
     meta: dict[str, Any] = {"kind": kind, "class_names": class_names, "params": key_params,
                             "sample_rate": params.sample_rate, "clip_seconds": params.clip_seconds,
@@ -279,6 +282,22 @@ def split_sources(sources: Sequence[SoundSource], *, test_fraction: float = 1 / 
     return out
 
 
+def _readable(sources: Sequence[SoundSource], min_rate: int, skipped: list[str]) -> list[SoundSource]:
+    """Sources soundfile can open, at ``min_rate`` Hz or more (checked before the split, so its shares hold)."""
+    keep = []
+    for src in sources:
+        try:
+            rate = sf.info(str(src.path)).samplerate
+        except (RuntimeError, OSError, ValueError) as exc:  # soundfile's errors derive from these
+            skipped.append(f"{src.name}: unreadable ({exc})")
+            continue
+        if rate < min_rate:
+            skipped.append(f"{src.name}: sample rate {rate} < {min_rate}")
+            continue
+        keep.append(src)
+    return keep
+
+
 def _dedupe(sources: Sequence[SoundSource]) -> list[SoundSource]:
     by_size: dict[int, list[SoundSource]] = defaultdict(list)
     for src in sorted(sources, key=lambda s: s.name):
@@ -316,48 +335,51 @@ class _Pool:
     def load(cls, splits: dict[str, list[SoundSource]], class_names: list[str], params: _Params,
              verbose: bool) -> _Pool:
         pool = cls()
+        chosen: list[tuple[str, str | None, SoundSource, np.ndarray, int]] = []
         for split in _SPLITS:
             by_label: dict[str | None, list[SoundSource]] = defaultdict(list)
             for src in splits[split]:
                 by_label[src.label].append(src)
             todo = [(label, by_label[label]) for label in [*class_names, None]]
-            for label, candidates in _progress(todo, verbose, f"loading sources ({split})"):
+            for label, candidates in _progress(todo, verbose, f"reading sources ({split})"):
                 cap = params.max_sources_per_class if label is not None else len(candidates)
-                loaded = []
+                n_before = len(chosen)
                 for src in _round_robin(candidates, params.split_seed):
-                    if len(loaded) == cap:
+                    if len(chosen) - n_before == cap:
                         break
-                    wav = pool._read(src, params)
-                    if wav is not None:
-                        loaded.append((src, wav))
-                what = "ambient beds" if label is None else f"class {label!r}"
-                if not loaded:
+                    native = pool._read(src, params)
+                    if native is not None:
+                        chosen.append((split, label, src, *native))
+                if len(chosen) == n_before:
+                    what = "ambient beds" if label is None else f"class {label!r}"
                     raise ValueError(f"no usable recording of {what} in the {split} split "
                                      f"({len(candidates)} candidates, skipped: {pool.skipped[-3:]})")
-                if label is None:
-                    pool.beds[split] = loaded
-                else:
-                    pool.events[(split, label)] = loaded
-                    for src, wav in loaded:
-                        pool.bursts[(split, label, src.burst_key)].append((src, wav))
+        waves = _resample_all([(wav, rate) for *_, wav, rate in chosen], params.sample_rate)
+        for (split, label, src, _, _), wav in zip(chosen, waves):
+            item = (src, (wav / _active_rms(wav, params.sample_rate)).astype(np.float32))
+            if label is None:
+                pool.beds.setdefault(split, []).append(item)
+            else:
+                pool.events.setdefault((split, label), []).append(item)
+                pool.bursts[(split, label, src.burst_key)].append(item)
         return pool
 
-    def _read(self, src: SoundSource, params: _Params) -> np.ndarray | None:
+    def _read(self, src: SoundSource, params: _Params) -> tuple[np.ndarray, int] | None:
+        """Mono audio at its native rate, trimmed of leading and trailing silence; None if unusable."""
         try:
             rate = sf.info(str(src.path)).samplerate
             if rate < params.min_source_rate:
                 self.skipped.append(f"{src.name}: sample rate {rate} < {params.min_source_rate}")
                 return None
-            wav, _ = read_audio(src.path, params.sample_rate)
+            wav, rate = read_audio(src.path)
         except (ValueError, RuntimeError, OSError) as exc:
             self.skipped.append(f"{src.name}: unreadable ({exc})")
             return None
         wav = _trim(wav)
-        sr = params.sample_rate
-        if wav.size < 0.02 * sr or np.abs(wav).max() < 1e-4:
+        if wav.size < 0.02 * rate or np.abs(wav).max() < 1e-4:
             self.skipped.append(f"{src.name}: silent or shorter than 20 ms")
             return None
-        return (wav / _active_rms(wav, sr)).astype(np.float32)
+        return wav, rate
 
     def split_listing(self) -> dict[str, Any]:
         listing: dict[str, Any] = {split: defaultdict(list) for split in _SPLITS}
@@ -370,6 +392,37 @@ class _Pool:
     def licences(self) -> dict[str, str]:
         items = [x for v in self.events.values() for x in v] + [x for v in self.beds.values() for x in v]
         return {s.name: s.licence for s, _ in sorted(items, key=lambda x: x[0].name)}
+
+
+def _resample_all(items: list[tuple[np.ndarray, int]], sample_rate: int,
+                  max_batch_samples: int = 1 << 22) -> list[np.ndarray]:
+    """Resample many waveforms, batched per native rate (one sinc kernel per batch, not per file).
+
+    Rows are zero-padded to the longest of their batch and cut back to the
+    length :func:`skprobe.audio.resample` gives a single file, so the result
+    does not depend on the batching.
+    """
+    out: list[np.ndarray | None] = [None] * len(items)
+    by_rate: dict[int, list[int]] = defaultdict(list)
+    for i, (_, rate) in enumerate(items):
+        by_rate[rate].append(i)
+    for rate, idx in by_rate.items():
+        idx.sort(key=lambda i: items[i][0].size)
+        while idx:
+            longest = items[idx[0]][0].size
+            take = 1
+            while take < len(idx) and (take + 1) * max(longest, items[idx[take]][0].size) <= max_batch_samples:
+                take += 1
+            batch_idx, idx = idx[:take], idx[take:]
+            width = items[batch_idx[-1]][0].size
+            batch = np.zeros((len(batch_idx), width), np.float32)
+            for row, i in enumerate(batch_idx):
+                batch[row, :items[i][0].size] = items[i][0]
+            res = resample(batch, rate, sample_rate)
+            for row, i in enumerate(batch_idx):
+                n = int(np.ceil(items[i][0].size * sample_rate / rate))
+                out[i] = np.ascontiguousarray(res[row, :n])
+    return out  # type: ignore[return-value]
 
 
 def _round_robin(candidates: list[SoundSource], split_seed: int):

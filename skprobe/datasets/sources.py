@@ -146,6 +146,9 @@ _HYDROGEN_LICENCES = {
     "VariBreaks": "GPL-2.0-or-later", "circAfrique v4": "CC-BY-SA-3.0", "rumpf_kit_z01_h2": "CC-BY-3.0",
 }
 
+# Emiliano Grilli's three kits are versions of one Ludwig set: one group, so they never straddle the split
+_HYDROGEN_GROUPS = {"Millo-Drums_v.1": "Millo", "Millo_MultiLayered2": "Millo", "Millo_MultiLayered3": "Millo"}
+
 
 def _hydrogen(root: Path) -> Iterator[SoundSource]:
     kits = root / "usr/share/hydrogen/data/drumkits"
@@ -160,7 +163,8 @@ def _hydrogen(root: Path) -> Iterator[SoundSource]:
             # the instrument name decides; the file name only when the name says nothing
             label = _first(instrument, _DRUMS) or _first(Path(filename).stem.replace("_", " "), _DRUMS)
             if label is not None and path.is_file():
-                yield _source(root, path, "hydrogen-drumkits", label, kit.name, licence)
+                yield _source(root, path, "hydrogen-drumkits", label, _HYDROGEN_GROUPS.get(kit.name, kit.name),
+                              licence)
         for path in sorted(kit.glob("Waterglass*")):  # a struck glass (high, low), five velocities
             group = f"{kit.name}-{path.stem.split('-')[0].lower()}"
             yield _source(root, path, "hydrogen-drumkits", "glass", group, licence)

@@ -34,7 +34,7 @@ from ..audio import read_audio, resample
 from . import _cache
 from .sources import CATALOG_VERSION, EVENT_CLASSES, SoundSource, debian_sources
 
-__all__ = ["make_event_scenes", "make_event_clips", "build_event_set", "split_sources"]
+__all__ = ["make_event_scenes", "make_event_clips", "split_sources"]
 
 _BUILDER_VERSION = "1"
 _SPLITS = ("train", "test")
@@ -60,7 +60,7 @@ def make_event_scenes(n_train: int = 600, n_test: int = 300, *, seed: int = 0, s
                       clip_seconds: float = 10.0, n_events: tuple[int, int] = (1, 3),
                       event_db: tuple[float, float] = (-30.0, -12.0), bed_db: tuple[float, float] = (-45.0, -30.0),
                       burst_below: float = 0.8, burst_hits: tuple[int, int] = (3, 8),
-                      max_event_seconds: float = 4.0, max_sources_per_class: int = 48,
+                      max_event_seconds: float | None = None, max_sources_per_class: int = 48,
                       min_source_rate: int = 16000, test_fraction: float = 1 / 3, split_seed: int = 0,
                       classes: Sequence[str] | None = None, sources: Sequence[SoundSource] | None = None,
                       cache: bool = True, verbose: bool = False) -> Bunch:
@@ -98,8 +98,9 @@ def make_event_scenes(n_train: int = 600, n_test: int = 300, *, seed: int = 0, s
     burst_hits : (int, int), default=(3, 8)
         Inclusive range of hits per burst (fewer when the burst would exceed
         ``max_event_seconds``).
-    max_event_seconds : float, default=4.0
-        Longer sources are cut to a random window of this length.
+    max_event_seconds : float, optional
+        Longer sources are cut to a random window of this length; default
+        ``min(4.0, clip_seconds)``.
     max_sources_per_class : int, default=48
         At most this many recordings per class and split are used, taken
         round-robin over the groups.
@@ -138,17 +139,18 @@ def make_event_scenes(n_train: int = 600, n_test: int = 300, *, seed: int = 0, s
     >>> data.X_train.shape, data.Y_train.shape  # doctest: +SKIP
     ((60, 160000), (60, 17))
     """
-    return build_event_set("scenes", n_train, n_test, seed=seed, sources=sources, classes=classes,
+    return _build_event_set("scenes", n_train, n_test, seed=seed, sources=sources, classes=classes,
                            cache=cache, verbose=verbose, params=_Params(
                                sample_rate, clip_seconds, tuple(n_events), tuple(event_db), tuple(bed_db),
-                               burst_below, tuple(burst_hits), max_event_seconds, max_sources_per_class,
+                               burst_below, tuple(burst_hits), _max_event(max_event_seconds, clip_seconds),
+                               max_sources_per_class,
                                min_source_rate, test_fraction, split_seed))
 
 
 def make_event_clips(n_train: int = 340, n_test: int = 170, *, seed: int = 0, sample_rate: int = 16000,
                      clip_seconds: float = 10.0, event_db: tuple[float, float] = (-30.0, -12.0),
                      bed_db: tuple[float, float] = (-45.0, -30.0), burst_below: float = 0.8,
-                     burst_hits: tuple[int, int] = (3, 8), max_event_seconds: float = 4.0,
+                     burst_hits: tuple[int, int] = (3, 8), max_event_seconds: float | None = None,
                      max_sources_per_class: int = 48, min_source_rate: int = 16000,
                      test_fraction: float = 1 / 3, split_seed: int = 0, classes: Sequence[str] | None = None,
                      sources: Sequence[SoundSource] | None = None, cache: bool = True,
@@ -172,17 +174,18 @@ def make_event_clips(n_train: int = 340, n_test: int = 170, *, seed: int = 0, sa
     >>> sorted(set(data.y_train)) == sorted(data.class_names)  # doctest: +SKIP
     True
     """
-    return build_event_set("clips", n_train, n_test, seed=seed, sources=sources, classes=classes,
+    return _build_event_set("clips", n_train, n_test, seed=seed, sources=sources, classes=classes,
                            cache=cache, verbose=verbose, params=_Params(
                                sample_rate, clip_seconds, (1, 1), tuple(event_db), tuple(bed_db), burst_below,
-                               tuple(burst_hits), max_event_seconds, max_sources_per_class, min_source_rate,
+                               tuple(burst_hits), _max_event(max_event_seconds, clip_seconds),
+                               max_sources_per_class, min_source_rate,
                                test_fraction, split_seed))
 
 
-def build_event_set(kind: str, n_train: int, n_test: int, *, params: _Params, seed: int = 0,
+def _build_event_set(kind: str, n_train: int, n_test: int, *, params: _Params, seed: int = 0,
                     sources: Sequence[SoundSource] | None = None, classes: Sequence[str] | None = None,
                     cache: bool = True, verbose: bool = False) -> Bunch:
-    """Shared engine of :func:`make_event_scenes` (``kind="scenes"``) and :func:`make_event_clips` (``"clips"``)."""
+    """Engine of :func:`make_event_scenes` (``kind="scenes"``) and :func:`make_event_clips` (``"clips"``)."""
     _validate(kind, n_train, n_test, seed, params)
     key_params: dict[str, Any] = {
         "kind": kind, "n_train": n_train, "n_test": n_test, "seed": seed, **asdict(params),
@@ -215,6 +218,10 @@ def build_event_set(kind: str, n_train: int, n_test: int, *, params: _Params, se
     splits = split_sources(sources, test_fraction=params.test_fraction, split_seed=params.split_seed)
     pool = _Pool.load(splits, class_names, params, verbose)
     pool.skipped[:0] = skipped
+    used = defaultdict(set)
+    for src in pool.sources():
+        used[src.package].add(src.licence)
+    packages = [{**p, "licences": sorted(used[p["package"]])} for p in packages if p["package"] in used]
     arrays: dict[str, np.ndarray] = {}
     meta: dict[str, Any] = {"kind": kind, "class_names": class_names, "params": key_params,
                             "sample_rate": params.sample_rate, "clip_seconds": params.clip_seconds,
@@ -389,9 +396,12 @@ class _Pool:
             listing[split]["<bed>"] = [s.name for s, _ in items]
         return {split: dict(v) for split, v in listing.items()}
 
-    def licences(self) -> dict[str, str]:
+    def sources(self) -> list[SoundSource]:
         items = [x for v in self.events.values() for x in v] + [x for v in self.beds.values() for x in v]
-        return {s.name: s.licence for s, _ in sorted(items, key=lambda x: x[0].name)}
+        return sorted((s for s, _ in items), key=lambda s: s.name)
+
+    def licences(self) -> dict[str, str]:
+        return {s.name: s.licence for s in self.sources()}
 
 
 def _resample_all(items: list[tuple[np.ndarray, int]], sample_rate: int,
@@ -555,6 +565,10 @@ def _multi_hot(events: list[list[dict]], class_names: list[str]) -> np.ndarray:
 
 
 # -- helpers --------------------------------------------------------------------------------------
+
+def _max_event(max_event_seconds: float | None, clip_seconds: float) -> float:
+    return min(4.0, clip_seconds) if max_event_seconds is None else max_event_seconds
+
 
 def _n_samples(params: _Params) -> int:
     return int(round(params.clip_seconds * params.sample_rate))

@@ -85,8 +85,9 @@ def debian_sources(*, dest=None, verbose: bool = False) -> tuple[list[SoundSourc
     sources : list of SoundSource
         Events and ambient beds, sorted by name.
     packages : list of dict
-        ``package``, ``version``, ``licences`` (of the files used) and
-        ``copyright`` (the package's copyright file) for each package.
+        ``package``, ``version``, ``deb_sha256``, ``licences`` (of the
+        files listed) and ``copyright`` (the text of the package's copyright
+        file) for each package.
     """
     from .debian import deb_info
 

@@ -1,0 +1,25 @@
+"""Data: audio folders with label files, and benchmark sets built from Debian's recordings.
+
+- :func:`load_audio_folder`: a folder of audio files plus a CSV of (multi-)labels.
+- :func:`make_event_scenes`: polyphonic multi-label scenes of real sound events.
+- :func:`make_event_clips`: the single-label control set from the same sources.
+- :func:`fetch_deb`: a Debian package's files, unpacked without installing it.
+"""
+
+from .debian import deb_info, fetch_deb
+from .folder import load_audio_folder
+from .scenes import make_event_clips, make_event_scenes, split_sources
+from .sources import EVENT_CLASSES, PACKAGES, SoundSource, debian_sources
+
+__all__ = [
+    "load_audio_folder",
+    "make_event_scenes",
+    "make_event_clips",
+    "split_sources",
+    "SoundSource",
+    "debian_sources",
+    "EVENT_CLASSES",
+    "PACKAGES",
+    "fetch_deb",
+    "deb_info",
+]

@@ -4,11 +4,13 @@
 - :func:`make_event_scenes`: polyphonic multi-label scenes of real sound events.
 - :func:`make_event_clips`: the single-label control set from the same sources.
 - :func:`fetch_deb`: a Debian package's files, unpacked without installing it.
+- :func:`make_token_scenes`: synthetic token maps with short, scattered events (tests, demos).
 """
 
 from .debian import deb_info, fetch_deb
 from .folder import load_audio_folder
 from .scenes import make_event_clips, make_event_scenes, split_sources
+from .synthetic import make_token_scenes
 from .sources import EVENT_CLASSES, PACKAGES, SoundSource, debian_sources
 
 __all__ = [
@@ -20,6 +22,7 @@ __all__ = [
     "debian_sources",
     "EVENT_CLASSES",
     "PACKAGES",
+    "make_token_scenes",
     "fetch_deb",
     "deb_info",
 ]

@@ -7,13 +7,14 @@
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from math import gcd
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio.functional as AF
+import torchaudio.transforms as T
 
 __all__ = ["read_audio", "to_mono_float", "resample", "fix_length"]
 
@@ -101,10 +102,18 @@ def resample(wav: np.ndarray | torch.Tensor, orig_rate: int, new_rate: int):
         raise ValueError(f"sample rates must be positive, got {orig_rate} -> {new_rate}")
     if orig_rate == new_rate:
         return wav
-    g = gcd(int(orig_rate), int(new_rate))
     tensor = wav if isinstance(wav, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))
-    out = AF.resample(tensor, int(orig_rate) // g, int(new_rate) // g)
-    return out if isinstance(wav, torch.Tensor) else out.numpy()
+    resampler = _resampler(int(orig_rate), int(new_rate)).to(tensor.device)
+    with torch.inference_mode():
+        out = resampler(tensor)
+    return out.clone() if isinstance(wav, torch.Tensor) else out.numpy()
+
+
+@lru_cache(maxsize=16)
+def _resampler(orig_rate: int, new_rate: int) -> torch.nn.Module:
+    """A cached band-limited resampler: building its sinc kernel costs more than applying it."""
+    g = gcd(orig_rate, new_rate)
+    return T.Resample(orig_rate // g, new_rate // g)
 
 
 def fix_length(wav: np.ndarray, n_samples: int) -> np.ndarray:

@@ -54,6 +54,7 @@ class BenchmarkConfig:
     device: str = "auto"
     batch_size: int = 16
     refit: bool = False
+    save_probes: bool = False
     verbose: int = 1
     probe_params: dict = field(default_factory=dict)
 
@@ -248,6 +249,12 @@ def _write_outputs(out_dir: Path, result: dict, data: Bunch, encoder, X_test, fi
     path.write_text("\n".join(rows) + "\n")
     files.append(path)
     files.append(plotting.plot_per_class_ap(result, out_dir / "per_class_ap.png"))
+    if result["config"]["save_probes"]:
+        (out_dir / "probes").mkdir(exist_ok=True)
+        for name, probe in fitted.items():
+            path = out_dir / "probes" / f"{name}.joblib"
+            joblib.dump(probe, path)
+            files.append(path)
     if "prototypical" in fitted:
         files.append(plotting.plot_prototype_activations(
             fitted["prototypical"], encoder, X_test, data, out_dir / "prototype_activations.png"))

@@ -1,0 +1,113 @@
+"""Figures of the benchmark: per-class AP and prototype activations over the token grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display is needed or assumed
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+__all__ = ["plot_per_class_ap", "plot_prototype_activations"]
+
+_COLOURS = {"linear": "#7f7f7f", "attentive": "#1f77b4", "prototypical": "#d62728"}
+
+
+def plot_per_class_ap(result: dict, path: str | Path) -> Path:
+    """Grouped bars of each probe's average precision per class (mean over seeds).
+
+    Parameters
+    ----------
+    result : dict
+        The dict returned by :func:`skprobe.benchmark.run_benchmark`.
+    path : path-like
+        PNG file to write.
+    """
+    names = list(result["per_class_ap"])
+    classes = result["data"]["class_names"]
+    width = 0.8 / len(names)
+    fig, ax = plt.subplots(figsize=(max(8, 0.55 * len(classes) * len(names) / 2 + 3), 4.2))
+    x = np.arange(len(classes))
+    for i, name in enumerate(names):
+        ap = np.asarray(result["per_class_ap"][name], dtype=float)
+        mean = result["summary"][name]["macro_map"]["mean"]
+        ax.bar(x + (i - (len(names) - 1) / 2) * width, np.nan_to_num(ap), width,
+               label=f"{name} (macro mAP {mean:.3f})", color=_COLOURS.get(name))
+    ax.set_xticks(x, classes, rotation=45, ha="right")
+    ax.set_ylabel("average precision (test)")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{result['encoder']['name']} on {result['data']['name']}: AP per class")
+    ax.legend(loc="upper right", fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _log_mel(wav: np.ndarray, sample_rate: int) -> np.ndarray:
+    import torchaudio
+
+    mel = torchaudio.transforms.MelSpectrogram(sample_rate, n_fft=512, hop_length=160, n_mels=64)
+    return torch.log(mel(torch.as_tensor(wav, dtype=torch.float32)) + 1e-6).numpy()
+
+
+def plot_prototype_activations(probe, encoder, X_test: np.ndarray, data, path: str | Path,
+                               n_clips: int = 3) -> Path:
+    """For a few test clips: the log-mel spectrogram and, for each true class, the class
+    evidence of the prototypical probe over the encoder's time x frequency token grid,
+    with the annotated event onsets and offsets marked.
+
+    Uses :meth:`PrototypicalProbeClassifier.class_activation_maps` and the
+    encoder's :class:`~skprobe.encoders.TokenLayout`.
+    """
+    layout = encoder.layouts_[0]
+    # Clips with the most events show the most; ties broken by index for reproducibility.
+    Y = np.asarray(data.Y_test)
+    order = sorted(range(len(Y)), key=lambda i: (-Y[i].sum(), i))[:n_clips]
+    maps = probe.class_activation_maps(X_test[order])  # (n, patches, classes)
+    grids = layout.to_grid(maps)  # (n, time, freq, classes)
+    n_rows = sum(1 + int(Y[i].sum()) for i in order)
+    fig, axes = plt.subplots(n_rows, 1, figsize=(9, 1.35 * n_rows), squeeze=False)
+    axes = axes[:, 0]
+    seconds = layout.n_time * layout.hop_seconds
+    row = 0
+    for k, i in enumerate(order):
+        events = data.events_test[i] if data.events_test is not None else []
+        ax = axes[row]
+        spec = _log_mel(data.X_test[i], data.sample_rate)
+        ax.imshow(spec, origin="lower", aspect="auto", cmap="magma",
+                  extent=(0, len(data.X_test[i]) / data.sample_rate, 0, spec.shape[0]))
+        ax.set_ylabel("mel", fontsize=7)
+        ax.set_title(f"test clip {i}: " + ", ".join(e["class"] for e in events) if events else f"test clip {i}",
+                     fontsize=8, loc="left")
+        row += 1
+        for c in np.flatnonzero(Y[i]):
+            ax = axes[row]
+            grid = grids[k, :, :, c].T  # (freq, time)
+            im = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis",
+                           extent=(0, seconds, 0, layout.n_freq))
+            for e in events:
+                if e["class"] == data.class_names[c]:
+                    ax.axvspan(e["onset"], e["offset"], color="white", alpha=0.25)
+                    ax.axvline(e["onset"], color="white", lw=1)
+                    ax.axvline(e["offset"], color="white", lw=1, ls="--")
+            ax.set_ylabel("freq\npatch", fontsize=7)
+            ax.set_title(f"prototype evidence for '{data.class_names[c]}' (annotated event shaded)",
+                         fontsize=8, loc="left")
+            fig.colorbar(im, ax=ax, pad=0.01, fraction=0.03)
+            row += 1
+    axes[-1].set_xlabel("time (s)")
+    for ax in axes[:-1]:
+        ax.tick_params(labelbottom=False)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -291,3 +291,19 @@ def test_parameter_errors(multilabel_tokens):
         PrototypicalProbeClassifier(prefix_tokens=12, **FAST).fit(X, Y)
     with pytest.raises(ValueError, match="validation_fraction"):
         LinearProbeClassifier(early_stopping=True, validation_fraction=1.0, **FAST).fit(X, Y)
+
+
+def test_attentive_pooling_equals_projected_multi_head_attention():
+    """The folded computation is the textbook one: project keys and values, attend, concat heads."""
+    torch.manual_seed(0)
+    head = AttentivePoolingHead(48, 5, n_queries=3, n_heads=6)
+    patches = torch.randn(4, 11, 48)
+    b, m, d, h, dh = 4, 11, 48, 6, 8
+    q = head.queries.reshape(1, 3, h, dh).transpose(1, 2).expand(b, -1, -1, -1)
+    k = head.key(patches).reshape(b, m, h, dh).transpose(1, 2)
+    v = head.value(patches).reshape(b, m, h, dh).transpose(1, 2)
+    reference = torch.nn.functional.scaled_dot_product_attention(q, k, v)  # B, H, nq, dh
+    reference = reference.transpose(1, 2).reshape(b, 3, d).mean(dim=1)
+    torch.testing.assert_close(head.attend(patches), reference, atol=1e-5, rtol=1e-5)
+    weights = torch.softmax(q @ k.transpose(-1, -2) / dh**0.5, dim=-1)
+    torch.testing.assert_close(head.attend(patches, return_weights=True), weights, atol=1e-6, rtol=1e-5)

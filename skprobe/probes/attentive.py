@@ -7,7 +7,6 @@ from numbers import Integral
 import numpy as np
 
 import torch
-import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
@@ -40,16 +39,28 @@ class AttentivePoolingHead(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.linear = nn.Linear(dim, n_outputs)
 
-    def attend(self, patches: torch.Tensor, return_weights: bool = False):
+    def attend(self, patches: torch.Tensor, return_weights: bool = False) -> torch.Tensor:
+        """Pooled vector ``(B, D)`` (or the attention weights ``(B, H, nq, M)``).
+
+        Computes exactly ``softmax(q_h . W_k,h x_n / sqrt(d_h))``-weighted sums of
+        ``W_v,h x_n``, but in the order that suits a query without projection:
+        the query is folded into the key weights (``u_h = W_k,h^T q_h``) and the
+        value projection is applied after pooling. That costs ``O(M D H + D^2)``
+        per clip instead of ``O(M D^2)`` for projecting every token, which makes
+        the probe tens of times faster for M = 64..512 tokens.
+        """
         b, m, d = patches.shape
         h, nq = self.n_heads, self.queries.shape[0]
-        q = self.queries.reshape(1, nq, h, d // h).transpose(1, 2).expand(b, -1, -1, -1)
-        k = self.key(patches).reshape(b, m, h, d // h).transpose(1, 2)
-        v = self.value(patches).reshape(b, m, h, d // h).transpose(1, 2)
-        if return_weights:  # (B, H, nq, M), for inspection only
-            return torch.softmax(q @ k.transpose(-1, -2) / (d // h) ** 0.5, dim=-1)
-        out = F.scaled_dot_product_attention(q, k, v)  # B, H, nq, d/h
-        return out.transpose(1, 2).reshape(b, nq, d).mean(dim=1)
+        dh = d // h
+        queries = self.queries.reshape(nq, h, dh)
+        folded = torch.einsum("qhe,hed->hqd", queries, self.key.weight.reshape(h, dh, d))  # H, nq, D
+        logits = torch.einsum("bmd,hqd->bhqm", patches, folded) / dh**0.5
+        weights = torch.softmax(logits, dim=-1)  # B, H, nq, M
+        if return_weights:
+            return weights
+        pooled = torch.einsum("bhqm,bmd->bhqd", weights, patches)  # attention-weighted raw tokens
+        out = torch.einsum("bhqd,hed->bqhe", pooled, self.value.weight.reshape(h, dh, d))  # values after pooling
+        return out.reshape(b, nq, d).mean(dim=1)
 
     def forward(self, prefix: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
         return self.linear(self.norm(self.attend(patches)))

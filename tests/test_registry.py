@@ -15,6 +15,9 @@ from skprobe.encoders import get_encoder_spec, list_encoders, register_encoder
 from skprobe.encoders.tiny import TinyConvEncoder, TinyTransformerEncoder
 from skprobe.encoders.transformer import clear_encoder_cache
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
 METADATA_KEYS = {
     "name", "sample_rate", "clip_seconds", "dim", "n_layers", "prefix_tokens", "token_grid", "n_heads",
     "license", "weights_source", "weights_file", "packaged_weights", "requires_checkpoint", "description", "extra",

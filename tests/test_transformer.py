@@ -542,12 +542,11 @@ def test_pickle_excludes_the_weights(loads, big_checkpoint):
     assert loads["load_encoder"] == 2
 
 
-def test_unpickled_on_a_cpu_machine_with_device_auto(loads, big_checkpoint, monkeypatch):
-    enc = FrozenEncoderTransformer(encoder=BIG, checkpoint=big_checkpoint).fit(_noise(1))
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # "fitted on a GPU machine"
-    payload = pickle.dumps(enc)
+def test_fitted_on_a_gpu_machine_works_on_a_cpu_one(loads, big_checkpoint, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # fit and pickle "on a GPU machine"
+    payload = pickle.dumps(FrozenEncoderTransformer(encoder=BIG, checkpoint=big_checkpoint).fit(_noise(1)))
     monkeypatch.undo()
-    restored = pickle.loads(payload)
+    restored = pickle.loads(payload)  # device="auto" is resolved at transform time
     assert restored.transform(_noise(1)).shape == (1, 200, 16)
 
 

@@ -32,6 +32,8 @@ def to_mono_float(wav: np.ndarray, *, name: str = "waveform") -> np.ndarray:
         If the array is empty, has more than 2 dimensions, or holds NaN/inf.
     """
     wav = np.asarray(wav)
+    if wav.size == 0:  # checked first: down-mixing zero samples would give NaN
+        raise ValueError(f"{name} is empty (0 samples)")
     if wav.ndim == 2:
         channel_axis = 1 if wav.shape[1] < wav.shape[0] else 0
         scaled = _scale_int(wav) if np.issubdtype(wav.dtype, np.integer) else wav.astype(np.float64)
@@ -41,8 +43,6 @@ def to_mono_float(wav: np.ndarray, *, name: str = "waveform") -> np.ndarray:
     if np.issubdtype(wav.dtype, np.integer):
         wav = _scale_int(wav)
     wav = np.asarray(wav, dtype=np.float32)
-    if wav.size == 0:
-        raise ValueError(f"{name} is empty (0 samples)")
     if not np.isfinite(wav).all():
         raise ValueError(f"{name} contains NaN or infinite samples")
     return wav

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from skprobe.datasets.synthetic import make_token_scenes
 
@@ -20,3 +21,13 @@ def multiclass_tokens():
                              random_state=1)
     labels = np.array(["bird", "car", "dog"])[data.y]
     return data.X, labels
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run torch single-threaded: on tiny tensors, thread synchronisation costs far more
+    than it saves (tens of times slower when the machine is busy)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

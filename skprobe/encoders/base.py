@@ -88,10 +88,16 @@ class AudioEncoder(nn.Module):
         Rate in Hz of the waveforms :meth:`forward_layers` expects.
     n_layers : int
         Number of selectable layers; valid indices are ``0 .. n_layers - 1``.
+    layout_needs_weights : bool
+        True when :attr:`n_layers` and :meth:`layout` are only known once the
+        checkpoint is loaded (the architecture is read from it, as for
+        transformers folders); :class:`~skprobe.FrozenEncoderTransformer`
+        then loads the encoder in ``fit``.
     """
 
     sample_rate: int = 16000
     n_layers: int = 1
+    layout_needs_weights: bool = False
 
     def forward_layers(self, wav: torch.Tensor, layers: Sequence[int]) -> list[torch.Tensor]:
         """Token maps of the requested layers.

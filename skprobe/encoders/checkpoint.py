@@ -10,6 +10,7 @@ rebuild functions and plain containers are resolved for real.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
 import types
@@ -63,7 +64,7 @@ def _stub_class(module: str, name: str) -> type:
 
 
 # Callables that only rebuild data; anything else becomes a stub.
-_ALLOWED_PREFIXES = ("torch._utils._rebuild_", "torch._tensor._rebuild_", "torch.storage._load_from_bytes")
+_ALLOWED_PREFIXES = ("torch._utils._rebuild_", "torch._tensor._rebuild_")
 _ALLOWED = {
     ("collections", "OrderedDict"),
     ("torch", "Size"),
@@ -87,9 +88,17 @@ _ALLOWED = {
 }
 
 
+def _restricted_load_from_bytes(data: bytes) -> Any:
+    # torch.storage._load_from_bytes (storages pickled with plain pickle) calls an
+    # unrestricted torch.load on embedded bytes; read them the restricted way too.
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False, pickle_module=_restricted_pickle)
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         full = f"{module}.{name}"
+        if (module, name) == ("torch.storage", "_load_from_bytes"):
+            return _restricted_load_from_bytes
         if (module, name) in _ALLOWED or full.startswith(_ALLOWED_PREFIXES):
             return super().find_class(module, name)
         if module == "torch" and (name.endswith("Storage") or name in _TORCH_DTYPES):

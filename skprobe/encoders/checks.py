@@ -81,6 +81,13 @@ def check_encoder(
             every = encoder.forward_layers(wav, list(range(n_layers)))
             if not isinstance(every, (list, tuple)) or len(every) != n_layers:
                 _fail(f"forward_layers(all {n_layers} layers) must return {n_layers} tensors")
+            for layer, tokens in enumerate(every):
+                if not torch.isfinite(tokens).all():
+                    _fail(f"layer {layer} returned NaN or infinite tokens")
+            # Checked first: randomness would otherwise surface as a confusing mismatch below.
+            again = encoder.forward_layers(wav, list(range(n_layers)))
+            if not all(torch.allclose(a, b, atol=atol) for a, b in zip(again, every)):
+                _fail("two forward passes in eval mode disagree (dropout or other randomness left on?)")
             for layer in range(n_layers):
                 layout = encoder.layout(n, layer)
                 if not isinstance(layout, TokenLayout):
@@ -103,7 +110,4 @@ def check_encoder(
             alone = encoder.forward_layers(wav[:1], [n_layers - 1])[0]
             if not torch.allclose(alone, every[-1][:1], atol=atol):
                 _fail("a clip's tokens change with the other clips in its batch")
-            again = encoder.forward_layers(wav, [n_layers - 1])[0]
-            if not torch.allclose(again, every[-1], atol=atol):
-                _fail("two forward passes in eval mode disagree (dropout or other randomness left on?)")
     return layouts

@@ -107,6 +107,7 @@ class HFAudioEncoder(AudioEncoder):
     sample_rate = 16000
     model_types: tuple[str, ...] = ()
     family = ""
+    layout_needs_weights = True  # the architecture comes from the folder's config.json
 
     def __init__(self) -> None:
         super().__init__()

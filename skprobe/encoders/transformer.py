@@ -53,13 +53,21 @@ def resolve_layers(layers: int | Sequence[int] | None, n_layers: int) -> list[in
     return sorted(set(resolved))
 
 
+def _file_stats(path: Path) -> tuple:
+    """Size and mtime of a checkpoint file, or of every file below a checkpoint folder.
+
+    A folder's own mtime does not change when a file inside is rewritten in place.
+    """
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return tuple((str(f), st.st_size, st.st_mtime_ns) for f in files for st in [f.stat()])
+
+
 def _checkpoint_hash(path: Path | None) -> str:
     if path is None:
         return "seeded-random"
     from .checkpoint import file_sha256
 
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    key = (str(path.resolve()), _file_stats(path))
     if key not in _CHECKPOINT_HASHES:
         _CHECKPOINT_HASHES[key] = file_sha256(path)
     return _CHECKPOINT_HASHES[key]
@@ -79,6 +87,8 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
     small in-process cache shared by clones; they are never stored on the
     estimator, so ``clone``, ``set_params`` and ``pickle`` never copy or
     load them, and a transformer pickled on a GPU machine works on a CPU one.
+    (Encoders whose architecture is read from the checkpoint, such as the
+    ``hf-*`` ones, are loaded in ``fit`` to learn their layout.)
 
     Parameters
     ----------
@@ -108,7 +118,8 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
         dtype of the returned tokens (float16 halves memory).
     cache : path-like, optional
         Folder of a per-clip token cache (see :class:`~skprobe.encoders.cache.TokenCache`).
-        Clips already there run no forward pass.
+        Clips already there run no forward pass, and a clip that occurs several
+        times in ``X`` is encoded once. Tokens come back as stored (float16).
     verbose : int, default=0
         Progress bar over the clips that need a forward pass.
 
@@ -203,6 +214,9 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
         spec = get_encoder_spec(self.encoder)
         self._decode(X, reset=True, validate_only=True)
         skeleton = self._skeleton(spec)
+        if getattr(skeleton, "layout_needs_weights", False):
+            # The architecture is read from the checkpoint (e.g. a transformers folder).
+            skeleton = self._load(torch.device("cpu"), spec)
         layers = resolve_layers(self.layers, skeleton.n_layers)
         clip_seconds = float(self.clip_seconds if self.clip_seconds is not None else spec.clip_seconds)
         n_samples = int(round(clip_seconds * skeleton.sample_rate))
@@ -260,14 +274,19 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
 
         n_layers = len(self.layers_)
         out = np.empty((len(clips), n_layers, self.n_tokens_, self.dim_), dtype=out_dtype)
-        keys = [clip_key(wav) for wav, _ in clips] if token_cache is not None else [None] * len(clips)
+        keys = [clip_key(wav, rate) for wav, rate in clips] if token_cache is not None else [None] * len(clips)
         todo = []
+        duplicates: dict[str, list[int]] = {}  # clip key -> later positions of the same clip
         for i, key in enumerate(keys):
             cached = token_cache.get(key) if token_cache is not None else None
             if cached is not None and cached.shape == out.shape[1:]:
                 out[i] = cached
+            elif key in duplicates:
+                duplicates[key].append(i)
             else:
                 todo.append(i)
+                if key is not None:
+                    duplicates[key] = []
         if todo:
             encoder = self._load(device)
             progress = tqdm(total=len(todo), unit="clip", disable=not self.verbose,
@@ -277,9 +296,9 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
                 wav = torch.from_numpy(np.stack([self._prepare(*clips[i]) for i in idx])).to(device)
                 tokens = self._forward(encoder, wav, device, compute)
                 for j, i in enumerate(idx):
-                    out[i] = tokens[j]
-                    if token_cache is not None:
-                        token_cache.put(keys[i], tokens[j])
+                    # Return what the cache holds, so later (cached) calls give the same tokens.
+                    out[i] = tokens[j] if token_cache is None else token_cache.put(keys[i], tokens[j])
+                    out[duplicates.get(keys[i], [])] = out[i]
                 progress.update(len(idx))
             progress.close()
         multi = not isinstance(self.layers, Integral)
@@ -310,17 +329,17 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
             return torch.bfloat16 if device.type == "cuda" else torch.float32
         return _DTYPES[self.dtype]
 
-    def _checkpoint_path(self) -> Path | None:
-        return resolve_checkpoint(self.encoder_spec_, self.checkpoint)
+    def _checkpoint_path(self, spec: EncoderSpec | None = None) -> Path | None:
+        return resolve_checkpoint(spec or self.encoder_spec_, self.checkpoint)
 
-    def _load(self, device: torch.device) -> AudioEncoder:
-        path = self._checkpoint_path()
-        stat = path.stat() if path is not None else None
-        key = (self.encoder_spec_.name, id(self.encoder_spec_.builder), str(path),
-               stat and (stat.st_size, stat.st_mtime_ns), str(device))
+    def _load(self, device: torch.device, spec: EncoderSpec | None = None) -> AudioEncoder:
+        spec = spec or self.encoder_spec_
+        path = self._checkpoint_path(spec)
+        stats = _file_stats(path) if path is not None else None
+        key = (spec.name, id(spec.builder), str(path), stats, str(device))
         module = _LOADED.get(key)
         if module is None:
-            module = load_encoder(self.encoder_spec_, path).to(device)
+            module = load_encoder(spec, path).to(device)
             _LOADED[key] = module
             while len(_LOADED) > _LOADED_MAX:
                 _LOADED.popitem(last=False)

@@ -1,0 +1,356 @@
+"""Safe checkpoint reading, state-dict unwrapping and strict loading."""
+
+import argparse
+import io
+import os
+import pickle
+import sys
+import types
+from collections import OrderedDict
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from skprobe.encoders import EncoderSpec, load_encoder
+from skprobe.encoders.checkpoint import (
+    PickledObjectStub,
+    file_sha256,
+    load_state_dict_strict,
+    read_checkpoint,
+    unwrap_state_dict,
+)
+from skprobe.encoders.tiny import TinyConvEncoder
+
+
+def _state():
+    torch.manual_seed(0)
+    return {"layer.weight": torch.randn(3, 4), "layer.bias": torch.randn(3), "steps": torch.tensor(7)}
+
+
+def _assert_same_state(loaded, state):
+    assert set(loaded) == set(state)
+    for key, value in state.items():
+        assert torch.equal(loaded[key], value), key
+
+
+class _Marker:
+    """Pickles as a call to os.system that would create ``path``."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.path}",))
+
+
+# -- read_checkpoint: formats ----------------------------------------------------------
+
+
+def test_read_safetensors(tmp_path):
+    state = _state()
+    path = tmp_path / "model.safetensors"
+    save_file(state, str(path))
+    _assert_same_state(read_checkpoint(path), state)
+
+
+def test_read_plain_state_dict(tmp_path):
+    state = _state()
+    path = tmp_path / "model.pt"
+    torch.save(state, path)
+    _assert_same_state(read_checkpoint(str(path)), state)
+
+
+def test_read_legacy_torch_format(tmp_path):
+    state = _state()
+    path = tmp_path / "legacy.pth"
+    torch.save(state, path, _use_new_zipfile_serialization=False)
+    _assert_same_state(read_checkpoint(path), state)
+
+
+@pytest.fixture
+def fake_trainer_module(monkeypatch):
+    """A module ``fake_trainer`` whose classes record any code run while unpickling."""
+    module = types.ModuleType("fake_trainer")
+    module.calls = []
+
+    class TrainerConfig:
+        def __init__(self, lr):
+            self.lr = lr
+
+        def __setstate__(self, state):
+            module.calls.append("setstate")
+            self.__dict__.update(state)
+
+    class TaskDict(dict):
+        def __setitem__(self, key, value):
+            module.calls.append("setitem")
+            super().__setitem__(key, value)
+
+    for cls in (TrainerConfig, TaskDict):
+        cls.__module__ = "fake_trainer"
+        cls.__qualname__ = cls.__name__
+        setattr(module, cls.__name__, cls)
+    monkeypatch.setitem(sys.modules, "fake_trainer", module)
+    return module
+
+
+def test_read_training_snapshot_stubs_config_objects(tmp_path, fake_trainer_module):
+    state = _state()
+    task = fake_trainer_module.TaskDict(name="audioset")
+    snapshot = {
+        "model": state,
+        "args": argparse.Namespace(lr=1e-3, layers=12, name="vit"),
+        "cfg": fake_trainer_module.TrainerConfig(lr=0.5),
+        "task": task,
+        "epoch": 10,
+    }
+    path = tmp_path / "snapshot.pt"
+    torch.save(snapshot, path)
+    with pytest.raises(pickle.UnpicklingError):  # what the restricted path exists for
+        torch.load(path, weights_only=True)
+    fake_trainer_module.calls.clear()
+
+    out = read_checkpoint(path)
+    # The real classes are importable here, yet nothing of them ran: they became stubs.
+    assert fake_trainer_module.calls == []
+    _assert_same_state(out["model"], state)
+    assert out["epoch"] == 10
+    args, cfg, task_out = out["args"], out["cfg"], out["task"]
+    for stub, qualname in ((args, "argparse.Namespace"), (cfg, "fake_trainer.TrainerConfig"),
+                           (task_out, "fake_trainer.TaskDict")):
+        assert isinstance(stub, PickledObjectStub)
+        assert stub.qualname == qualname
+        assert qualname in repr(stub)
+    assert not isinstance(args, argparse.Namespace)
+    assert args.state == {"lr": 1e-3, "layers": 12, "name": "vit"}  # plain values stay readable
+    assert cfg.state == {"lr": 0.5}
+    assert task_out.items == {"name": "audioset"}
+    _assert_same_state(unwrap_state_dict(out), state)
+
+
+def test_snapshot_of_an_unimportable_module_still_reads(tmp_path, fake_trainer_module, monkeypatch):
+    path = tmp_path / "snapshot.pt"
+    torch.save({"model": _state(), "cfg": fake_trainer_module.TrainerConfig(lr=1)}, path)
+    monkeypatch.delitem(sys.modules, "fake_trainer")
+    out = read_checkpoint(path)
+    assert out["cfg"].qualname == "fake_trainer.TrainerConfig"
+    _assert_same_state(out["model"], _state())
+
+
+def test_reduce_calling_os_system_is_not_executed(tmp_path):
+    marker = tmp_path / "PWNED"
+    path = tmp_path / "evil.pt"
+    torch.save({"model": _state(), "payload": _Marker(marker)}, path)
+    out = read_checkpoint(path)
+    assert not marker.exists()
+    assert isinstance(out["payload"], PickledObjectStub)
+    assert out["payload"].qualname in ("posix.system", "nt.system")
+    assert out["payload"].args == (f"touch {marker}",)
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_raw_pickle_with_os_system_is_rejected_unexecuted(tmp_path):
+    marker = tmp_path / "PWNED"
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps({"payload": _Marker(marker)}))
+    with pytest.raises(ValueError, match="cannot read checkpoint .*evil.pkl"):
+        read_checkpoint(path)
+    assert not marker.exists()
+
+
+class _NestedLoad:
+    """Pickles as torch.storage._load_from_bytes(data): an inner, separate torch.load."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def __reduce__(self):
+        return (torch.storage._load_from_bytes, (self.data,))
+
+
+def test_nested_load_from_bytes_cannot_run_code(tmp_path):
+    marker = tmp_path / "PWNED"
+    path = tmp_path / "evil.pt"
+    torch.save({"model": _state(), "args": argparse.Namespace(a=1),
+                "x": _NestedLoad(pickle.dumps(_Marker(marker)))}, path)
+    try:
+        read_checkpoint(path)
+    except ValueError:
+        pass
+    assert not marker.exists()
+
+
+def test_nested_load_from_bytes_still_reads_tensors(tmp_path):
+    # Plain-pickled storages embed a torch.save payload; it must keep working.
+    buffer = io.BytesIO()
+    torch.save(torch.arange(5.0), buffer)
+    path = tmp_path / "snapshot.pt"
+    torch.save({"args": argparse.Namespace(a=1), "legacy": _NestedLoad(buffer.getvalue())}, path)
+    out = read_checkpoint(path)
+    assert torch.equal(out["legacy"], torch.arange(5.0))
+
+
+def test_read_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="checkpoint file not found: .*nothing.pt"):
+        read_checkpoint(tmp_path / "nothing.pt")
+
+
+@pytest.mark.parametrize("name", ["garbage.pt", "garbage.safetensors", "truncated.pt"])
+def test_read_unreadable_file_names_it(tmp_path, name):
+    path = tmp_path / name
+    if name == "truncated.pt":
+        torch.save(_state(), path)
+        path.write_bytes(path.read_bytes()[:100])
+    else:
+        path.write_bytes(b"\x00\x01garbage" * 50)
+    with pytest.raises(ValueError, match=f"cannot read .*checkpoint .*{name}"):
+        read_checkpoint(path)
+
+
+# -- unwrap_state_dict -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda s: s,
+        lambda s: {"model": s, "optimizer": {"lr": 0.1}},
+        lambda s: {"state_dict": s, "epoch": 3},
+        lambda s: {"module": s},
+        lambda s: {"model_state_dict": s},
+        lambda s: {"model": {"module": s}, "args": None},
+        lambda s: OrderedDict(s),
+    ],
+)
+def test_unwrap_state_dict(wrap):
+    state = _state()
+    out = unwrap_state_dict(wrap(state))
+    assert type(out) is dict
+    _assert_same_state(out, state)
+
+
+def test_unwrap_state_dict_custom_keys():
+    state = _state()
+    _assert_same_state(unwrap_state_dict({"teacher": state, "student": {}}, keys=("teacher",)), state)
+
+
+def test_unwrap_state_dict_error_lists_keys():
+    with pytest.raises(ValueError, match="no state dict of tensors .*keys seen: optimizer, epoch"):
+        unwrap_state_dict({"optimizer": {"lr": 0.1}, "epoch": 3})
+    with pytest.raises(ValueError, match="keys seen: model \\| lr"):
+        unwrap_state_dict({"model": {"lr": 0.1}})
+    with pytest.raises(ValueError, match="keys seen: list"):
+        unwrap_state_dict([torch.zeros(1)])
+
+
+# -- load_state_dict_strict ------------------------------------------------------------
+
+
+class _Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 3)
+        self.b = nn.Linear(3, 2)
+
+
+def test_load_state_dict_strict_loads_values():
+    src, dst = _Net(), _Net()
+    load_state_dict_strict(dst, src.state_dict())
+    for key, value in src.state_dict().items():
+        assert torch.equal(dst.state_dict()[key], value)
+
+
+def test_load_state_dict_strict_lists_every_kind_of_mismatch():
+    state = _Net().state_dict()
+    del state["b.bias"]
+    state["head.weight"] = torch.zeros(1)
+    state["a.weight"] = torch.zeros(5, 4)
+    with pytest.raises(ValueError) as info:
+        load_state_dict_strict(_Net(), state, source="checkpoint ckpt.pt")
+    message = str(info.value)
+    assert message.startswith("checkpoint ckpt.pt does not match _Net")
+    assert "1 missing key(s): b.bias" in message
+    assert "1 unexpected key(s): head.weight" in message
+    assert "1 wrong shape key(s): a.weight: checkpoint (5, 4) vs model (3, 4)" in message
+
+
+def test_load_state_dict_strict_truncates_long_lists():
+    state = {f"extra{i}": torch.zeros(1) for i in range(12)}
+    state.update(_Net().state_dict())
+    with pytest.raises(ValueError, match="12 unexpected key\\(s\\): extra0, extra1, .*extra2, ... \\(9 more\\)"):
+        load_state_dict_strict(_Net(), state, max_listed=3)
+
+
+def test_load_state_dict_strict_leaves_module_untouched_on_error():
+    net = _Net()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    bad = {k: torch.ones_like(v) for k, v in net.state_dict().items()}
+    bad.pop("a.bias")
+    with pytest.raises(ValueError):
+        load_state_dict_strict(net, bad)
+    for key, value in before.items():
+        assert torch.equal(net.state_dict()[key], value)
+
+
+# -- load_encoder through a spec -------------------------------------------------------
+
+
+def _tiny_cnn_spec(convert=None):
+    return EncoderSpec(name="ckpt-test-cnn", builder=TinyConvEncoder, sample_rate=16000, clip_seconds=1.0,
+                       dim=16, n_layers=2, prefix_tokens=0, token_grid=(25, 8), convert_state_dict=convert)
+
+
+def test_load_encoder_from_wrapped_snapshot_with_conversion(tmp_path):
+    source = TinyConvEncoder(seed=3)
+    official = {f"encoder.{k}": v for k, v in source.state_dict().items()}
+    official["head.weight"] = torch.zeros(10, 16)
+    path = tmp_path / "official.pt"
+    torch.save({"model": official, "args": argparse.Namespace(seed=3)}, path)
+
+    def convert(state):
+        return {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
+
+    module = load_encoder(_tiny_cnn_spec(convert), path)
+    assert not module.training
+    assert not any(p.requires_grad for p in module.parameters())
+    for key, value in source.state_dict().items():
+        assert torch.equal(module.state_dict()[key], value)
+
+
+def test_load_encoder_mismatching_checkpoint_lists_first_keys(tmp_path):
+    state = TinyConvEncoder().state_dict()
+    state["convs.1.weight"] = torch.zeros(32, 8, 3, 3)
+    state.pop("convs.1.bias")
+    path = tmp_path / "other.safetensors"
+    save_file(state, str(path))
+    with pytest.raises(ValueError) as info:
+        load_encoder(_tiny_cnn_spec(), path)
+    message = str(info.value)
+    assert f"checkpoint {path} does not match TinyConvEncoder" in message
+    assert "missing key(s): convs.1.bias" in message
+    assert "convs.1.weight: checkpoint (32, 8, 3, 3) vs model (16, 8, 3, 3)" in message
+
+
+def test_load_encoder_missing_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError, match="checkpoint for encoder 'ckpt-test-cnn' not found"):
+        load_encoder(_tiny_cnn_spec(), tmp_path / "missing.pt")
+
+
+# -- file_sha256 -----------------------------------------------------------------------
+
+
+def test_file_sha256_of_file_and_folder(tmp_path):
+    import hashlib
+
+    (tmp_path / "a.bin").write_bytes(b"abc")
+    assert file_sha256(tmp_path / "a.bin") == hashlib.sha256(b"abc").hexdigest()
+    folder = tmp_path / "ckpt"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "x.index").write_bytes(b"1")
+    (folder / "sub" / "y.data").write_bytes(b"2")
+    first = file_sha256(folder)
+    assert first == file_sha256(folder)
+    (folder / "sub" / "y.data").write_bytes(b"3")
+    assert file_sha256(folder) != first

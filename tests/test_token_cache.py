@@ -1,0 +1,300 @@
+"""Per-clip token cache: storage format, atomic writes, keys, and its use by FrozenEncoderTransformer."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from skprobe import EncoderSpec, FrozenEncoderTransformer
+from skprobe.encoders.cache import TokenCache, clip_key
+from skprobe.encoders.tiny import TinyConvEncoder, TinyTransformerEncoder
+from skprobe.encoders.transformer import clear_encoder_cache
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+class CountingEncoder(TinyTransformerEncoder):
+    """tiny-vit that counts the clips it encodes and can fail on a chosen forward call."""
+
+    clips = 0
+    calls = 0
+    fail_on_call: int | None = None
+
+    def forward_layers(self, wav, layers):
+        type(self).calls += 1
+        if type(self).calls == type(self).fail_on_call:
+            raise RuntimeError("simulated crash in the middle of an extraction")
+        type(self).clips += wav.shape[0]
+        return super().forward_layers(wav, layers)
+
+
+COUNTING = EncoderSpec(name="test-cache-counting", builder=CountingEncoder, sample_rate=16000, clip_seconds=1.0,
+                       dim=16, n_layers=3, prefix_tokens=1, token_grid=(24, 4), requires_checkpoint=False)
+CHECKPOINTED = EncoderSpec(name="test-cache-ckpt", builder=TinyConvEncoder, sample_rate=16000, clip_seconds=1.0,
+                           dim=16, n_layers=2, prefix_tokens=0, token_grid=(25, 8))
+
+
+class FolderEncoder(TinyConvEncoder):
+    """Reads its weights from a checkpoint *folder* (as TensorFlow or transformers checkpoints are)."""
+
+    def load_checkpoint(self, path):
+        self.load_state_dict(torch.load(Path(path) / "weights.pt", weights_only=True))
+
+
+FOLDER = EncoderSpec(name="test-cache-folder", builder=FolderEncoder, sample_rate=16000, clip_seconds=1.0,
+                     dim=16, n_layers=2, prefix_tokens=0, token_grid=(25, 8))
+
+
+@pytest.fixture
+def counter():
+    CountingEncoder.clips = CountingEncoder.calls = 0
+    CountingEncoder.fail_on_call = None
+    yield CountingEncoder
+    CountingEncoder.fail_on_call = None
+
+
+def _clips(n=6, seconds=1.0, seed=0, rate=16000):
+    rng = np.random.default_rng(seed)
+    return [(0.1 * rng.standard_normal(int(seconds * rate))).astype(np.float32) for _ in range(n)]
+
+
+def _config_folders(root):
+    return sorted(p.name for p in Path(root).iterdir() if p.is_dir())
+
+
+def _temp_files(root):
+    return [p for p in Path(root).rglob("*") if p.name.endswith(".tmp")]
+
+
+# -- TokenCache ------------------------------------------------------------------------
+
+
+def test_round_trip_is_float16_on_disk(tmp_path):
+    cache = TokenCache(tmp_path, {"encoder": "x"})
+    key = clip_key(np.zeros(10, np.float32))
+    assert cache.get(key) is None and len(cache) == 0
+    tokens = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
+    cache.put(key, tokens)
+    files = list(tmp_path.rglob(f"{key}.npy"))
+    assert len(files) == 1 and files[0].parent.name == key[:2]
+    assert np.load(files[0]).dtype == np.float16
+    got = cache.get(key)
+    assert got.dtype == np.float16
+    np.testing.assert_allclose(got, tokens, rtol=1e-3, atol=1e-4)
+    assert len(cache) == 1
+    assert (cache.folder / "config.json").read_text() == cache._payload
+
+
+def test_put_returns_what_a_later_get_returns(tmp_path):
+    cache = TokenCache(tmp_path, {"encoder": "x"})
+    tokens = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
+    stored = cache.put("ab12", tokens)
+    np.testing.assert_array_equal(stored, cache.get("ab12"))
+
+
+def test_values_beyond_float16_are_kept_in_float32(tmp_path):
+    cache = TokenCache(tmp_path, {"encoder": "x"})
+    tokens = np.array([[1.0, 1e6]], dtype=np.float32)
+    cache.put("ab12", tokens)
+    got = cache.get("ab12")
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, tokens)
+
+
+def test_non_finite_tokens_are_refused(tmp_path):
+    cache = TokenCache(tmp_path, {"encoder": "x"})
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        cache.put("ab12", np.array([[np.nan]], dtype=np.float32))
+    assert cache.get("ab12") is None
+
+
+def test_config_key_follows_the_config(tmp_path):
+    a = TokenCache(tmp_path, {"encoder": "x", "layers": [1]})
+    assert a.config_key == TokenCache(tmp_path, {"layers": [1], "encoder": "x"}).config_key  # order-free
+    assert a.config_key != TokenCache(tmp_path, {"encoder": "x", "layers": [2]}).config_key
+    assert a.folder.parent == tmp_path
+
+
+def test_clip_key_hashes_content_and_length():
+    x = np.random.default_rng(0).standard_normal(100).astype(np.float32)
+    assert clip_key(x) == clip_key(x.copy()) == clip_key(x.astype(np.float64))
+    y = x.copy()
+    y[50] += 1e-3
+    assert clip_key(y) != clip_key(x)
+    assert clip_key(np.zeros(10, np.float32)) != clip_key(np.zeros(11, np.float32))
+
+
+def test_interrupted_write_leaves_no_entry_and_no_temp_file(tmp_path, monkeypatch):
+    cache = TokenCache(tmp_path, {"encoder": "x"})
+    cache.put("aa00", np.ones((2, 2), np.float32))
+
+    def crash(fh, *args, **kwargs):
+        fh.write(b"\x93NUMPY partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        cache.put("ab12", np.ones((2, 2), np.float32))
+    monkeypatch.undo()
+    assert cache.get("ab12") is None
+    assert _temp_files(tmp_path) == []
+    assert len(cache) == 1
+
+
+def test_corrupt_entry_names_the_file(tmp_path):
+    cache = TokenCache(tmp_path, {"encoder": "x"})
+    cache.put("ab12", np.ones((2, 2), np.float32))
+    path = cache._path("ab12")
+    path.write_bytes(b"not a numpy file")
+    with pytest.raises(ValueError, match=f"token cache entry {path} is unreadable.*delete it"):
+        cache.get("ab12")
+
+
+# -- through FrozenEncoderTransformer --------------------------------------------------
+
+
+def test_second_call_runs_no_forward_and_returns_the_same_tokens(tmp_path, counter):
+    X = _clips()
+    enc = FrozenEncoderTransformer(encoder=COUNTING, cache=tmp_path, batch_size=4)
+    first = enc.fit_transform(X)
+    assert counter.clips == 6 and counter.calls == 2
+    counter.clips = 0
+    second = enc.transform(X)
+    assert counter.clips == 0
+    np.testing.assert_array_equal(first, second)  # first call already returns the stored values
+    fresh = FrozenEncoderTransformer(encoder=COUNTING, batch_size=4).fit_transform(X)
+    np.testing.assert_allclose(first, fresh, rtol=2e-3, atol=2e-3)  # float16 storage
+    assert first.dtype == np.float32
+    # A clone in a new fit, with another batch size, as a 2-D array: still no forward.
+    counter.clips = 0
+    clone = FrozenEncoderTransformer(encoder=COUNTING, cache=str(tmp_path), batch_size=1, verbose=0)
+    np.testing.assert_array_equal(clone.fit_transform(np.stack(X)), first)
+    assert counter.clips == 0
+    assert len(_config_folders(tmp_path)) == 1
+
+
+def test_only_new_clips_are_encoded(tmp_path, counter):
+    X = _clips(6)
+    enc = FrozenEncoderTransformer(encoder=COUNTING, cache=tmp_path).fit(X)
+    enc.transform(X[:4])
+    counter.clips = 0
+    out = enc.transform(X[2:])
+    assert counter.clips == 2
+    assert out.shape == (4, 97, 16)
+
+
+def test_duplicate_clips_are_encoded_once(tmp_path, counter):
+    X = _clips(3)
+    X = [X[0], X[1], X[0].copy(), X[2], X[1]]
+    out = FrozenEncoderTransformer(encoder=COUNTING, cache=tmp_path, batch_size=2).fit_transform(X)
+    assert counter.clips == 3
+    np.testing.assert_array_equal(out[0], out[2])
+    np.testing.assert_array_equal(out[1], out[4])
+    assert not np.allclose(out[0], out[1])
+
+
+def test_interrupted_extraction_resumes(tmp_path, counter):
+    X = _clips(6)
+    enc = FrozenEncoderTransformer(encoder=COUNTING, cache=tmp_path, batch_size=2)
+    counter.fail_on_call = 2
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        enc.fit_transform(X)
+    assert counter.clips == 2  # the first batch finished and was stored
+    assert _temp_files(tmp_path) == []
+    counter.fail_on_call = None
+    counter.clips = 0
+    resumed = enc.fit_transform(X)
+    assert counter.clips == 4  # only the missing clips
+    assert _temp_files(tmp_path) == []
+    fresh = FrozenEncoderTransformer(encoder=COUNTING, batch_size=2).fit_transform(X)
+    np.testing.assert_allclose(resumed, fresh, rtol=2e-3, atol=2e-3)
+
+
+def _forwards(counter, **params):
+    before = counter.clips
+    FrozenEncoderTransformer(encoder=COUNTING, **params).fit_transform(_clips(2))
+    return counter.clips - before
+
+
+def test_cache_key_holds_what_changes_tokens(tmp_path, counter):
+    assert _forwards(counter, cache=tmp_path) == 2
+    # Parameters that do not change the tokens share the entries.
+    for same in (dict(batch_size=1), dict(verbose=1), dict(output_dtype="float16"), dict(device="cpu"),
+                 dict(dtype="float32"), dict(layers=2), dict(clip_seconds=1.0)):
+        assert _forwards(counter, cache=tmp_path, **same) == 0, same
+    assert len(_config_folders(tmp_path)) == 1
+    # Those that do get their own entries.
+    changes = [dict(layers=1), dict(layers=[1, 2]), dict(sample_rate=8000), dict(clip_seconds=0.5),
+               dict(dtype="bfloat16")]
+    for n, change in enumerate(changes, start=2):
+        assert _forwards(counter, cache=tmp_path, **change) == 2, change
+        assert len(_config_folders(tmp_path)) == n, change
+
+
+def test_checkpoint_content_is_part_of_the_key(tmp_path):
+    clear_encoder_cache()
+    X = _clips(2)
+    path = tmp_path / "weights.pt"
+    cache = tmp_path / "cache"
+    results = []
+    for seed in (1, 2):
+        torch.save(TinyConvEncoder(seed=seed).state_dict(), path)  # same path, new content
+        results.append(FrozenEncoderTransformer(encoder=CHECKPOINTED, checkpoint=path, cache=cache).fit_transform(X))
+        assert len(_config_folders(cache)) == seed
+    reference = FrozenEncoderTransformer(encoder="tiny-cnn").fit_transform(X)  # seed 0 weights
+    assert not np.allclose(results[0], results[1], atol=1e-2)
+    assert not np.allclose(results[1], reference, atol=1e-2)
+
+
+def test_folder_checkpoint_rewritten_in_place_is_seen(tmp_path):
+    """Rewriting a file inside a checkpoint folder changes neither the folder's size nor its mtime."""
+    clear_encoder_cache()
+    X = _clips(2)
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    cache = tmp_path / "cache"
+    outputs = []
+    for seed in (1, 2):
+        with open(folder / "weights.pt", "r+b" if seed == 2 else "wb") as fh:  # in place, same size
+            torch.save(TinyConvEncoder(seed=seed).state_dict(), fh)
+        outputs.append(FrozenEncoderTransformer(encoder=FOLDER, checkpoint=folder, cache=cache).fit_transform(X))
+    assert len(_config_folders(cache)) == 2
+    with torch.inference_mode():
+        expected = TinyConvEncoder(seed=2).eval()(torch.from_numpy(np.stack(X)))
+    np.testing.assert_allclose(outputs[1], expected.numpy(), rtol=2e-3, atol=2e-3)
+
+
+def test_same_samples_at_another_rate_are_not_confused(tmp_path, counter):
+    x = _clips(1, seconds=0.5)[0]
+    path = tmp_path / "clip_8k.wav"
+    sf.write(path, x, 8000, subtype="FLOAT")  # the same samples, declared as 8 kHz
+    cache = tmp_path / "cache"
+    enc = FrozenEncoderTransformer(encoder=COUNTING, cache=cache, sample_rate=16000)
+    from_file = enc.fit_transform([path])
+    from_array = enc.fit_transform([x])
+    assert counter.clips == 2
+    uncached = FrozenEncoderTransformer(encoder=COUNTING, sample_rate=16000).fit_transform([x])
+    np.testing.assert_allclose(from_array, uncached, rtol=2e-3, atol=2e-3)
+    assert not np.allclose(from_file, from_array, atol=1e-2)
+
+
+def test_files_are_cached_by_content(tmp_path, counter):
+    X = _clips(2)
+    paths = []
+    for i, x in enumerate(X):
+        paths.append(tmp_path / f"{i}.wav")
+        sf.write(paths[-1], x, 16000, subtype="FLOAT")
+    cache = tmp_path / "cache"
+    enc = FrozenEncoderTransformer(encoder=COUNTING, cache=cache)
+    a = enc.fit_transform(X)
+    counter.clips = 0
+    b = enc.fit_transform(paths)  # same audio, read from files
+    assert counter.clips == 0
+    np.testing.assert_array_equal(a, b)
+    os.replace(paths[0], tmp_path / "renamed.wav")
+    enc.fit_transform([tmp_path / "renamed.wav"])
+    assert counter.clips == 0

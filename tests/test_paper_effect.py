@@ -1,12 +1,14 @@
 """The paper's central effect on synthetic token maps with default probe settings.
 
-Each class lights up only 1-3 of 64 tokens, at gains spread over a factor of 9,
-over a loud background shared by all clips and with unlabelled distractor
-events. Global mean pooling drowns the events; one attention query has to share
-its weights between events of different loudness; class-agnostic prototypes
-with max pooling score every class independently. Measured (macro mAP, seeds
-0 / 1 / 2): linear 0.414 / 0.407 / -, attentive 0.675 / 0.671 / -, prototypical
-0.749 / 0.734 / - (see docs/method.md).
+ViT-B-sized tokens (64 tokens of 768 dims per clip); each of 12 classes lights
+up only 1-3 tokens of a clip, at gains spread over a factor of 9, over a loud
+background shared by all clips and with unlabelled distractor events. Global
+mean pooling dilutes the events; one attention query has to share its weights
+between events of different loudness; class-agnostic prototypes with max
+pooling score every class independently. Measured macro mAP with default
+settings (data seeds 0 / 1 / 2; see docs/method.md):
+linear 0.748 / 0.768 / 0.752, attentive 0.857 / 0.864 / 0.867,
+prototypical 0.972 / 0.976 / 0.977.
 """
 
 import pytest
@@ -18,8 +20,8 @@ from skprobe.metrics import macro_map
 
 @pytest.fixture(scope="module")
 def scenes():
-    data = make_token_scenes(1600, dim=64, n_classes=12, max_events=4, n_distractors=8, event_strength=4.0,
-                             strength_spread=3.0, random_state=0)
+    data = make_token_scenes(1600, dim=768, noise=0.3, n_classes=12, max_events=4, n_distractors=8,
+                             event_strength=4.0, strength_spread=3.0, random_state=0)
     return data.X[:1000], data.y[:1000], data.X[1000:], data.y[1000:]
 
 
@@ -31,5 +33,5 @@ def test_prototypical_beats_attentive_beats_linear(scenes):
         probe = Probe(random_state=0).fit(X_train, Y_train)
         score[name] = macro_map(Y_test, probe.decision_function(X_test))
     print(score)
-    assert score["prototypical"] > score["attentive"] + 0.03
-    assert score["attentive"] > score["linear"] + 0.1
+    assert score["prototypical"] > score["attentive"] + 0.05
+    assert score["attentive"] > score["linear"] + 0.05

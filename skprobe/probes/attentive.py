@@ -82,7 +82,7 @@ class AttentiveProbeClassifier(BaseProbeClassifier):
     n_heads : int or "auto", default="auto"
         Attention heads; ``"auto"`` picks the largest of 12, 8, 6, 4, 2, 1
         dividing the embedding dimension. Must divide it.
-    learning_rate : float, default=1e-2
+    learning_rate : float, default=1e-3
         AdamW learning rate.
     weight_decay : float, default=1e-4
     {shared_parameters}
@@ -139,7 +139,7 @@ class AttentiveProbeClassifier(BaseProbeClassifier):
         asl_gamma_neg: float = 4.0,
         asl_gamma_pos: float = 1.0,
         asl_clip: float = 0.05,
-        learning_rate: float = 1e-2,
+        learning_rate: float = 1e-3,
         weight_decay: float = 1e-4,
         max_iter: int = 30,
         batch_size: int = 128,

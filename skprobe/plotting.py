@@ -108,6 +108,6 @@ def plot_prototype_activations(probe, encoder, X_test: np.ndarray, data, path: s
 def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
     return path

@@ -207,7 +207,7 @@ def run_benchmark(config: BenchmarkConfig) -> dict:
         rows = [r for r in runs if r["probe"] == name]
         summary[name] = {m: {"mean": float(np.mean([r[m] for r in rows])), "std": float(np.std([r[m] for r in rows]))}
                          for m in metric_names}
-    class_ap = {name: np.nanmean([r["per_class_ap"] for r in runs if r["probe"] == name], axis=0).tolist()
+    class_ap = {name: _mean_over_seeds([r["per_class_ap"] for r in runs if r["probe"] == name])
                 for name in config.probes}
     result = {
         "skprobe": __version__,
@@ -224,6 +224,15 @@ def run_benchmark(config: BenchmarkConfig) -> dict:
     }
     result["files"] = _write_outputs(out_dir, result, data, encoder, X_test, fitted)
     return result
+
+
+def _mean_over_seeds(values: list[list[float]]) -> list[float]:
+    """Column means; NaN (a class without test positives) stays NaN without a warning."""
+    values = np.asarray(values, dtype=float)
+    finite = np.isfinite(values)
+    total = np.where(finite, values, 0.0).sum(axis=0)
+    count = finite.sum(axis=0)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan).tolist()
 
 
 def _write_outputs(out_dir: Path, result: dict, data: Bunch, encoder, X_test, fitted) -> list[str]:

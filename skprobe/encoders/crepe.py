@@ -24,7 +24,6 @@ exposed as a grid axis.
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 from typing import Sequence
 

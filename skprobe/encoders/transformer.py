@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from .._version import __version__
 from ..audio import fix_length, read_audio, resample, to_mono_float
 from ..probes._training import resolve_device
-from .base import AudioEncoder, TokenLayout
+from .base import AudioEncoder
 from .cache import TokenCache, clip_key
 from .loading import load_encoder, resolve_checkpoint
 from .registry import EncoderSpec, get_encoder_spec

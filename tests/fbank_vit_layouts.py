@@ -27,6 +27,12 @@ import torchaudio.compliance.kaldi as ta_kaldi
 from skprobe.encoders.eat import eat_pos_embed
 
 
+def noise_wav(seconds: float, batch: int = 1, seed: int = 0) -> torch.Tensor:
+    """Seeded white noise at 16 kHz, ``(batch, seconds * 16000)``, amplitude 0.1."""
+    gen = torch.Generator().manual_seed(seed)
+    return 0.1 * torch.randn(batch, int(seconds * 16000), generator=gen)
+
+
 def cheap(*shape: int, value: float = 0.0) -> torch.Tensor:
     """A tensor of the given shape backed by one stored number."""
     return torch.tensor(float(value)).expand(*shape)

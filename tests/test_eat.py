@@ -8,6 +8,7 @@ import torch
 from fbank_vit_layouts import (
     assert_constants_loaded,
     constant_state,
+    noise_wav as _wav,
     numpy_sincos_2d,
     reference_eat,
     reference_fbank,
@@ -21,11 +22,6 @@ from skprobe.encoders.audiomae import AudioMAE
 from skprobe.encoders.checkpoint import PickledObjectStub, read_checkpoint
 from skprobe.encoders.eat import EAT, NORM_MEAN, NORM_STD, convert_eat_state_dict, eat_pos_embed
 from skprobe.encoders.fbank_vit import checkpoint_state_dict
-
-
-def _wav(seconds: float, batch: int = 1, seed: int = 0) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    return 0.1 * torch.randn(batch, int(seconds * 16000), generator=gen)
 
 
 @pytest.fixture(scope="module")

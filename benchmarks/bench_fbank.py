@@ -5,7 +5,7 @@ Usage::
     python benchmarks/bench_fbank.py [--batch 64] [--seconds 10] [--repeats 5] [--devices cpu cuda]
 
 Prints clips per second for ``torchaudio.compliance.kaldi.fbank`` called once
-per clip and for :class:`skprobe.encoders.frontends.KaldiFbank` on the whole
+per clip and for :class:`skprobe.encoders.components.frontends.KaldiFbank` on the whole
 batch (the Audio-MAE / EAT / SSLAM settings: 16 kHz, 128 mel bins, hanning
 window, 25 ms / 10 ms, no dither, no energy), the speed-up, and the largest
 absolute difference between the two outputs. CUDA runs only when available.
@@ -20,7 +20,7 @@ import time
 import torch
 import torchaudio.compliance.kaldi as ta_kaldi
 
-from skprobe.encoders.frontends import KaldiFbank
+from skprobe.encoders.components.frontends import KaldiFbank
 
 OPTIONS = dict(
     htk_compat=True, sample_frequency=16000, use_energy=False, window_type="hanning",

@@ -85,10 +85,10 @@ def main() -> None:
     for Probe in (LinearProbeClassifier, AttentiveProbeClassifier, PrototypicalProbeClassifier):
         probe = Probe(max_iter=args.epochs, batch_size=args.batch_size, device=str(device), random_state=0)
         probe.fit(X[: args.batch_size], Y[: args.batch_size])  # warm-up (kernels, allocator)
-        fit_s = min(timed(lambda: probe.fit(X, Y)) for _ in range(args.repeats))
+        fit_s = min(timed(lambda probe=probe: probe.fit(X, Y)) for _ in range(args.repeats))
         lr, wd = probe.learning_rate, probe.weight_decay
 
-        def reference():
+        def reference(probe=probe, lr=lr, wd=wd):
             torch.manual_seed(0)
             network = ProbeNetwork(probe._build_head(args.dim, args.n_classes), probe.prefix_tokens)
             bare_loop(network, X_t, Y_t, epochs=args.epochs, batch_size=args.batch_size, lr=lr, weight_decay=wd,

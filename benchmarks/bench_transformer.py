@@ -25,7 +25,7 @@ import torch
 
 from skprobe import FrozenEncoderTransformer
 from skprobe.encoders import find_weights, get_encoder_spec, load_encoder
-from skprobe.encoders.transformer import clear_encoder_cache
+from skprobe.extraction.transformer import clear_encoder_cache
 
 
 def main() -> None:

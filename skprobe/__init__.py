@@ -4,22 +4,34 @@ Linear, attentive and binarized prototypical probes ("Unmute the Patch Tokens",
 Rauch et al.) as scikit-learn classifiers on token maps ``(n_clips, n_tokens, dim)``,
 and a transformer that extracts those token maps from frozen pretrained audio
 encoders.
+
+The public names are imported on first use (PEP 562), so ``import skprobe`` is
+cheap and loads neither torch nor any encoder until a name is touched.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
 from ._version import __version__
-from .encoders import (
-    AudioEncoder,
-    EncoderSpec,
-    FrozenEncoderTransformer,
-    TokenLayout,
-    check_encoder,
-    fetch_weights,
-    list_encoders,
-    load_encoder,
-    register_encoder,
-)
-from . import metrics
-from .probes import AttentiveProbeClassifier, LinearProbeClassifier, PrototypicalProbeClassifier
+
+# public name -> module that defines it
+_LAZY = {
+    "LinearProbeClassifier": "skprobe.probes.linear",
+    "AttentiveProbeClassifier": "skprobe.probes.attentive",
+    "PrototypicalProbeClassifier": "skprobe.probes.prototypical",
+    "FrozenEncoderTransformer": "skprobe.extraction.transformer",
+    "AudioEncoder": "skprobe.encoders.base",
+    "TokenLayout": "skprobe.encoders.base",
+    "EncoderSpec": "skprobe.encoders.registry",
+    "register_encoder": "skprobe.encoders.registry",
+    "list_encoders": "skprobe.encoders.registry",
+    "check_encoder": "skprobe.encoders.checks",
+    "load_encoder": "skprobe.encoders.loading",
+    "fetch_weights": "skprobe.encoders.weights",
+}
+_SUBMODULES = {"metrics", "probes", "encoders", "extraction", "datasets", "audio"}
 
 __all__ = [
     "__version__",
@@ -29,11 +41,38 @@ __all__ = [
     "PrototypicalProbeClassifier",
     "FrozenEncoderTransformer",
     "AudioEncoder",
-    "EncoderSpec",
     "TokenLayout",
+    "EncoderSpec",
     "register_encoder",
-    "check_encoder",
     "list_encoders",
+    "check_encoder",
     "load_encoder",
     "fetch_weights",
 ]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from . import metrics
+    from .encoders.base import AudioEncoder, TokenLayout
+    from .encoders.checks import check_encoder
+    from .encoders.loading import load_encoder
+    from .encoders.registry import EncoderSpec, list_encoders, register_encoder
+    from .encoders.weights import fetch_weights
+    from .extraction.transformer import FrozenEncoderTransformer
+    from .probes.attentive import AttentiveProbeClassifier
+    from .probes.linear import LinearProbeClassifier
+    from .probes.prototypical import PrototypicalProbeClassifier
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__) | _SUBMODULES)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import joblib
 import numpy as np
@@ -21,12 +21,15 @@ from sklearn.utils import Bunch
 from tqdm.auto import tqdm
 
 from ._config import data_home
+from ._files import atomic_write
 from ._version import __version__
-from .encoders import FrozenEncoderTransformer, get_encoder_spec
+from .encoders import get_encoder_spec
+from .extraction import FrozenEncoderTransformer
 from .metrics import macro_map, macro_roc_auc, micro_ap, per_class_ap, top1_accuracy
 from .probes import AttentiveProbeClassifier, LinearProbeClassifier, PrototypicalProbeClassifier
 
-__all__ = ["BenchmarkConfig", "load_benchmark_data", "extract_tokens", "run_benchmark", "PROBES", "BUILTIN_DATASETS"]
+__all__ = ["BenchmarkConfig", "load_benchmark_data", "extract_tokens", "run_benchmark", "class_scores",
+           "compute_scores", "PROBES", "BUILTIN_DATASETS"]
 
 PROBES = {
     "linear": LinearProbeClassifier,
@@ -132,13 +135,11 @@ def _fit_or_load(probe, X, Y, key: str, refit: bool):
     probe.fit(X, Y)
     seconds = time.perf_counter() - start
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    joblib.dump({"probe": probe, "fit_seconds": seconds}, tmp)
-    tmp.replace(path)
+    atomic_write(path, lambda fh: joblib.dump({"probe": probe, "fit_seconds": seconds}, fh))
     return probe, seconds
 
 
-def _class_scores(probe, X, n_classes: int) -> np.ndarray:
+def class_scores(probe, X, n_classes: int) -> np.ndarray:
     """Scores ``(n, n_classes)`` in the data set's class order (single-label probes know only
     the classes seen in training; a missing class gets a score below every other)."""
     scores = probe.decision_function(X)
@@ -151,7 +152,7 @@ def _class_scores(probe, X, n_classes: int) -> np.ndarray:
     return full
 
 
-def _scores(Y_test: np.ndarray, scores: np.ndarray, multilabel: bool) -> dict[str, float]:
+def compute_scores(Y_test: np.ndarray, scores: np.ndarray, multilabel: bool) -> dict[str, float]:
     out = {
         "macro_map": macro_map(Y_test, scores),
         "micro_ap": micro_ap(Y_test, scores),
@@ -193,11 +194,11 @@ def run_benchmark(config: BenchmarkConfig) -> dict:
             [token_key, name, sorted(probe.get_params().items()), __version__], default=str).encode()
         ).hexdigest()[:24]
         probe, seconds = _fit_or_load(probe, X_train, Y_train, key, config.refit)
-        scores = _class_scores(probe, X_test, len(data.class_names))
+        scores = class_scores(probe, X_test, len(data.class_names))
         runs.append({"probe": name, "seed": seed, "fit_seconds": seconds,
                      "n_parameters": probe.n_trainable_parameters_,
                      "per_class_ap": per_class_ap(data.Y_test, scores).tolist(),
-                     **_scores(data.Y_test, scores, data.multilabel)})
+                     **compute_scores(data.Y_test, scores, data.multilabel)})
         if seed == 0:
             fitted[name] = probe
 
@@ -211,7 +212,8 @@ def run_benchmark(config: BenchmarkConfig) -> dict:
                 for name in config.probes}
     result = {
         "skprobe": __version__,
-        "config": asdict(config) | {"probes": list(config.probes)},
+        # Paths are left out: the JSON sits in the output folder, and files are listed relative to it.
+        "config": {k: v for k, v in asdict(config).items() if k != "output"} | {"probes": list(config.probes)},
         "data": {"name": data.name, "description": data.description, "multilabel": data.multilabel,
                  "n_train": len(X_train), "n_test": len(X_test), "class_names": data.class_names,
                  "test_positives": np.asarray(data.Y_test).sum(axis=0).tolist()},
@@ -267,7 +269,7 @@ def _write_outputs(out_dir: Path, result: dict, data: Bunch, encoder, X_test, fi
     if "prototypical" in fitted:
         files.append(plotting.plot_prototype_activations(
             fitted["prototypical"], encoder, X_test, data, out_dir / "prototype_activations.png"))
-    return [str(f) for f in files]
+    return [str(Path(f).relative_to(out_dir)) for f in files]
 
 
 def format_table(result: dict) -> str:

@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 __all__ = ["main", "build_parser"]
 
@@ -128,7 +128,7 @@ def _evaluate(args) -> int:
     import joblib
     import numpy as np
 
-    from .benchmark import _class_scores, _scores
+    from .benchmark import class_scores, compute_scores
 
     for path in (args.probe, args.tokens):
         if not Path(path).is_file():
@@ -136,8 +136,8 @@ def _evaluate(args) -> int:
     probe = joblib.load(args.probe)
     with np.load(args.tokens) as npz:
         X, Y, multilabel = npz["X_test"], npz["Y_test"], bool(npz["multilabel"])
-    scores = _class_scores(probe, X, Y.shape[1])
-    for name, value in _scores(Y, scores, multilabel).items():
+    scores = class_scores(probe, X, Y.shape[1])
+    for name, value in compute_scores(Y, scores, multilabel).items():
         print(f"{name:<15}{value:.4f}")
     return 0
 

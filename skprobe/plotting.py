@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
 
-matplotlib.use("Agg")  # files only; no display is needed or assumed
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+# Figures are built without pyplot, so the user's matplotlib backend is never switched.
+from matplotlib.figure import Figure
 
 __all__ = ["plot_per_class_ap", "plot_prototype_activations"]
 
@@ -29,7 +28,8 @@ def plot_per_class_ap(result: dict, path: str | Path) -> Path:
     names = list(result["per_class_ap"])
     classes = result["data"]["class_names"]
     width = 0.8 / len(names)
-    fig, ax = plt.subplots(figsize=(max(8, 0.55 * len(classes) * len(names) / 2 + 3), 4.2))
+    fig = Figure(figsize=(max(8, 0.55 * len(classes) * len(names) / 2 + 3), 4.2))
+    ax = fig.subplots()
     x = np.arange(len(classes))
     for i, name in enumerate(names):
         ap = np.asarray(result["per_class_ap"][name], dtype=float)
@@ -69,7 +69,8 @@ def plot_prototype_activations(probe, encoder, X_test: np.ndarray, data, path: s
     maps = probe.class_activation_maps(X_test[order])  # (n, patches, classes)
     grids = layout.to_grid(maps)  # (n, time, freq, classes)
     n_rows = sum(1 + int(Y[i].sum()) for i in order)
-    fig, axes = plt.subplots(n_rows, 1, figsize=(9, 1.35 * n_rows), squeeze=False)
+    fig = Figure(figsize=(9, 1.35 * n_rows))
+    axes = fig.subplots(n_rows, 1, squeeze=False)
     axes = axes[:, 0]
     seconds = layout.n_time * layout.hop_seconds
     row = 0
@@ -109,5 +110,4 @@ def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
-    plt.close(fig)
     return path

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 import torchaudio.compliance.kaldi as ta_kaldi
 
-from skprobe.encoders.eat import eat_pos_embed
+from skprobe.encoders.models.eat import eat_pos_embed
 
 
 def noise_wav(seconds: float, batch: int = 1, seed: int = 0) -> torch.Tensor:

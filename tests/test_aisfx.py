@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from skprobe.encoders import get_encoder_spec, load_encoder
-from skprobe.encoders.aisfx import (
+from skprobe.encoders.models.aisfx import (
     AiSfxEncoder,
     EssentiaMelSpectrogram,
     convert_aisfx_state_dict,

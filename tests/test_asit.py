@@ -9,7 +9,7 @@ import torch
 import torchaudio
 
 from skprobe.encoders import get_encoder_spec, load_encoder
-from skprobe.encoders.asit import ASiTEncoder, convert_asit_state_dict
+from skprobe.encoders.models.asit import ASiTEncoder, convert_asit_state_dict
 
 
 def backbone_shapes(dim: int = 768, depth: int = 12, pos_rows: int = 297) -> dict[str, tuple[int, ...]]:

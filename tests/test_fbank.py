@@ -9,7 +9,7 @@ import pytest
 import torch
 import torchaudio.compliance.kaldi as ta_kaldi
 
-from skprobe.encoders.frontends import KaldiFbank, NormalizedFbank, kaldi_mel_banks
+from skprobe.encoders.components.frontends import KaldiFbank, NormalizedFbank, kaldi_mel_banks
 
 
 def _reference(wav: torch.Tensor, **kwargs) -> torch.Tensor:

@@ -146,7 +146,7 @@ def test_unloaded_module_and_missing_transformers(monkeypatch):
     with pytest.raises(RuntimeError, match="has no weights yet"):
         enc.layout(SR, 0)
     monkeypatch.setitem(sys.modules, "transformers", None)
-    from skprobe.encoders.hf import _transformers
+    from skprobe.encoders.models.hf import _transformers
 
     with pytest.raises(ImportError, match=r"pip install 'skprobe\[transformers\]'"):
         _transformers()

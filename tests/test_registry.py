@@ -1,6 +1,6 @@
 """Encoder registry, user-defined encoders and the contract checker."""
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -12,8 +12,8 @@ import skprobe
 from skprobe import AudioEncoder, EncoderSpec, FrozenEncoderTransformer, TokenLayout, check_encoder
 from skprobe.audio import resample
 from skprobe.encoders import get_encoder_spec, list_encoders, register_encoder
-from skprobe.encoders.tiny import TinyConvEncoder, TinyTransformerEncoder
-from skprobe.encoders.transformer import clear_encoder_cache
+from skprobe.encoders.models.tiny import TinyConvEncoder, TinyTransformerEncoder
+from skprobe.extraction.transformer import clear_encoder_cache
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from skprobe.datasets import (EVENT_CLASSES, PACKAGES, SoundSource, make_event_clips, make_event_scenes,
-                              split_sources)
+from skprobe.datasets import EVENT_CLASSES, PACKAGES, SoundSource, make_event_clips, make_event_scenes, split_sources
 from skprobe.datasets.sources import classify_package
 
 SR = 8000

@@ -14,8 +14,8 @@ from fbank_vit_layouts import (
 )
 
 from skprobe.encoders import get_encoder_spec, list_encoders, load_encoder
-from skprobe.encoders.checkpoint import read_checkpoint
-from skprobe.encoders.eat import EAT, NORM_MEAN, NORM_STD
+from skprobe.encoders.formats.checkpoint import read_checkpoint
+from skprobe.encoders.models.eat import EAT, NORM_MEAN, NORM_STD
 
 
 @pytest.mark.parametrize(

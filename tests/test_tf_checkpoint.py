@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from skprobe.encoders._crc32c import _raw_scalar, crc32c, masked_crc32c, unmask_crc32c
-from skprobe.encoders.tf_checkpoint import list_tf_checkpoint, read_tf_checkpoint, tf_checkpoint_prefix
+from skprobe.encoders.formats._crc32c import _raw_scalar, crc32c, masked_crc32c, unmask_crc32c
+from skprobe.encoders.formats.tf_checkpoint import list_tf_checkpoint, read_tf_checkpoint, tf_checkpoint_prefix
 
 DATA = Path(__file__).parent / "data"
 TINY = DATA / "tiny_tf_checkpoint"

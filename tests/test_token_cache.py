@@ -9,10 +9,9 @@ import soundfile as sf
 import torch
 
 from skprobe import EncoderSpec, FrozenEncoderTransformer
-from skprobe.encoders.cache import TokenCache, clip_key
-from skprobe.encoders.tiny import TinyConvEncoder, TinyTransformerEncoder
-from skprobe.encoders.transformer import clear_encoder_cache
-
+from skprobe.encoders.models.tiny import TinyConvEncoder, TinyTransformerEncoder
+from skprobe.extraction.cache import TokenCache, clip_key
+from skprobe.extraction.transformer import clear_encoder_cache
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

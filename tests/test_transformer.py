@@ -17,11 +17,10 @@ import skprobe
 from skprobe import EncoderSpec, FrozenEncoderTransformer, TokenLayout
 from skprobe.audio import resample
 from skprobe.encoders import loading
-from skprobe.encoders import transformer as transformer_module
 from skprobe.encoders.base import AudioEncoder
-from skprobe.encoders.tiny import TinyConvEncoder, TinyTransformerEncoder
-from skprobe.encoders.transformer import clear_encoder_cache
-
+from skprobe.encoders.models.tiny import TinyConvEncoder, TinyTransformerEncoder
+from skprobe.extraction import transformer as transformer_module
+from skprobe.extraction.transformer import clear_encoder_cache
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from skprobe.encoders import fetch_weights, get_encoder_spec, load_encoder
-from skprobe.encoders.yamnet import LAYERS, YamnetEncoder, YamnetLogMel, _same_pad
+from skprobe.encoders.models.yamnet import LAYERS, YamnetEncoder, YamnetLogMel, _same_pad
 
 DATA = Path(__file__).parent / "data"
 GOLDEN = np.load(DATA / "yamnet_golden.npz")
@@ -131,7 +131,7 @@ def test_mismatching_checkpoint_lists_names():
 def test_class_names_need_a_class_map(tmp_path):
     enc = YamnetEncoder()
     with pytest.raises(RuntimeError, match="no class names loaded"):
-        enc.class_names
+        enc.class_names  # noqa: B018
     bad = tmp_path / "map.csv"
     bad.write_text("index,mid,display_name\n0,/m/09x0r,Speech\n")
     with pytest.raises(ValueError, match="is not a YAMNet class map.*got 1 rows"):

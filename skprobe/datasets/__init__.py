@@ -7,11 +7,11 @@
 - :func:`make_token_scenes`: synthetic token maps with short, scattered events (tests, demos).
 """
 
-from .debian import deb_info, fetch_deb
+from ..packages.debian import deb_info, fetch_deb
 from .folder import load_audio_folder
 from .scenes import make_event_clips, make_event_scenes, split_sources
-from .synthetic import make_token_scenes
 from .sources import EVENT_CLASSES, PACKAGES, SoundSource, debian_sources
+from .synthetic import make_token_scenes
 
 __all__ = [
     "load_audio_folder",

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .._config import data_home
+from .._files import atomic_write
 
 
 def data_dir() -> Path:
@@ -31,8 +30,8 @@ def save(stem: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Non
     The JSON file is written last, so its presence means the pair is complete.
     """
     stem.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(stem.with_suffix(".npz"), lambda f: np.savez_compressed(f, **arrays))
-    _atomic_write(stem.with_suffix(".json"), lambda f: f.write(json.dumps(meta).encode()))
+    atomic_write(stem.with_suffix(".npz"), lambda f: np.savez_compressed(f, **arrays))
+    atomic_write(stem.with_suffix(".json"), lambda f: f.write(json.dumps(meta).encode()))
 
 
 def load(stem: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
@@ -47,16 +46,3 @@ def load(stem: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
     except (OSError, ValueError, KeyError):
         return None
     return arrays, meta
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

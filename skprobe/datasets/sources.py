@@ -5,7 +5,7 @@ ambient bed), the group that must not be split across train and test (a drum
 kit, a speaker's language, a footstep material, a key of the keyboard), and
 its licence. :func:`debian_sources` lists the recordings of the Debian packages
 in :data:`PACKAGES` after fetching them with
-:func:`~skprobe.datasets.debian.fetch_deb`; the rules below map file paths
+:func:`~skprobe.packages.debian.fetch_deb`; the rules below map file paths
 to classes. Any other list of sources works with the scene builder too.
 """
 
@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .debian import fetch_deb
+from ..packages.debian import fetch_deb
 
 __all__ = ["SoundSource", "PACKAGES", "EVENT_CLASSES", "debian_sources", "classify_package"]
 
@@ -89,7 +89,7 @@ def debian_sources(*, dest=None, verbose: bool = False) -> tuple[list[SoundSourc
         files listed) and ``copyright`` (the text of the package's copyright
         file) for each package.
     """
-    from .debian import deb_info
+    from ..packages.debian import deb_info
 
     sources, packages = [], []
     for package in PACKAGES:

@@ -1,16 +1,28 @@
-"""Frozen audio encoders: the registry, the built-in architectures and the transformer."""
+"""Frozen audio encoders: the contract, the registry, loading and checks.
+
+Where things live:
+
+- ``base.py``: the :class:`AudioEncoder` contract and :class:`TokenLayout`;
+- ``registry.py``, ``loading.py``, ``checks.py``, ``weights.py``: naming,
+  building, loading, validating encoders and fetching packaged weights;
+- ``layers.py``: layer selection shared by every architecture;
+- ``models/``: one module per architecture family, each registering its variants;
+- ``components/``: building blocks shared by architectures (front ends, ViT blocks);
+- ``formats/``: reading checkpoint files safely (torch pickles, TensorFlow bundles).
+
+The scikit-learn transformer that runs an encoder over clips lives in
+:mod:`skprobe.extraction`.
+"""
 
 from .base import AudioEncoder, TokenLayout
 from .checks import check_encoder
+from .layers import resolve_layers
 from .loading import load_encoder
-from .transformer import FrozenEncoderTransformer, clear_encoder_cache, resolve_layers
 from .registry import EncoderSpec, PackagedWeights, get_encoder_spec, list_encoders, register_encoder
 from .weights import fetch_weights, find_weights
 
 __all__ = [
     "check_encoder",
-    "FrozenEncoderTransformer",
-    "clear_encoder_cache",
     "resolve_layers",
     "AudioEncoder",
     "TokenLayout",
@@ -23,3 +35,12 @@ __all__ = [
     "fetch_weights",
     "find_weights",
 ]
+
+
+def __getattr__(name: str):
+    # Moved to skprobe.extraction; kept reachable from here for code written against 0.x.
+    if name in {"FrozenEncoderTransformer", "clear_encoder_cache"}:
+        import importlib
+
+        return getattr(importlib.import_module("skprobe.extraction.transformer"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,13 +1,15 @@
 """Imports every built-in architecture so that each registers its EncoderSpec."""
 
-from . import aisfx  # noqa: F401
-from . import asit  # noqa: F401
-from . import audiomae  # noqa: F401
-from . import beats  # noqa: F401
-from . import crepe  # noqa: F401
-from . import dasheng  # noqa: F401
-from . import eat  # noqa: F401
-from . import hf  # noqa: F401
-from . import sslam  # noqa: F401
-from . import tiny  # noqa: F401
-from . import yamnet  # noqa: F401
+from .models import (
+    aisfx,  # noqa: F401
+    asit,  # noqa: F401
+    audiomae,  # noqa: F401
+    beats,  # noqa: F401
+    crepe,  # noqa: F401
+    dasheng,  # noqa: F401
+    eat,  # noqa: F401
+    hf,  # noqa: F401
+    sslam,  # noqa: F401
+    tiny,  # noqa: F401
+    yamnet,  # noqa: F401
+)

@@ -56,7 +56,7 @@ def check_encoder(
     Examples
     --------
     >>> from skprobe.encoders.checks import check_encoder
-    >>> from skprobe.encoders.tiny import TinyConvEncoder
+    >>> from skprobe.encoders.models.tiny import TinyConvEncoder
     >>> layouts = check_encoder(TinyConvEncoder())
     >>> layouts[1].n_time, layouts[1].n_freq, layouts[1].dim
     (25, 8, 16)

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from .base import AudioEncoder
-from .checkpoint import load_state_dict_strict, read_checkpoint, unwrap_state_dict
+from .formats.checkpoint import load_state_dict_strict, read_checkpoint, unwrap_state_dict
 from .registry import EncoderSpec, get_encoder_spec
 from .weights import find_weights
 

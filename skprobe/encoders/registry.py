@@ -7,8 +7,8 @@ add their own with :func:`register_encoder`.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Mapping
 
 import torch
 
@@ -136,7 +136,7 @@ def register_encoder(spec: EncoderSpec, *, overwrite: bool = False) -> EncoderSp
     Examples
     --------
     >>> from skprobe.encoders import EncoderSpec, register_encoder
-    >>> from skprobe.encoders.tiny import TinyConvEncoder
+    >>> from skprobe.encoders.models.tiny import TinyConvEncoder
     >>> spec = EncoderSpec(name="my-tiny", builder=TinyConvEncoder, sample_rate=16000,
     ...                    clip_seconds=1.0, dim=16, n_layers=2, prefix_tokens=0,
     ...                    token_grid=(25, 4), requires_checkpoint=False)

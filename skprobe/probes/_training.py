@@ -19,26 +19,10 @@ from skorch.dataset import Dataset
 from skorch.helper import predefined_split
 from torch import nn
 
-__all__ = ["TensorBatchIterator", "TrainResult", "train_module", "resolve_device"]
+__all__ = ["TensorBatchIterator", "TrainResult", "train_module"]
 
 # Fraction of free GPU memory the token set may take to be kept on the device.
 _ON_DEVICE_FRACTION = 0.5
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` -> CUDA if available else CPU; other values are checked."""
-    if isinstance(device, torch.device):
-        resolved = device
-    elif device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        try:
-            resolved = torch.device(device)
-        except (RuntimeError, TypeError) as exc:
-            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} was requested but CUDA is not available; use device='auto' or 'cpu'")
-    return resolved
 
 
 class TensorBatchIterator:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from numbers import Integral
 
 import numpy as np
-
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn

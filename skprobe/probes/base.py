@@ -20,8 +20,9 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from torch import nn
 
+from .._torch import resolve_device
 from ._targets import encode_targets
-from ._training import resolve_device, train_module
+from ._training import train_module
 from .losses import LOSSES, make_loss
 
 __all__ = ["BaseProbeClassifier", "ProbeNetwork", "SHARED_PARAMETERS_DOC", "store_parameters",

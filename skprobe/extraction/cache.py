@@ -15,11 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
+
+from .._files import atomic_write
 
 __all__ = ["TokenCache", "clip_key"]
 
@@ -95,20 +96,9 @@ class TokenCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         config_file = self.folder / "config.json"
         if not config_file.exists():
-            _atomic_write(config_file, lambda fh: fh.write(self._payload.encode()))
-        _atomic_write(path, lambda fh: np.save(fh, store, allow_pickle=False))
+            atomic_write(config_file, lambda fh: fh.write(self._payload.encode()))
+        atomic_write(path, lambda fh: np.save(fh, store, allow_pickle=False))
         return store
 
     def __len__(self) -> int:
         return sum(1 for _ in self.folder.glob("*/*.npy")) if self.folder.is_dir() else 0
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -33,15 +33,15 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import AudioEncoder, TokenLayout
-from .checkpoint import load_state_dict_strict, read_checkpoint
-from .registry import EncoderSpec, PackagedWeights, register_encoder
+from ..base import AudioEncoder, TokenLayout
+from ..formats.checkpoint import load_state_dict_strict, read_checkpoint
+from ..registry import EncoderSpec, PackagedWeights, register_encoder
 
 __all__ = ["AiSfxEncoder", "EssentiaMelSpectrogram", "essentia_mel_banks", "convert_aisfx_state_dict"]
 

@@ -8,7 +8,7 @@ and inference pipeline unchanged: ``SSLAM_Inference/feature_extract`` is EAT's
 script (same fbank, ``target_length=1024``, normalisation ``-4.268`` /
 ``4.569``, ``extract_features(..., mask=False, remove_extra_tokens=False)``), and
 the README states that EAT users can swap in SSLAM's weights. skprobe therefore
-uses :class:`~skprobe.encoders.eat.EAT` with SSLAM's checkpoints:
+uses :class:`~skprobe.encoders.models.eat.EAT` with SSLAM's checkpoints:
 
 * ``SSLAM_Pretrained/checkpoint_last.pt``: a fairseq ``data2vec_multi``
   pretraining checkpoint (``model`` with ``modality_encoders.IMAGE.*``,
@@ -21,8 +21,8 @@ uses :class:`~skprobe.encoders.eat.EAT` with SSLAM's checkpoints:
 
 from __future__ import annotations
 
+from ..registry import register_encoder
 from .eat import eat_spec
-from .registry import register_encoder
 
 __all__: list[str] = []
 
@@ -30,7 +30,7 @@ _LICENSE = "MIT (licence of the ta012/SSLAM repository that links the checkpoint
 _EXTRA = {
     "paper": "https://openreview.net/forum?id=odU59TxdiB",
     "code": "https://github.com/ta012/SSLAM",
-    "architecture": "EAT (skprobe.encoders.eat.EAT)",
+    "architecture": "EAT (skprobe.encoders.models.eat.EAT)",
 }
 
 register_encoder(

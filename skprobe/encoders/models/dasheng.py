@@ -39,17 +39,18 @@ longer than 10.08 s.
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torchaudio
 from torch import nn
 
-from ._selection import check_layers
-from .base import AudioEncoder, TokenLayout
-from .checkpoint import load_state_dict_strict, read_checkpoint, unwrap_state_dict
-from .registry import EncoderSpec, register_encoder
-from .vit import Block
+from ..base import AudioEncoder, TokenLayout
+from ..components.vit import Block
+from ..formats.checkpoint import load_state_dict_strict, read_checkpoint, unwrap_state_dict
+from ..layers import check_layers
+from ..registry import EncoderSpec, register_encoder
 
 __all__ = ["DashengEncoder", "convert_dasheng_state_dict"]
 

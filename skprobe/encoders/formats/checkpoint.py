@@ -14,8 +14,9 @@ import io
 import os
 import pickle
 import types
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import nn

@@ -38,17 +38,18 @@ from __future__ import annotations
 import functools
 import math
 import os
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._selection import check_layers
-from .base import AudioEncoder, TokenLayout
-from .checkpoint import load_state_dict_strict, read_checkpoint, unwrap_state_dict
-from .frontends import KaldiFbank
-from .registry import EncoderSpec, register_encoder
+from ..base import AudioEncoder, TokenLayout
+from ..components.frontends import KaldiFbank
+from ..formats.checkpoint import load_state_dict_strict, read_checkpoint, unwrap_state_dict
+from ..layers import check_layers
+from ..registry import EncoderSpec, register_encoder
 
 __all__ = ["BEATsEncoder", "relative_position_bucket", "convert_beats_state_dict"]
 

@@ -24,15 +24,15 @@ exposed as a grid axis.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import AudioEncoder, TokenLayout
-from .registry import EncoderSpec, PackagedWeights, register_encoder
+from ..base import AudioEncoder, TokenLayout
+from ..registry import EncoderSpec, PackagedWeights, register_encoder
 
 __all__ = ["CrepeTinyEncoder", "crepe_frames", "tiny_checkpoint_path"]
 
@@ -170,7 +170,7 @@ def tiny_checkpoint_path(download: bool = True) -> Path:
             path = Path(root) / "assets" / "tiny.pth"
             if path.is_file():
                 return path
-    from .weights import fetch_weights, find_weights
+    from ..weights import fetch_weights, find_weights
 
     found = find_weights("crepe-tiny")
     if found is not None:

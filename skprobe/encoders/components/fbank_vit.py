@@ -1,7 +1,7 @@
 """Shared skeleton of ViT-B/16 encoders on a normalised Kaldi fbank.
 
 Audio-MAE, EAT and SSLAM all turn 16 kHz audio into a 1024 x 128 log-mel "image"
-(:class:`~skprobe.encoders.frontends.NormalizedFbank`), cut it into 16 x 16
+(:class:`~skprobe.encoders.components.frontends.NormalizedFbank`), cut it into 16 x 16
 patches (64 along time, 8 along frequency, flattened time-major), put one
 ``[cls]`` token in front and run 12 transformer blocks. They differ in the
 position embedding, the block type (pre- or post-norm) and the norms around the
@@ -16,13 +16,14 @@ final LayerNorm for Audio-MAE, nothing for EAT / SSLAM).
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
-from .base import AudioEncoder, TokenLayout
-from .checkpoint import load_state_dict_strict, read_checkpoint
+from ..base import AudioEncoder, TokenLayout
+from ..formats.checkpoint import load_state_dict_strict, read_checkpoint
 from .frontends import NormalizedFbank
 from .vit import Block, PatchEmbed
 

@@ -34,18 +34,19 @@ What the official pipeline computes, and this module too:
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._selection import check_layers
-from .base import AudioEncoder, TokenLayout
-from .checkpoint import load_state_dict_strict, read_checkpoint, unwrap_state_dict
-from .frontends import KaldiFbank
-from .registry import EncoderSpec, register_encoder
-from .vit import Block
+from ..base import AudioEncoder, TokenLayout
+from ..components.frontends import KaldiFbank
+from ..components.vit import Block
+from ..formats.checkpoint import load_state_dict_strict, read_checkpoint, unwrap_state_dict
+from ..layers import check_layers
+from ..registry import EncoderSpec, register_encoder
 
 __all__ = ["ASiTEncoder", "convert_asit_state_dict", "select_asit_state_dict"]
 

@@ -11,7 +11,7 @@ Families: AST (``ASTModel``), wav2vec 2.0 (``Wav2Vec2Model``), HuBERT
 Front ends are batched torch re-implementations of the HF feature extractors,
 run on the module's device:
 
-* AST: Kaldi fbank (:class:`~skprobe.encoders.frontends.KaldiFbank`, Hann
+* AST: Kaldi fbank (:class:`~skprobe.encoders.components.frontends.KaldiFbank`, Hann
   window, 25/10 ms, ``num_mel_bins``), zero-padded or cut to ``max_length``
   frames, then ``(x - mean) / (2 * std)`` when ``do_normalize``
   (``ASTFeatureExtractor``; the waveform is not scaled to 16-bit range, as in HF);
@@ -40,17 +40,17 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import AudioEncoder, TokenLayout
-from .frontends import KaldiFbank
-from .registry import EncoderSpec, register_encoder
+from ..base import AudioEncoder, TokenLayout
+from ..components.frontends import KaldiFbank
+from ..registry import EncoderSpec, register_encoder
 
 __all__ = ["HFAudioEncoder", "HFASTEncoder", "HFWav2Vec2Encoder", "HFWhisperEncoder"]
 

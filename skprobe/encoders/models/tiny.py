@@ -9,14 +9,14 @@ seed; no checkpoint is needed.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torchaudio
 from torch import nn
 
-from .base import AudioEncoder, TokenLayout
-from .registry import EncoderSpec, register_encoder
+from ..base import AudioEncoder, TokenLayout
+from ..registry import EncoderSpec, register_encoder
 
 __all__ = ["TinyConvEncoder", "TinyTransformerEncoder"]
 

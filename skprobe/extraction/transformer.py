@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 import os
 from collections import OrderedDict
+from collections.abc import Sequence
 from numbers import Integral, Real
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -16,18 +16,19 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from tqdm.auto import tqdm
 
+from .._torch import resolve_device
 from .._version import __version__
 from ..audio import fix_length, read_audio, resample, to_mono_float
-from ..probes._training import resolve_device
-from .base import AudioEncoder
+from ..encoders.base import AudioEncoder
+from ..encoders.layers import resolve_layers
+from ..encoders.loading import load_encoder, resolve_checkpoint
+from ..encoders.registry import EncoderSpec, get_encoder_spec
 from .cache import TokenCache, clip_key
-from .loading import load_encoder, resolve_checkpoint
-from .registry import EncoderSpec, get_encoder_spec
 
-__all__ = ["FrozenEncoderTransformer", "resolve_layers", "clear_encoder_cache"]
+__all__ = ["FrozenEncoderTransformer", "clear_encoder_cache"]
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-_LOADED: "OrderedDict[tuple, AudioEncoder]" = OrderedDict()
+_LOADED: OrderedDict[tuple, AudioEncoder] = OrderedDict()
 _LOADED_MAX = 2
 _CHECKPOINT_HASHES: dict[tuple, str] = {}
 
@@ -35,22 +36,6 @@ _CHECKPOINT_HASHES: dict[tuple, str] = {}
 def clear_encoder_cache() -> None:
     """Drop the encoders kept in memory by :class:`FrozenEncoderTransformer`."""
     _LOADED.clear()
-
-
-def resolve_layers(layers: int | Sequence[int] | None, n_layers: int) -> list[int]:
-    """timm-style layer selection: None = last, int or list, negatives count from the end.
-
-    Returns sorted unique non-negative indices; raises ValueError when out of range.
-    """
-    requested = [-1] if layers is None else ([layers] if isinstance(layers, Integral) else list(layers))
-    if not requested:
-        raise ValueError("layers must not be empty")
-    resolved = []
-    for layer in requested:
-        if not isinstance(layer, Integral) or not -n_layers <= layer < n_layers:
-            raise ValueError(f"layers must be integers in [-{n_layers}, {n_layers - 1}] for this encoder, got {layer!r}")
-        resolved.append(int(layer) % n_layers)
-    return sorted(set(resolved))
 
 
 def _file_stats(path: Path) -> tuple:
@@ -65,7 +50,7 @@ def _file_stats(path: Path) -> tuple:
 def _checkpoint_hash(path: Path | None) -> str:
     if path is None:
         return "seeded-random"
-    from .checkpoint import file_sha256
+    from ..encoders.formats.checkpoint import file_sha256
 
     key = (str(path.resolve()), _file_stats(path))
     if key not in _CHECKPOINT_HASHES:
@@ -117,7 +102,7 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
     output_dtype : {"float32", "float16"}, default="float32"
         dtype of the returned tokens (float16 halves memory).
     cache : path-like, optional
-        Folder of a per-clip token cache (see :class:`~skprobe.encoders.cache.TokenCache`).
+        Folder of a per-clip token cache (see :class:`~skprobe.extraction.cache.TokenCache`).
         Clips already there run no forward pass, and a clip that occurs several
         times in ``X`` is encoded once. Tokens come back as stored (float16).
     verbose : int, default=0

@@ -1,0 +1,1 @@
+"""Building blocks shared by several architectures: batched front ends, ViT blocks."""

@@ -1,0 +1,1 @@
+"""Architecture families: one module each, registering its variants on import."""

@@ -119,8 +119,8 @@ def test_convert_state_dict_keeps_embedding_net():
 def test_spec_is_consistent_with_module():
     spec = get_encoder_spec("aisfx")
     enc = spec.builder()
-    lay = enc.layout(int(spec.clip_seconds * spec.sample_rate), spec.n_layers - 1)
-    assert (lay.n_time, lay.n_freq, lay.dim) == (*spec.token_grid, spec.dim)
+    lay = enc.layout(int(spec.clip_seconds * spec.sample_rate), spec.metadata()["n_layers"] - 1)
+    assert (lay.n_time, lay.n_freq, lay.dim) == (*spec.metadata()["token_grid"], spec.metadata()["dim"])
     assert spec.packaged_weights.requirement == "aisfx==0.1.2"
     assert spec.license == "CC-BY-4.0"
 

@@ -152,7 +152,7 @@ def test_ten_second_tokens_full_size(encoder):
     assert tokens.shape == (1, 513, 768)  # [cls] + 64 x 8 patches
     assert (layout.prefix_tokens, layout.n_time, layout.n_freq, layout.order) == (1, 64, 8, "time_freq")
     spec = get_encoder_spec("asit")
-    assert spec.token_grid == (64, 8) and spec.prefix_tokens == 1
+    assert spec.metadata()["token_grid"] == (64, 8) and spec.metadata()["prefix_tokens"] == 1
     assert torch.isfinite(tokens).all()
 
 

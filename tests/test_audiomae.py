@@ -20,8 +20,7 @@ from fbank_vit_layouts import (
 )
 
 from skprobe.encoders import get_encoder_spec, list_encoders, load_encoder
-from skprobe.encoders.components.fbank_vit import checkpoint_state_dict
-from skprobe.encoders.formats.checkpoint import PickledObjectStub, read_checkpoint
+from skprobe.encoders.formats.checkpoint import PickledObjectStub, read_checkpoint, unwrap_state_dict
 from skprobe.encoders.models.audiomae import NORM_MEAN, NORM_STD, AudioMAE, audiomae_pos_embed
 from skprobe.encoders.models.eat import EAT
 
@@ -179,6 +178,6 @@ def test_wrong_checkpoints_fail_with_the_mismatching_keys(small, tmp_path):
 
 def test_checkpoint_state_dict_unwraps_and_explains():
     state = {"a": torch.zeros(1)}
-    assert checkpoint_state_dict({"model": state, "epoch": 3}) == state
+    assert unwrap_state_dict({"model": state, "epoch": 3}) == state
     with pytest.raises(ValueError, match="no state dict"):
-        checkpoint_state_dict({"model": {"epoch": 3}}, source="checkpoint x.pth")
+        unwrap_state_dict({"model": {"epoch": 3}})

@@ -169,7 +169,7 @@ def test_ten_second_tokens_full_size(encoder):
     assert tokens.shape == (1, 496, 768)  # 62 x 8 patches, no [cls]: not the 512 of 1024-frame ViTs
     assert (layout.prefix_tokens, layout.n_time, layout.n_freq, layout.order) == (0, 62, 8, "time_freq")
     assert layout.hop_seconds == pytest.approx(0.16)
-    assert spec.token_grid == (62, 8) and spec.prefix_tokens == 0 and spec.dim == 768
+    assert spec.metadata()["token_grid"] == (62, 8) and spec.metadata()["prefix_tokens"] == 0 and spec.metadata()["dim"] == 768
     assert torch.isfinite(tokens).all()
 
 

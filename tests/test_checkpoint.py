@@ -297,9 +297,15 @@ def test_load_state_dict_strict_leaves_module_untouched_on_error():
 # -- load_encoder through a spec -------------------------------------------------------
 
 
-def _tiny_cnn_spec(convert=None):
-    return EncoderSpec(name="ckpt-test-cnn", builder=TinyConvEncoder, sample_rate=16000, clip_seconds=1.0,
-                       dim=16, n_layers=2, prefix_tokens=0, token_grid=(25, 8), convert_state_dict=convert)
+def _tiny_cnn_spec(builder=TinyConvEncoder):
+    return EncoderSpec(name="ckpt-test-cnn", builder=builder, sample_rate=16000, clip_seconds=1.0)
+
+
+class _OfficialNamesCNN(TinyConvEncoder):
+    """Reads an 'official' file whose keys carry an ``encoder.`` prefix and a head."""
+
+    def convert_state_dict(self, state):
+        return {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
 
 
 def test_load_encoder_from_wrapped_snapshot_with_conversion(tmp_path):
@@ -309,14 +315,13 @@ def test_load_encoder_from_wrapped_snapshot_with_conversion(tmp_path):
     path = tmp_path / "official.pt"
     torch.save({"model": official, "args": argparse.Namespace(seed=3)}, path)
 
-    def convert(state):
-        return {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
-
-    module = load_encoder(_tiny_cnn_spec(convert), path)
+    module = load_encoder(_tiny_cnn_spec(_OfficialNamesCNN), path)
     assert not module.training
     assert not any(p.requires_grad for p in module.parameters())
     for key, value in source.state_dict().items():
         assert torch.equal(module.state_dict()[key], value)
+    with pytest.raises(ValueError, match=r"unexpected key\(s\): encoder\..*head\.weight"):
+        load_encoder(_tiny_cnn_spec(), path)  # without the hook the official names do not load
 
 
 def test_load_encoder_mismatching_checkpoint_lists_first_keys(tmp_path):

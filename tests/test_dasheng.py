@@ -124,7 +124,7 @@ def test_ten_second_tokens_full_size(encoder):
     assert (layout.prefix_tokens, layout.n_time, layout.n_freq) == (0, 250, 1)
     assert layout.hop_seconds == pytest.approx(0.04)
     spec = get_encoder_spec("dasheng")
-    assert spec.token_grid == (250, 1) and spec.prefix_tokens == 0
+    assert spec.metadata()["token_grid"] == (250, 1) and spec.metadata()["prefix_tokens"] == 0
     assert torch.isfinite(tokens).all()
 
 

@@ -20,8 +20,7 @@ from fbank_vit_layouts import (
 )
 
 from skprobe.encoders import list_encoders, load_encoder
-from skprobe.encoders.components.fbank_vit import checkpoint_state_dict
-from skprobe.encoders.formats.checkpoint import PickledObjectStub, read_checkpoint
+from skprobe.encoders.formats.checkpoint import PickledObjectStub, read_checkpoint, unwrap_state_dict
 from skprobe.encoders.models.audiomae import AudioMAE
 from skprobe.encoders.models.eat import EAT, NORM_MEAN, NORM_STD, convert_eat_state_dict, eat_pos_embed
 
@@ -106,7 +105,7 @@ def test_pretrained_checkpoint_drops_decoder_and_ema(small, tmp_path):
     raw = read_checkpoint(path)
     assert isinstance(raw["cfg"], PickledObjectStub)  # omegaconf is not installed, nothing is run
     assert raw["cfg"].qualname == "omegaconf.dictconfig.DictConfig"
-    flat = checkpoint_state_dict(raw)
+    flat = unwrap_state_dict(raw)
     assert any(k.startswith("_ema.") for k in flat)
     assert any(".decoder." in k for k in flat)
     converted = convert_eat_state_dict(flat)

@@ -157,6 +157,6 @@ def test_specs_metadata():
                 "hf-wavlm": (768, 12, 0), "hf-whisper": (512, 6, 0)}
     for name, (dim, layers, prefix) in expected.items():
         spec = get_encoder_spec(name)
-        assert (spec.dim, spec.n_layers, spec.prefix_tokens) == (dim, layers, prefix)
+        assert (spec.metadata()["dim"], spec.metadata()["n_layers"], spec.metadata()["prefix_tokens"]) == (dim, layers, prefix)
         assert spec.requires_checkpoint and spec.packaged_weights is None
         assert spec.weights_source.startswith("https://huggingface.co/")

@@ -1,6 +1,9 @@
 """Encoder registry, user-defined encoders and the contract checker."""
 
+import subprocess
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +16,7 @@ from skprobe import AudioEncoder, EncoderSpec, FrozenEncoderTransformer, TokenLa
 from skprobe.audio import resample
 from skprobe.encoders import get_encoder_spec, list_encoders, register_encoder
 from skprobe.encoders.models.tiny import TinyConvEncoder, TinyTransformerEncoder
+from skprobe.encoders.registry import skeleton
 from skprobe.extraction.transformer import clear_encoder_cache
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -71,9 +75,9 @@ class FramingEncoder(AudioEncoder):
 
 
 def _framing_spec(name="user-framer", requires_checkpoint=False):
-    return EncoderSpec(name=name, builder=FramingEncoder, sample_rate=8000, clip_seconds=1.0, dim=6, n_layers=2,
-                       prefix_tokens=1, token_grid=(20, 1), license="MIT", weights_source="my lab",
-                       requires_checkpoint=requires_checkpoint, description="framing test encoder")
+    return EncoderSpec(name=name, builder=FramingEncoder, sample_rate=8000, clip_seconds=1.0, license="MIT",
+                       weights_source="my lab", requires_checkpoint=requires_checkpoint,
+                       description="framing test encoder")
 
 
 def _waves(n=3, seconds=1.2, rate=16000, seed=0):
@@ -107,10 +111,10 @@ def test_list_encoders_include_test_and_sorted():
     assert tiny["requires_checkpoint"] is False
 
 
-def test_metadata_matches_the_architectures():
-    """Every registered spec's promises agree with its module's own layout."""
+def test_metadata_comes_from_the_layout():
+    """The registry states no architecture facts: every spec's metadata is its module's own layout."""
     for name, meta in list_encoders(include_test=True).items():
-        module = FrozenEncoderTransformer._skeleton(get_encoder_spec(name))
+        module = skeleton(get_encoder_spec(name))
         if module.layout_needs_weights:  # architecture read from the checkpoint folder
             continue
         assert module.sample_rate == meta["sample_rate"], name
@@ -118,6 +122,22 @@ def test_metadata_matches_the_architectures():
         lay = module.layout(int(round(meta["clip_seconds"] * module.sample_rate)), module.n_layers - 1)
         assert (lay.prefix_tokens, (lay.n_time, lay.n_freq), lay.dim) == (
             meta["prefix_tokens"], tuple(meta["token_grid"]), meta["dim"]), name
+    meta = _framing_spec().metadata()
+    assert (meta["dim"], meta["n_layers"], meta["prefix_tokens"], meta["token_grid"], meta["n_heads"]) == (
+        6, 2, 1, (20, 1), None)
+    assert list_encoders()["beats"]["n_heads"] == 12 and list_encoders()["yamnet"]["n_heads"] is None
+
+
+def test_skeleton_is_weightless_when_the_builder_allows():
+    module = skeleton(get_encoder_spec("beats"))
+    assert all(p.is_meta for p in module.parameters())
+
+
+def test_restated_architecture_facts_are_ignored_with_a_warning():
+    with pytest.warns(DeprecationWarning, match=r"EncoderSpec\(dim, n_layers=\.\.\.\) is ignored"):
+        spec = EncoderSpec(name="old-style", builder=FramingEncoder, sample_rate=8000, clip_seconds=1.0,
+                           dim=99, n_layers=7, requires_checkpoint=False)
+    assert (spec.metadata()["dim"], spec.metadata()["n_layers"]) == (6, 2)
 
 
 # -- register / look up ----------------------------------------------------------------
@@ -134,13 +154,49 @@ def test_register_and_look_up(registry):
 
 def test_register_duplicate_needs_overwrite(registry):
     register_encoder(_framing_spec())
-    with pytest.raises(ValueError, match="'user-framer' is already registered; pass overwrite=True"):
+    with pytest.raises(ValueError, match="'user-framer' is already registered; pass overwrite=True .*by you"):
         register_encoder(_framing_spec())
-    with pytest.raises(ValueError, match="'tiny-cnn' is already registered"):
+    with pytest.raises(ValueError, match="'tiny-cnn' is already registered; pass overwrite=True .*built-in"):
         register_encoder(_framing_spec("tiny-cnn"))
     replacement = _framing_spec()
     assert register_encoder(replacement, overwrite=True) is replacement
     assert get_encoder_spec("user-framer") is replacement
+
+
+def test_a_builtin_never_replaces_a_user_registration(registry):
+    from skprobe.encoders.models.tiny import TinyConvEncoder
+
+    mine = register_encoder(_framing_spec("tiny-cnn"), overwrite=True)
+    builtin = EncoderSpec(name="tiny-cnn", builder=TinyConvEncoder, sample_rate=16000, clip_seconds=1.0)
+    with pytest.warns(UserWarning, match="built-in encoder 'tiny-cnn' not registered: your register_encoder"):
+        assert registry.register_builtin(builtin) is mine
+    assert get_encoder_spec("tiny-cnn") is mine
+
+
+def test_user_registration_before_first_use_survives_first_use():
+    """In a fresh interpreter: registrations made before the built-ins were ever loaded."""
+    code = (
+        "import warnings; warnings.simplefilter('error')\n"
+        "import skprobe\n"
+        "from skprobe.encoders import EncoderSpec, register_encoder, get_encoder_spec, list_encoders\n"
+        "from skprobe.encoders.models.tiny import TinyConvEncoder\n"
+        "mine = EncoderSpec(name='eat', builder=TinyConvEncoder, sample_rate=16000, clip_seconds=1.0,\n"
+        "                   description='my eat')\n"
+        "try:\n"
+        "    register_encoder(mine)\n"
+        "except ValueError as exc:\n"
+        "    print('refused:', exc)\n"
+        "register_encoder(mine, overwrite=True)\n"
+        "other = EncoderSpec(name='mine', builder=TinyConvEncoder, sample_rate=16000, clip_seconds=1.0)\n"
+        "register_encoder(other)\n"
+        "listed = list_encoders(include_test=True)\n"
+        "print(get_encoder_spec('eat') is mine, listed['eat']['description'], get_encoder_spec('mine') is other,\n"
+        "      'yamnet' in listed)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).parents[1]).stdout
+    assert "refused: an encoder named 'eat' is already registered; pass overwrite=True" in out
+    assert out.strip().endswith("True my eat True True")
 
 
 def test_register_rejects_non_specs(registry):

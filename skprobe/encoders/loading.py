@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 from .base import AudioEncoder
-from .formats.checkpoint import load_state_dict_strict, read_checkpoint, unwrap_state_dict
 from .registry import EncoderSpec, get_encoder_spec
 from .weights import find_weights
 
@@ -67,20 +66,23 @@ def load_encoder(encoder: str | EncoderSpec, checkpoint: str | os.PathLike | Non
     ValueError
         If the checkpoint does not match the architecture; the message lists
         the first missing, unexpected and mis-shaped keys.
+
+    Notes
+    -----
+    The weights are read by the module's
+    :meth:`~skprobe.encoders.AudioEncoder.load_checkpoint`, whose hooks
+    ``unwrap_checkpoint`` and ``convert_state_dict`` adapt official files.
     """
     spec = get_encoder_spec(encoder)
     path = resolve_checkpoint(spec, checkpoint)
     module = spec.builder()
     if path is not None:
-        loader = getattr(module, "load_checkpoint", None)
-        if loader is not None:
-            # Architectures with a non-torch format (TensorFlow, folders) read it themselves.
-            loader(path)
-        else:
-            state = unwrap_state_dict(read_checkpoint(path))
-            if spec.convert_state_dict is not None:
-                state = spec.convert_state_dict(state)
-            load_state_dict_strict(module, state, source=f"checkpoint {path}")
+        if not callable(getattr(module, "load_checkpoint", None)):
+            raise TypeError(
+                f"the builder of encoder {spec.name!r} returned a {type(module).__name__}, which cannot load "
+                "checkpoints: subclass skprobe.encoders.AudioEncoder (or define load_checkpoint(path))"
+            )
+        module.load_checkpoint(path)
     module.eval()
     module.requires_grad_(False)
     return module

@@ -22,7 +22,7 @@ from ..audio import fix_length, read_audio, resample, to_mono_float
 from ..encoders.base import AudioEncoder
 from ..encoders.layers import resolve_layers
 from ..encoders.loading import load_encoder, resolve_checkpoint
-from ..encoders.registry import EncoderSpec, get_encoder_spec
+from ..encoders.registry import EncoderSpec, get_encoder_spec, skeleton
 from .cache import TokenCache, clip_key
 
 __all__ = ["FrozenEncoderTransformer", "clear_encoder_cache"]
@@ -198,14 +198,14 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
         self._validate_params()
         spec = get_encoder_spec(self.encoder)
         self._decode(X, reset=True, validate_only=True)
-        skeleton = self._skeleton(spec)
-        if getattr(skeleton, "layout_needs_weights", False):
+        module = skeleton(spec)
+        if getattr(module, "layout_needs_weights", False):
             # The architecture is read from the checkpoint (e.g. a transformers folder).
-            skeleton = self._load(torch.device("cpu"), spec)
-        layers = resolve_layers(self.layers, skeleton.n_layers)
+            module = self._load(torch.device("cpu"), spec)
+        layers = resolve_layers(self.layers, module.n_layers)
         clip_seconds = float(self.clip_seconds if self.clip_seconds is not None else spec.clip_seconds)
-        n_samples = int(round(clip_seconds * skeleton.sample_rate))
-        layouts = [skeleton.layout(n_samples, layer) for layer in layers]
+        n_samples = int(round(clip_seconds * module.sample_rate))
+        layouts = [module.layout(n_samples, layer) for layer in layers]
         shapes = {(lay.n_tokens, lay.dim) for lay in layouts}
         if len(shapes) > 1:
             detail = ", ".join(f"layer {i}: {lay.n_tokens} x {lay.dim}" for i, lay in zip(layers, layouts))
@@ -221,19 +221,10 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
         self.hop_seconds_ = layouts[0].hop_seconds
         self.n_tokens_ = layouts[0].n_tokens
         self.dim_ = layouts[0].dim
-        self.encoder_sample_rate_ = int(skeleton.sample_rate)
+        self.encoder_sample_rate_ = int(module.sample_rate)
         self.n_samples_ = n_samples
         self.clip_seconds_ = clip_seconds
         return self
-
-    @staticmethod
-    def _skeleton(spec: EncoderSpec) -> AudioEncoder:
-        """The architecture without weights (on the meta device when possible), for layouts."""
-        try:
-            with torch.device("meta"):
-                return spec.builder()
-        except Exception:  # builders that compute buffers on the CPU
-            return spec.builder()
 
     # -- transform -------------------------------------------------------------------
     def transform(self, X) -> np.ndarray:

@@ -15,82 +15,21 @@ final LayerNorm for Audio-MAE, nothing for EAT / SSLAM).
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from ..base import AudioEncoder, TokenLayout
-from ..formats.checkpoint import load_state_dict_strict, read_checkpoint
+from ..layers import check_layers, run_blocks
 from .frontends import NormalizedFbank
 from .vit import Block, PatchEmbed
 
-__all__ = ["FbankViT", "checkpoint_state_dict", "check_layers"]
+__all__ = ["FbankViT"]
 
 _PATCH = 16
 _N_MELS = 128
 _HOP_SECONDS = 0.01
-
-
-def check_layers(layers: Sequence[int], n_layers: int) -> list[int]:
-    """Validate layer indices: sorted, unique, in ``[0, n_layers)``.
-
-    Raises
-    ------
-    ValueError
-        Naming the offending ``layers`` value.
-    """
-    out = [int(i) for i in layers]
-    if not out or out != sorted(set(out)) or out[0] < 0 or out[-1] >= n_layers:
-        raise ValueError(
-            f"layers must be a non-empty sorted list of unique indices in [0, {n_layers}), got {list(layers)}"
-        )
-    return out
-
-
-def _flatten(state: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in state.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(_flatten(value, name + "."))
-        else:
-            out[name] = value
-    return out
-
-
-def checkpoint_state_dict(obj: Any, *, source: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """The model's tensors inside an Audio-MAE / fairseq (EAT, SSLAM) checkpoint.
-
-    Descends through ``model`` / ``state_dict`` / ``module`` wrappers until it
-    finds a mapping that holds tensors directly, then flattens nested mappings
-    of tensors into dotted keys: fairseq's data2vec models store their EMA
-    teacher as a nested dict under ``model["_ema"]``, which becomes
-    ``_ema.<key>`` here (converters drop it). Entries that are not tensors
-    (``None``, numbers) inside the state dict are dropped.
-
-    Raises
-    ------
-    ValueError
-        If no tensors are found; the message names ``source`` and the keys seen.
-    """
-    seen: list[str] = []
-    while isinstance(obj, Mapping):
-        if any(isinstance(v, torch.Tensor) for v in obj.values()):
-            flat = _flatten(obj)
-            return {k: v for k, v in flat.items() if isinstance(v, torch.Tensor)}
-        seen.append(", ".join(map(str, list(obj)[:10])))
-        for key in ("model", "state_dict", "module", "model_state_dict"):
-            if isinstance(obj.get(key), Mapping):
-                obj = obj[key]
-                break
-        else:
-            break
-    raise ValueError(
-        f"{source} holds no state dict of tensors (keys seen: {' | '.join(seen) or type(obj).__name__})"
-    )
 
 
 class FbankViT(AudioEncoder):
@@ -119,8 +58,6 @@ class FbankViT(AudioEncoder):
     """
 
     sample_rate = 16000
-    #: Maps the official (unwrapped, flattened) state dict to this module's keys.
-    convert_state_dict: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None
 
     def __init__(
         self,
@@ -171,13 +108,7 @@ class FbankViT(AudioEncoder):
         spec = self.spectrogram(wav)
         weight = self.patch_embed.proj.weight
         x = self.embed_tokens(self.patch_embed(spec.unsqueeze(1).to(weight.dtype)))
-        wanted = set(layers)
-        out = []
-        for index, block in enumerate(self.blocks[: layers[-1] + 1]):
-            x = block(x)
-            if index in wanted:
-                out.append(self.layer_output(x, index))
-        return out
+        return run_blocks(x, self.blocks, layers, self.layer_output)
 
     def layout(self, n_samples: int, layer: int) -> TokenLayout:
         """Layout of any layer: ``[cls]`` then a time-major ``(target_frames / 16) x 8`` grid.
@@ -188,17 +119,3 @@ class FbankViT(AudioEncoder):
         check_layers([layer], self.n_layers)
         n_time, n_freq = self.grid
         return TokenLayout(1, n_time, n_freq, self.dim, _PATCH * _HOP_SECONDS, "time_freq")
-
-    def load_checkpoint(self, path: str | os.PathLike) -> None:
-        """Load an official checkpoint file (read safely, converted, matched strictly).
-
-        Raises
-        ------
-        ValueError
-            If the file is unreadable or its keys / shapes do not match; the
-            message lists the mismatching keys.
-        """
-        state = checkpoint_state_dict(read_checkpoint(path), source=f"checkpoint {path}")
-        if self.convert_state_dict is not None:
-            state = self.convert_state_dict(state)
-        load_state_dict_strict(self, state, source=f"checkpoint {path}")

@@ -118,7 +118,7 @@ class Block(nn.Module):
 
 
 class PatchEmbed(nn.Module):
-    """Non-overlapping square patches of a spectrogram, flattened time-major.
+    """Non-overlapping patches of a spectrogram, flattened time-major.
 
     ``(B, C, T, F) -> (B, (T // p) * (F // p), D)``: the token of time patch
     ``t`` and frequency patch ``f`` sits at ``t * (F // p) + f``, as in timm's
@@ -127,7 +127,9 @@ class PatchEmbed(nn.Module):
 
     Parameters
     ----------
-    patch_size : int, default=16
+    patch_size : int or (int, int), default=16
+        Square patches, or ``(height, width)`` patches of the image (e.g. a
+        Dasheng patch spans all 64 mel bands and 4 frames of a ``(F, T)`` image).
     in_chans : int, default=1
     dim : int, default=768
 
@@ -138,7 +140,7 @@ class PatchEmbed(nn.Module):
     torch.Size([2, 512, 32])
     """
 
-    def __init__(self, patch_size: int = 16, in_chans: int = 1, dim: int = 768) -> None:
+    def __init__(self, patch_size: int | tuple[int, int] = 16, in_chans: int = 1, dim: int = 768) -> None:
         super().__init__()
         self.patch_size = patch_size
         self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size)

@@ -165,33 +165,65 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
         raise ValueError(f"cannot read checkpoint {path}: {exc}") from exc
 
 
+def _flatten_tensors(state: Mapping[str, Any], prefix: str = "") -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if isinstance(value, Mapping):
+            out.update(_flatten_tensors(value, f"{prefix}{key}."))
+        elif isinstance(value, torch.Tensor):
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def unwrap_state_dict(
     obj: Any, keys: Iterable[str] = ("model", "state_dict", "module", "model_state_dict")
 ) -> dict[str, torch.Tensor]:
     """Find the tensor state dict inside a checkpoint object.
 
-    Descends through the first of ``keys`` present at each level until it
-    reaches a mapping whose values are tensors.
+    One rule set for every checkpoint: while the first of ``keys`` present at
+    a level holds a mapping, descend into it; the level reached must hold
+    tensors. Nested mappings of tensors there are flattened to dotted keys
+    (fairseq's data2vec models keep their EMA teacher as a nested dict under
+    ``_ema``, which becomes ``_ema.<key>``) and entries that are not tensors
+    (``None``, numbers) are dropped.
+
+    Parameters
+    ----------
+    obj : object
+        What :func:`read_checkpoint` returned.
+    keys : iterable of str
+        Wrapper keys to descend through, in order of preference.
+
+    Returns
+    -------
+    dict
+        ``{name: tensor}``.
 
     Raises
     ------
     ValueError
-        If no mapping of tensors is found; the message lists the keys seen.
+        If no tensors are found; the message lists the keys seen at each level.
+
+    Examples
+    --------
+    >>> import torch
+    >>> unwrap_state_dict({"model": {"w": torch.zeros(1), "step": 3}, "epoch": 3})
+    {'w': tensor([0.])}
     """
     seen: list[str] = []
     keys = tuple(keys)
     while isinstance(obj, Mapping):
-        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-            return dict(obj)
+        wrapper = next((key for key in keys if isinstance(obj.get(key), Mapping)), None)
+        if wrapper is None:
+            state = _flatten_tensors(obj)
+            if state:
+                return state
         seen.append(", ".join(map(str, list(obj)[:10])))
-        for key in keys:
-            if key in obj:
-                obj = obj[key]
-                break
-        else:
+        if wrapper is None:
             break
+        obj = obj[wrapper]
     raise ValueError(
-        "checkpoint holds no state dict of tensors (looked under "
+        "no state dict of tensors found (looked under "
         f"{list(keys)}; keys seen: {' | '.join(seen) or type(obj).__name__})"
     )
 

@@ -32,16 +32,17 @@ in the log-mel value of those frames only).
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
+from functools import partial
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..base import AudioEncoder, TokenLayout
-from ..formats.checkpoint import load_state_dict_strict, read_checkpoint
-from ..registry import EncoderSpec, PackagedWeights, register_encoder
+from ..layers import check_layers, conv_tokens, run_blocks
+from ..registry import EncoderSpec, PackagedWeights, register_builtin
 
 __all__ = ["AiSfxEncoder", "EssentiaMelSpectrogram", "essentia_mel_banks", "convert_aisfx_state_dict"]
 
@@ -210,13 +211,8 @@ class AiSfxEncoder(AudioEncoder):
                 f"wav must have more than {6 * HOP_SIZE} samples ({6 * HOP_SIZE / SAMPLE_RATE:.2f} s at "
                 f"{SAMPLE_RATE} Hz) for aiSFX's three 2x2 poolings, got {wav.shape[1]}"
             )
-        wanted = set(layers)
-        out = []
-        for i, block in enumerate(self.blocks[: max(layers) + 1]):
-            x = block(x, self._pools[i])
-            if i in wanted:
-                out.append(x.permute(0, 2, 3, 1).flatten(1, 2))  # B, T*F, C
-        return out
+        blocks = [partial(block, pool=pool) for block, pool in zip(self.blocks, self._pools)]
+        return run_blocks(x, blocks, check_layers(layers, self.n_layers), conv_tokens)
 
     def embedding(self, wav: torch.Tensor) -> torch.Tensor:
         """aiSFX's pooled 512-d embedding: last block, mean over frequency, max over time."""
@@ -233,37 +229,28 @@ class AiSfxEncoder(AudioEncoder):
         stride = math.prod(self._pools[: layer + 1])
         return TokenLayout(0, t, f, self.channels[layer], HOP_SIZE * stride / SAMPLE_RATE, "time_freq")
 
-    def load_checkpoint(self, path: str | os.PathLike) -> None:
-        """Load ``aisfx/models/checkpoint.pth`` (a ``(state_dict, datasets)`` tuple).
-
-        Raises
-        ------
-        ValueError
-            If the file holds no matching state dict.
-        """
-        obj = read_checkpoint(path)
+    def unwrap_checkpoint(self, obj: Any) -> dict[str, torch.Tensor]:
+        """The state dict of ``aisfx/models/checkpoint.pth``, a ``(state_dict, datasets)`` tuple."""
         if isinstance(obj, (tuple, list)):
             obj = next((o for o in obj if isinstance(o, Mapping)), None)
         if not isinstance(obj, Mapping):
-            raise ValueError(f"checkpoint {path} holds no aiSFX state dict (got {type(obj).__name__})")
-        load_state_dict_strict(self, convert_aisfx_state_dict(obj), source=f"checkpoint {path}")
+            raise ValueError(f"holds no aiSFX state dict (got {type(obj).__name__})")
+        return super().unwrap_checkpoint(obj)
+
+    def convert_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """See :func:`convert_aisfx_state_dict`."""
+        return convert_aisfx_state_dict(state)
 
 
-register_encoder(
+register_builtin(
     EncoderSpec(
         name="aisfx",
         builder=AiSfxEncoder,
         sample_rate=SAMPLE_RATE,
         clip_seconds=10.0,
-        dim=512,
-        n_layers=4,
-        prefix_tokens=0,
-        token_grid=(54, 12),
-        n_heads=None,
         license="CC-BY-4.0",
         weights_source="PyPI package aisfx==0.1.2 (Ma & Lerch, ISMIR 2022)",
         weights_file="aisfx/models/checkpoint.pth",
-        convert_state_dict=convert_aisfx_state_dict,
         packaged_weights=PackagedWeights(
             "aisfx==0.1.2", members=("aisfx/models/checkpoint.pth",), checkpoint="aisfx/models/checkpoint.pth"
         ),
@@ -271,5 +258,4 @@ register_encoder(
         description="aiSFX sound-effects CNN (4 conv blocks, 44.1 kHz, 96 mels), conv-block token maps",
         extra={"frontend": "essentia log10(1e4 mel + 1) / 9.4578, 2048/1024 frames", "pooling": "2x2 max after blocks 1-3"},
     ),
-    overwrite=True,
 )

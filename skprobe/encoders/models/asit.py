@@ -17,7 +17,8 @@ What the official pipeline computes, and this module too:
   Hanning window, 10 ms hop, dither 0, ``htk_compat``, no energy), cut or
   zero-padded to a fixed number of frames (1024 here, the AST/AudioSet
   convention; 10 s give 998 frames and are padded), then normalised as
-  ``(x + 4.2677393) / (2 * 4.5689974)`` (padding included).
+  ``(x + 4.2677393) / (2 * 4.5689974)`` (padding included): the shared
+  :class:`~skprobe.encoders.components.frontends.NormalizedFbank`.
 * Patches: 16 x 16 convolution over the (time, mel) image, flattened
   time-major: 64 x 8 = 512 patches, plus a leading [cls] token.
 * Positions: one learned table for [cls] + the patch grid of pre-training
@@ -33,7 +34,6 @@ What the official pipeline computes, and this module too:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -42,11 +42,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..base import AudioEncoder, TokenLayout
-from ..components.frontends import KaldiFbank
-from ..components.vit import Block
-from ..formats.checkpoint import load_state_dict_strict, read_checkpoint, unwrap_state_dict
-from ..layers import check_layers
-from ..registry import EncoderSpec, register_encoder
+from ..components.frontends import NormalizedFbank
+from ..components.vit import Block, PatchEmbed
+from ..formats.checkpoint import unwrap_state_dict
+from ..layers import check_layers, run_blocks
+from ..registry import EncoderSpec, register_builtin
 
 __all__ = ["ASiTEncoder", "convert_asit_state_dict", "select_asit_state_dict"]
 
@@ -55,12 +55,6 @@ FBANK_STD = 4.5689974
 
 # Prefixes of the self-supervised heads around the backbone in the training snapshot.
 _HEAD_PREFIXES = ("head_cls.", "head_recons.", "head.", "cls_head.", "rec_head.", "fc.")
-
-
-class _PatchEmbed(nn.Module):
-    def __init__(self, dim: int, patch: int) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(1, dim, kernel_size=patch, stride=patch)
 
 
 class ASiTEncoder(AudioEncoder):
@@ -110,8 +104,10 @@ class ASiTEncoder(AudioEncoder):
         self.patch_size = patch_size
         self.target_frames = target_frames
         self.grid = (target_frames // patch_size, num_mel_bins // patch_size)
-        self.fbank = KaldiFbank(sample_frequency=16000, num_mel_bins=num_mel_bins, window_type="hanning")
-        self.patch_embed = _PatchEmbed(dim, patch_size)
+        self.frontend = NormalizedFbank(
+            target_frames=target_frames, norm_mean=FBANK_MEAN, norm_std=FBANK_STD, num_mel_bins=num_mel_bins
+        )
+        self.patch_embed = PatchEmbed(patch_size, 1, dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_grid = tuple(pos_grid)
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + pos_grid[0] * pos_grid[1], dim))
@@ -125,14 +121,10 @@ class ASiTEncoder(AudioEncoder):
         """Normalised fbank cut or padded to ``target_frames``: ``(B, S) -> (B, 1024, 128)``."""
         if wav.ndim != 2:
             raise ValueError(f"wav must be 2-D (batch, samples), got shape {tuple(wav.shape)}")
-        if wav.shape[1] < self.fbank.window_size:
-            raise ValueError(f"ASiT needs at least {self.fbank.window_size} samples per clip, got {wav.shape[1]}")
-        with torch.autocast(device_type=wav.device.type, enabled=False):
-            wav = wav.float()
-            fbank = self.fbank(wav - wav.mean(dim=1, keepdim=True))
-            missing = self.target_frames - fbank.shape[1]
-            fbank = F.pad(fbank, (0, 0, 0, missing)) if missing > 0 else fbank[:, : self.target_frames]
-            return (fbank - FBANK_MEAN) / (2 * FBANK_STD)
+        min_samples = self.frontend.fbank.window_size
+        if wav.shape[1] < min_samples:
+            raise ValueError(f"ASiT needs at least {min_samples} samples per clip, got {wav.shape[1]}")
+        return self.frontend(wav)
 
     # ------------------------------------------------------------ transformer
     def position_embedding(self) -> torch.Tensor:
@@ -147,53 +139,51 @@ class ASiTEncoder(AudioEncoder):
     def forward_layers(self, wav: torch.Tensor, layers: Sequence[int]) -> list[torch.Tensor]:
         """Token maps ``(B, 1 + 512, 768)`` of the requested layers; stops after ``max(layers)``."""
         layers = check_layers(layers, self.n_layers)
-        x = self.patch_embed.proj(self.spectrogram(wav).unsqueeze(1))  # B, D, T', F'
-        x = x.flatten(2).transpose(1, 2)  # time-major
+        x = self.patch_embed(self.spectrogram(wav).unsqueeze(1))  # B, T' * F', D, time-major
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         x = x + self.position_embedding()
-        out = []
-        for index, block in enumerate(self.blocks[: layers[-1] + 1]):
-            x = block(x)
-            if index in layers:
-                out.append(self.norm(x) if index == self.n_layers - 1 else x)
-        return out
+        return run_blocks(x, self.blocks, layers, self._layer_output)
+
+    def _layer_output(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        return self.norm(x) if index == self.n_layers - 1 else x
 
     def layout(self, n_samples: int, layer: int) -> TokenLayout:
         """``[cls]`` then 64 x 8 patches, time-major, 0.16 s apart, whatever the clip length."""
-        if int(n_samples) < self.fbank.window_size:
-            raise ValueError(f"ASiT needs at least {self.fbank.window_size} samples per clip, got {n_samples}")
-        hop = self.patch_size * self.fbank.window_shift / self.sample_rate
+        fbank = self.frontend.fbank
+        if int(n_samples) < fbank.window_size:
+            raise ValueError(f"ASiT needs at least {fbank.window_size} samples per clip, got {n_samples}")
+        hop = self.patch_size * fbank.window_shift / self.sample_rate
         return TokenLayout(1, self.grid[0], self.grid[1], self.dim, hop, "time_freq")
 
     # ------------------------------------------------------------ checkpoints
-    def load_checkpoint(self, path: str | os.PathLike) -> None:
-        """Load the backbone of an official ASiT snapshot (or a plain state dict) strictly.
+    def unwrap_checkpoint(self, obj: Any) -> dict[str, torch.Tensor]:
+        """The teacher (else student) network of an ASiT snapshot; see :func:`select_asit_state_dict`."""
+        return select_asit_state_dict(obj)
 
-        The position table takes the size stored in the checkpoint.
+    def convert_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """:func:`convert_asit_state_dict`; the position table takes the size stored in the checkpoint.
 
         Raises
         ------
         ValueError
-            If the file holds no ASiT backbone or its keys or shapes do not
-            match; the message lists the mismatching keys.
+            If the stored ``pos_embed`` does not fit a grid of this module's frequency patches.
         """
-        source = f"checkpoint {path}"
-        state = convert_asit_state_dict(select_asit_state_dict(read_checkpoint(path), source))
+        state = convert_asit_state_dict(state)
         pos = state.get("pos_embed")
         if isinstance(pos, torch.Tensor) and pos.ndim == 3 and pos.shape[-1] == self.dim:
             n_freq = self.grid[1]
             n_patches = pos.shape[1] - 1
             if n_patches < 1 or n_patches % n_freq:
                 raise ValueError(
-                    f"{source}: pos_embed has {pos.shape[1]} rows, expected 1 + a multiple of {n_freq} "
+                    f"pos_embed has {pos.shape[1]} rows, expected 1 + a multiple of {n_freq} "
                     f"({n_freq} frequency patches)"
                 )
             self.pos_grid = (n_patches // n_freq, n_freq)
             self.pos_embed = nn.Parameter(torch.zeros(pos.shape, dtype=self.cls_token.dtype))
-        load_state_dict_strict(self, state, source=source)
+        return state
 
 
-def select_asit_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:
+def select_asit_state_dict(obj: Any) -> dict[str, torch.Tensor]:
     """The network state dict inside an ASiT training snapshot.
 
     Takes ``teacher``, else ``student``, else the usual ``model`` /
@@ -211,7 +201,7 @@ def select_asit_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, to
     try:
         return unwrap_state_dict(obj)
     except ValueError as exc:
-        raise ValueError(f"{source}: no ASiT 'teacher' or 'student' network found ({exc})") from None
+        raise ValueError(f"no ASiT 'teacher' or 'student' network found ({exc})") from None
 
 
 def convert_asit_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -235,23 +225,16 @@ def convert_asit_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torc
     return out
 
 
-register_encoder(
+register_builtin(
     EncoderSpec(
         name="asit",
         builder=ASiTEncoder,
         sample_rate=16000,
         clip_seconds=10.0,
-        dim=768,
-        n_layers=12,
-        prefix_tokens=1,
-        token_grid=(64, 8),
-        n_heads=12,
         license="not stated by the authors (no licence file in Sara-Ahmed/ASiT); ask them before redistribution",
         weights_source="https://github.com/Sara-Ahmed/ASiT (Google Drive link in the README)",
         weights_file="ASiT_INet_AS2M_16Khz.pth",
-        convert_state_dict=convert_asit_state_dict,
         description="ASiT ViT-B/16 (GMML + local-global distillation, AS-2M, 16 kHz); [cls] + 64x8 = 512 patch tokens",
         extra={"token_order": "time_freq", "target_frames": 1024, "checkpoint_network": "teacher"},
     ),
-    overwrite=True,
 )

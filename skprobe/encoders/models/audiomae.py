@@ -39,7 +39,7 @@ from torch import nn
 
 from ..components.fbank_vit import FbankViT
 from ..components.vit import sincos_pos_embed_2d
-from ..registry import EncoderSpec, register_encoder
+from ..registry import EncoderSpec, register_builtin
 
 __all__ = ["AudioMAE", "audiomae_pos_embed", "convert_audiomae_state_dict"]
 
@@ -130,22 +130,16 @@ class AudioMAE(FbankViT):
 
 _WEIGHTS_URL = "https://drive.google.com/file/d/1rRsmU8x7D-x4BvcPyroUJwU18eixNfKg/view"
 
-register_encoder(
+register_builtin(
     EncoderSpec(
         name="audiomae",
         builder=AudioMAE,
         sample_rate=16000,
         clip_seconds=10.0,
-        dim=768,
-        n_layers=12,
-        prefix_tokens=1,
-        token_grid=(64, 8),
-        n_heads=12,
         license="CC BY-NC 4.0 (LICENSE file of facebookresearch/AudioMAE; its README says CC-BY 4.0)",
         weights_source=f"{_WEIGHTS_URL} (AudioSet-2M pretrained ViT-B/16, linked from "
         "https://github.com/facebookresearch/AudioMAE)",
         weights_file="pretrained.pth",
-        convert_state_dict=convert_audiomae_state_dict,
         description="Audio-MAE ViT-B/16 pretrained on AudioSet-2M (Huang et al. 2022); "
         "128-bin fbank, 1024 frames, [cls] + 64x8 patches",
         extra={
@@ -158,5 +152,4 @@ register_encoder(
             "final_norm": "LayerNorm on the last layer",
         },
     ),
-    overwrite=True,
 )

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -47,9 +46,8 @@ from torch import nn
 
 from ..base import AudioEncoder, TokenLayout
 from ..components.frontends import KaldiFbank
-from ..formats.checkpoint import load_state_dict_strict, read_checkpoint, unwrap_state_dict
-from ..layers import check_layers
-from ..registry import EncoderSpec, register_encoder
+from ..layers import check_layers, run_blocks
+from ..registry import EncoderSpec, register_builtin
 
 __all__ = ["BEATsEncoder", "relative_position_bucket", "convert_beats_state_dict"]
 
@@ -357,12 +355,7 @@ class BEATsEncoder(AudioEncoder):
         layers = check_layers(layers, self.n_layers)
         x = self.encoder.embed(self.patch_tokens(wav))
         bias = self.position_bias(x.shape[1], x.device)
-        out = []
-        for index, layer in enumerate(self.encoder.layers[: layers[-1] + 1]):
-            x = layer(x, bias)
-            if index in layers:
-                out.append(x)
-        return out
+        return run_blocks(x, [functools.partial(layer, position_bias=bias) for layer in self.encoder.layers], layers)
 
     def layout(self, n_samples: int, layer: int) -> TokenLayout:
         """No prefix tokens; ``(frames // 16) x 8`` patches, time-major, 0.16 s apart."""
@@ -392,21 +385,15 @@ class BEATsEncoder(AudioEncoder):
                 )
             raise ValueError(f"{source} has a BEATs cfg this encoder does not implement: {', '.join(wrong)}{hint}")
 
-    def load_checkpoint(self, path: str | os.PathLike) -> None:
-        """Load an official BEATs file ``{'cfg': ..., 'model': ...}`` strictly.
-
-        Raises
-        ------
-        ValueError
-            If the ``cfg`` or the state dict does not match this architecture;
-            the message lists the mismatching settings or keys.
-        """
-        obj = read_checkpoint(path)
-        source = f"checkpoint {path}"
+    def unwrap_checkpoint(self, obj: Any) -> dict[str, torch.Tensor]:
+        """The state dict of an official file ``{'cfg': ..., 'model': ...}``, after checking its ``cfg``."""
         if isinstance(obj, Mapping) and isinstance(obj.get("cfg"), Mapping):
-            self.check_config(obj["cfg"], source)
-        state = convert_beats_state_dict(unwrap_state_dict(obj), finetuned=self.finetuned, depth=self.n_layers)
-        load_state_dict_strict(self, state, source=source)
+            self.check_config(obj["cfg"], "the file")
+        return super().unwrap_checkpoint(obj)
+
+    def convert_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """See :func:`convert_beats_state_dict`."""
+        return convert_beats_state_dict(state, finetuned=self.finetuned, depth=self.n_layers)
 
 
 def convert_beats_state_dict(
@@ -446,21 +433,15 @@ def convert_beats_state_dict(
 _COMMON = dict(
     sample_rate=16000,
     clip_seconds=10.0,
-    dim=768,
-    n_layers=12,
-    prefix_tokens=0,
-    token_grid=(62, 8),
-    n_heads=12,
     license="MIT (code and checkpoints, microsoft/unilm)",
     weights_source="https://github.com/microsoft/unilm/tree/master/beats (download links in the README table)",
 )
 
-register_encoder(
+register_builtin(
     EncoderSpec(
         name="beats",
         builder=BEATsEncoder,
         weights_file="BEATs_iter3.pt",
-        convert_state_dict=functools.partial(convert_beats_state_dict, finetuned=False),
         description="BEATs iter3, self-supervised on AudioSet-2M; 62x8 = 496 patch tokens per 10 s, no [cls]",
         extra={
             "token_order": "time_freq",
@@ -469,14 +450,12 @@ register_encoder(
         },
         **_COMMON,
     ),
-    overwrite=True,
 )
-register_encoder(
+register_builtin(
     EncoderSpec(
         name="beats-as2m-ft",
         builder=functools.partial(BEATsEncoder, finetuned=True),
         weights_file="BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt2.pt",
-        convert_state_dict=functools.partial(convert_beats_state_dict, finetuned=True),
         description="BEATs iter3+ fine-tuned on AudioSet-2M (classifier dropped); 496 patch tokens per 10 s, no [cls]",
         extra={
             "token_order": "time_freq",
@@ -489,5 +468,4 @@ register_encoder(
         },
         **_COMMON,
     ),
-    overwrite=True,
 )

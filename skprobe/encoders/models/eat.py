@@ -45,7 +45,7 @@ from torch import nn
 
 from ..components.fbank_vit import FbankViT
 from ..components.vit import sincos_pos_embed_2d
-from ..registry import EncoderSpec, register_encoder
+from ..registry import EncoderSpec, register_builtin
 
 __all__ = ["EAT", "convert_eat_state_dict", "eat_pos_embed", "eat_spec"]
 
@@ -178,15 +178,9 @@ def eat_spec(
         builder=EAT,
         sample_rate=16000,
         clip_seconds=10.0,
-        dim=768,
-        n_layers=12,
-        prefix_tokens=1,
-        token_grid=(64, 8),
-        n_heads=12,
         license=license,
         weights_source=weights_source,
         weights_file=weights_file,
-        convert_state_dict=convert_eat_state_dict,
         description=description,
         extra={
             "norm_mean": NORM_MEAN,
@@ -202,7 +196,7 @@ def eat_spec(
 _EAT_LICENSE = "MIT (licence of the cwx-worst-one/EAT repository that links the checkpoints)"
 _EAT_EXTRA = {"paper": "https://arxiv.org/abs/2401.03497", "code": "https://github.com/cwx-worst-one/EAT"}
 
-register_encoder(
+register_builtin(
     eat_spec(
         "eat",
         weights_source="https://drive.google.com/file/d/19hfzLgHCkyqTOYmHt8dqVa9nm-weBq4f/view "
@@ -213,9 +207,8 @@ register_encoder(
         license=_EAT_LICENSE,
         extra=_EAT_EXTRA,
     ),
-    overwrite=True,
 )
-register_encoder(
+register_builtin(
     eat_spec(
         "eat-as2m-ft",
         weights_source="https://drive.google.com/file/d/1aCYiQmoZv_Gh1FxnR-CCWpNAp6DIJzn6/view "
@@ -226,5 +219,4 @@ register_encoder(
         license=_EAT_LICENSE,
         extra={**_EAT_EXTRA, "fine_tuned_on": "AudioSet-2M"},
     ),
-    overwrite=True,
 )

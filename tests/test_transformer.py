@@ -17,6 +17,7 @@ import skprobe
 from skprobe import EncoderSpec, FrozenEncoderTransformer, TokenLayout
 from skprobe.audio import resample
 from skprobe.encoders import loading
+from skprobe.encoders.formats import checkpoint as checkpoint_format
 from skprobe.encoders.base import AudioEncoder
 from skprobe.encoders.models.tiny import TinyConvEncoder, TinyTransformerEncoder
 from skprobe.extraction import transformer as transformer_module
@@ -133,7 +134,7 @@ def big_checkpoint(tmp_path_factory):
 def loads(monkeypatch):
     """Counts encoder loads and checkpoint reads; starts with an empty in-process encoder cache."""
     calls = {"load_encoder": 0, "read_checkpoint": 0}
-    real_load, real_read = loading.load_encoder, loading.read_checkpoint
+    real_load, real_read = loading.load_encoder, checkpoint_format.read_checkpoint
 
     def load_encoder(*args, **kwargs):
         calls["load_encoder"] += 1
@@ -145,7 +146,7 @@ def loads(monkeypatch):
 
     monkeypatch.setattr(loading, "load_encoder", load_encoder)
     monkeypatch.setattr(transformer_module, "load_encoder", load_encoder)
-    monkeypatch.setattr(loading, "read_checkpoint", read_checkpoint)
+    monkeypatch.setattr(checkpoint_format, "read_checkpoint", read_checkpoint)
     clear_encoder_cache()
     yield calls
     clear_encoder_cache()

@@ -57,9 +57,8 @@ def build() -> MelPatchEncoder:
 def main() -> float:
     layouts = check_encoder(build())
     print("contract ok; last layer:", layouts[1])
-    register_encoder(EncoderSpec(name="mel-patches", builder=build, sample_rate=16000, clip_seconds=1.0, dim=32,
-                                 n_layers=2, prefix_tokens=0, token_grid=(19, 4), requires_checkpoint=False,
-                                 description="example encoder"), overwrite=True)
+    register_encoder(EncoderSpec(name="mel-patches", builder=build, sample_rate=16000, clip_seconds=1.0,
+                                 requires_checkpoint=False, description="example encoder"), overwrite=True)
     rng = np.random.default_rng(0)
     wavs = 0.05 * rng.normal(size=(80, 16000)).astype(np.float32)
     y = np.arange(80) % 2

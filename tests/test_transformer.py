@@ -17,8 +17,8 @@ import skprobe
 from skprobe import EncoderSpec, FrozenEncoderTransformer, TokenLayout
 from skprobe.audio import resample
 from skprobe.encoders import loading
-from skprobe.encoders.formats import checkpoint as checkpoint_format
 from skprobe.encoders.base import AudioEncoder
+from skprobe.encoders.formats import checkpoint as checkpoint_format
 from skprobe.encoders.models.tiny import TinyConvEncoder, TinyTransformerEncoder
 from skprobe.extraction import transformer as transformer_module
 from skprobe.extraction.transformer import clear_encoder_cache

@@ -148,8 +148,8 @@ def skeleton(spec: EncoderSpec) -> AudioEncoder:
     """The encoder's architecture without weights, for layouts and metadata.
 
     Built on the meta device (no memory, no initialisation) when the builder
-    allows; builders that compute buffers from values (e.g. filter banks that
-    are checked numerically) are built on the CPU instead.
+    allows; a builder that still fails there (e.g. it checks computed values
+    with ``if``) is built on the CPU instead.
 
     Examples
     --------

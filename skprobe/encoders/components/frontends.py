@@ -11,12 +11,31 @@ fixed frame count and ``(x - mean) / (2 * std)`` normalisation.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 from torch import nn
 
-__all__ = ["KaldiFbank", "NormalizedFbank", "kaldi_mel_banks"]
+__all__ = ["KaldiFbank", "NormalizedFbank", "kaldi_mel_banks", "computed_buffers"]
+
+
+def computed_buffers() -> contextlib.AbstractContextManager:
+    """Context for building a front end whose buffers are computed and checked numerically.
+
+    Filter banks are checked with ``if`` on tensor values, which a tensor on the
+    meta device cannot answer. When the default device is ``meta`` (a weightless
+    skeleton, see :func:`skprobe.encoders.registry.skeleton`) the front end is
+    built on the CPU, which is cheap; otherwise nothing changes.
+
+    Examples
+    --------
+    >>> import torch
+    >>> with torch.device("meta"), computed_buffers():
+    ...     torch.zeros(1).device
+    device(type='cpu')
+    """
+    return torch.device("cpu") if torch.empty(0).is_meta else contextlib.nullcontext()
 
 _WINDOWS = ("hanning", "povey", "hamming", "rectangular", "blackman")
 
@@ -157,10 +176,11 @@ class KaldiFbank(nn.Module):
         self.chunk_frames = chunk_frames
         # Plain float32 attributes, not buffers: casting the encoder to half
         # precision must not round the filters. Copies per device are cached.
-        self.window = self._window(window_type, self.window_size, blackman_coeff).float()
-        self.mel_banks = kaldi_mel_banks(
-            num_mel_bins, self.padded_window_size, sample_frequency, low_freq, high_freq
-        )
+        with computed_buffers():
+            self.window = self._window(window_type, self.window_size, blackman_coeff).float()
+            self.mel_banks = kaldi_mel_banks(
+                num_mel_bins, self.padded_window_size, sample_frequency, low_freq, high_freq
+            )
         self._constants: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @staticmethod

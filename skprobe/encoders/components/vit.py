@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .frontends import computed_buffers
+
 __all__ = [
     "Attention",
     "Mlp",
@@ -162,6 +164,11 @@ def sincos_pos_embed_2d(dim: int, grid_h: int, grid_w: int, cls_token: bool = Fa
     """
     if dim % 4:
         raise ValueError(f"dim must be divisible by 4, got {dim}")
+    with computed_buffers():
+        return _sincos_pos_embed_2d(dim, grid_h, grid_w, cls_token)
+
+
+def _sincos_pos_embed_2d(dim: int, grid_h: int, grid_w: int, cls_token: bool) -> torch.Tensor:
     hh, ww = torch.meshgrid(
         torch.arange(grid_h, dtype=torch.float64), torch.arange(grid_w, dtype=torch.float64), indexing="ij"
     )

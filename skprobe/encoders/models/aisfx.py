@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..base import AudioEncoder, TokenLayout
+from ..components.frontends import computed_buffers
 from ..layers import check_layers, conv_tokens, run_blocks
 from ..registry import EncoderSpec, PackagedWeights, register_builtin
 
@@ -195,7 +196,8 @@ class AiSfxEncoder(AudioEncoder):
 
     def __init__(self) -> None:
         super().__init__()
-        self.frontend = EssentiaMelSpectrogram()
+        with computed_buffers():
+            self.frontend = EssentiaMelSpectrogram()
         chans = (1,) + self.channels
         for i in range(4):
             self.add_module(f"conv_block{i + 1}", ConvBlock(chans[i], chans[i + 1]))

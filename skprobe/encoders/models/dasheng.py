@@ -46,6 +46,7 @@ import torchaudio
 from torch import nn
 
 from ..base import AudioEncoder, TokenLayout
+from ..components.frontends import computed_buffers
 from ..components.vit import Block, PatchEmbed
 from ..layers import check_layers, run_blocks
 from ..registry import EncoderSpec, register_builtin
@@ -118,19 +119,20 @@ class DashengEncoder(AudioEncoder):
         self.n_fft = 512
         self.patch_frames = patch_frames
         self.chunk_patches = target_length // patch_frames
-        self.front_end = nn.Sequential(
-            torchaudio.transforms.MelSpectrogram(
-                sample_rate=16000,
-                n_fft=self.n_fft,
-                win_length=512,
-                hop_length=self.hop_length,
-                f_min=0.0,
-                f_max=8000.0,
-                n_mels=n_mels,
-                center=True,
-            ),
-            _ClipDecibels(top_db),
-        )
+        with computed_buffers():  # torchaudio checks its mel filters numerically
+            self.front_end = nn.Sequential(
+                torchaudio.transforms.MelSpectrogram(
+                    sample_rate=16000,
+                    n_fft=self.n_fft,
+                    win_length=512,
+                    hop_length=self.hop_length,
+                    f_min=0.0,
+                    f_max=8000.0,
+                    n_mels=n_mels,
+                    center=True,
+                ),
+                _ClipDecibels(top_db),
+            )
         self.init_bn = nn.Sequential(_SwapAxes12(), nn.BatchNorm2d(n_mels, momentum=0.01), _SwapAxes12())
         self.patch_embed = PatchEmbed((n_mels, patch_frames), 1, dim)
         self.time_pos_embed = nn.Parameter(torch.randn(1, dim, 1, self.chunk_patches) * 0.02)

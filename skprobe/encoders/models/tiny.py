@@ -16,6 +16,7 @@ import torchaudio
 from torch import nn
 
 from ..base import AudioEncoder, TokenLayout
+from ..components.frontends import computed_buffers
 from ..layers import check_layers, conv_tokens, run_blocks
 from ..registry import EncoderSpec, register_builtin
 
@@ -33,9 +34,10 @@ class _LogMel(nn.Module):
 
     def __init__(self, sample_rate: int) -> None:
         super().__init__()
-        self.mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=sample_rate, n_fft=_N_FFT, hop_length=_HOP, n_mels=_N_MELS, center=False
-        )
+        with computed_buffers():
+            self.mel = torchaudio.transforms.MelSpectrogram(
+                sample_rate=sample_rate, n_fft=_N_FFT, hop_length=_HOP, n_mels=_N_MELS, center=False
+            )
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         return torch.log(self.mel(wav) + 1e-6).transpose(1, 2)

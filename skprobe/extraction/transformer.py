@@ -198,14 +198,14 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
         self._validate_params()
         spec = get_encoder_spec(self.encoder)
         self._decode(X, reset=True, validate_only=True)
-        module = skeleton(spec)
-        if getattr(module, "layout_needs_weights", False):
+        skeleton = self._skeleton(spec)
+        if getattr(skeleton, "layout_needs_weights", False):
             # The architecture is read from the checkpoint (e.g. a transformers folder).
-            module = self._load(torch.device("cpu"), spec)
-        layers = resolve_layers(self.layers, module.n_layers)
+            skeleton = self._load(torch.device("cpu"), spec)
+        layers = resolve_layers(self.layers, skeleton.n_layers)
         clip_seconds = float(self.clip_seconds if self.clip_seconds is not None else spec.clip_seconds)
-        n_samples = int(round(clip_seconds * module.sample_rate))
-        layouts = [module.layout(n_samples, layer) for layer in layers]
+        n_samples = int(round(clip_seconds * skeleton.sample_rate))
+        layouts = [skeleton.layout(n_samples, layer) for layer in layers]
         shapes = {(lay.n_tokens, lay.dim) for lay in layouts}
         if len(shapes) > 1:
             detail = ", ".join(f"layer {i}: {lay.n_tokens} x {lay.dim}" for i, lay in zip(layers, layouts))
@@ -221,10 +221,15 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
         self.hop_seconds_ = layouts[0].hop_seconds
         self.n_tokens_ = layouts[0].n_tokens
         self.dim_ = layouts[0].dim
-        self.encoder_sample_rate_ = int(module.sample_rate)
+        self.encoder_sample_rate_ = int(skeleton.sample_rate)
         self.n_samples_ = n_samples
         self.clip_seconds_ = clip_seconds
         return self
+
+    @staticmethod
+    def _skeleton(spec: EncoderSpec) -> AudioEncoder:
+        """The architecture without weights (on the meta device when possible), for layouts."""
+        return skeleton(spec)
 
     # -- transform -------------------------------------------------------------------
     def transform(self, X) -> np.ndarray:

@@ -46,6 +46,16 @@ def resolve_checkpoint(spec: EncoderSpec, checkpoint: str | os.PathLike | None) 
     )
 
 
+def _directory_message(spec: EncoderSpec, path: Path) -> str:
+    expected = spec.weights_file or "the checkpoint file (.pt, .pth, .ckpt or .safetensors)"
+    message = f"checkpoint {path} of encoder {spec.name!r} is a directory, not a file; pass the path of {expected}"
+    if spec.weights_file and (path / spec.weights_file).is_file():
+        return message + f": {path / spec.weights_file}"
+    candidates = sorted(p.name for p in path.iterdir()
+                        if p.suffix in (".pt", ".pth", ".ckpt", ".bin", ".safetensors"))[:5]
+    return message + (f" inside it (found {candidates})" if candidates else " (none found inside it)")
+
+
 def load_encoder(encoder: str | EncoderSpec, checkpoint: str | os.PathLike | None = None) -> AudioEncoder:
     """Build encoder ``encoder`` and load its weights, frozen and in eval mode.
 
@@ -65,8 +75,9 @@ def load_encoder(encoder: str | EncoderSpec, checkpoint: str | os.PathLike | Non
     Raises
     ------
     ValueError
-        If the checkpoint does not match the architecture; the message lists
-        the first missing, unexpected and mis-shaped keys.
+        If the checkpoint does not match the architecture (the message lists
+        the first missing, unexpected and mis-shaped keys), or is a directory
+        where the encoder loads one file (the message names the file expected).
     """
     spec = get_encoder_spec(encoder)
     path = resolve_checkpoint(spec, checkpoint)
@@ -77,6 +88,8 @@ def load_encoder(encoder: str | EncoderSpec, checkpoint: str | os.PathLike | Non
             # Architectures with a non-torch format (TensorFlow, folders) read it themselves.
             loader(path)
         else:
+            if path.is_dir():
+                raise ValueError(_directory_message(spec, path))
             state = unwrap_state_dict(read_checkpoint(path))
             if spec.convert_state_dict is not None:
                 state = spec.convert_state_dict(state)

@@ -10,6 +10,8 @@ import torch
 # Figures are built without pyplot, so the user's matplotlib backend is never switched.
 from matplotlib.figure import Figure
 
+from ._files import atomic_write
+
 __all__ = ["plot_per_class_ap", "plot_prototype_activations"]
 
 _COLOURS = {"linear": "#7f7f7f", "attentive": "#1f77b4", "prototypical": "#d62728"}
@@ -109,5 +111,5 @@ def plot_prototype_activations(probe, encoder, X_test: np.ndarray, data, path: s
 def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
+    atomic_write(path, lambda fh: fig.savefig(fh, dpi=80, format="png"))
     return path

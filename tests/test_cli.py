@@ -82,7 +82,8 @@ def test_extract_then_evaluate(home, audio_folder, capsys):
     (["benchmark", "--encoder", "tiny-cnn", "--probes", "linear,svm", "--dataset", "{folder}"], "unknown probe"),
     (["benchmark", "--encoder", "tiny-cnn", "--dataset", "{folder}", "--labels", "{folder}/missing.csv"], "missing.csv"),
     (["evaluate", "--probe", "nope.joblib", "--tokens", "t.npz"], "file not found"),
-    (["fetch-weights", "tiny-cnn"], "has no weights in a registry package"),
+    (["fetch-weights", "tiny-cnn"], "has no weights to fetch"),
+    (["fetch-weights", "tiny-vit"], "has no weights to fetch"),
 ])
 def test_bad_input_gives_one_line_error(home, audio_folder, capsys, argv, message):
     argv = [a.replace("{folder}", str(audio_folder)) for a in argv]

@@ -192,14 +192,14 @@ def _evaluate(args) -> int:
     if not (hasattr(probe, "decision_function") and hasattr(probe, "classes_")):
         raise ValueError(f"--probe {args.probe} holds a {type(probe).__name__}, not a fitted skprobe probe")
     try:
-        with np.load(args.tokens) as npz:
-            missing = [k for k in _TOKEN_KEYS if k not in npz.files]
-            if missing:
-                raise ValueError(f"--tokens {args.tokens} lacks {missing}; expected a file written by "
-                                 "`skprobe extract`")
-            X, Y, multilabel = npz["X_test"], npz["Y_test"], bool(npz["multilabel"])
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        npz = np.load(args.tokens)  # allow_pickle stays False: no code runs from a tokens file
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
         raise ValueError(f"--tokens {args.tokens} is not a .npz file written by `skprobe extract` ({exc})") from None
+    with npz:
+        missing = [k for k in _TOKEN_KEYS if k not in npz.files]
+        if missing:
+            raise ValueError(f"--tokens {args.tokens} lacks {missing}; expected a file written by `skprobe extract`")
+        X, Y, multilabel = npz["X_test"], npz["Y_test"], bool(npz["multilabel"])
     if Y.ndim != 2 or len(Y) != len(X):
         raise ValueError(f"--tokens {args.tokens}: Y_test must be (n_clips, n_classes) for the {len(X)} clips "
                          f"of X_test, got shape {Y.shape}")

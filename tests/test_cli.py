@@ -253,6 +253,13 @@ def test_csv_naming_missing_files_and_single_class(home, audio_folder, capsys):
     assert "at least two are needed" in capsys.readouterr().err
 
 
+def test_help_says_probe_files_are_pickles(capsys):
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "can run arbitrary code" in text and "only load files you trust" in text
+
+
 def test_list_encoders(capsys):
     assert main(["list-encoders"]) == 0
     out = capsys.readouterr().out

@@ -44,8 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--probe-params", default="{}",
                        help='JSON of per-probe parameters, e.g. \'{"prototypical": {"standardize_tokens": true}}\'')
     bench.add_argument("--save-probes", action="store_true",
-                       help="also save the seed-0 probes as joblib files (pickles: share them only with people "
-                            "who trust you)")
+                       help="also save the seed-0 probes as joblib files (pickles: loading one runs the code it "
+                            "holds, so only load files you trust)")
     bench.add_argument("--refit", action="store_true", help="retrain probes even when a cached fit exists")
 
     extract = sub.add_parser("extract", help="extract token maps of a data set to a .npz file")

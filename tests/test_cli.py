@@ -172,13 +172,17 @@ def test_checkpoint_that_is_text_or_a_folder(home, audio_folder, capsys, tmp_pat
     assert "is a directory" in err and "model.pt" in err
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
-def test_read_only_output_folder(home, audio_folder, capsys, tmp_path):
+def test_read_only_output_folder(home, audio_folder, capsys, tmp_path, monkeypatch):
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
+    if os.geteuid() == 0:  # root writes anywhere: make the permission check see what a user would
+        monkeypatch.setattr(os, "access", lambda path, mode: False)
     assert main(["benchmark", "--encoder", "tiny-cnn", "--dataset", str(audio_folder), "-o", str(locked),
                  "--quiet"]) == 2
-    assert "not writable" in capsys.readouterr().err
+    assert f"output folder {locked} is not writable" in capsys.readouterr().err
+    assert main(["extract", "--encoder", "tiny-cnn", "--dataset", str(audio_folder), "-o", str(locked / "t.npz"),
+                 "--quiet"]) == 2
+    assert f"folder {locked} is not writable" in capsys.readouterr().err
 
 
 def test_evaluate_bad_files(home, audio_folder, capsys, tmp_path):

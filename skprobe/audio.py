@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import os
+import struct
+import warnings
 from functools import lru_cache
 from math import gcd
 from pathlib import Path
@@ -75,6 +77,12 @@ def read_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple
     ValueError
         If the file cannot be read or decodes to no samples; the message names it.
 
+    Warns
+    -----
+    UserWarning
+        If a WAV file holds fewer frames than its header declares (a truncated
+        file); what is there is decoded.
+
     Examples
     --------
     >>> import numpy as np, soundfile as sf, tempfile, os
@@ -89,11 +97,48 @@ def read_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
         raise ValueError(f"cannot read audio file {path}: {exc}") from exc
+    declared = _wav_declared_frames(path)
+    if declared is not None and len(data) < declared:
+        warnings.warn(f"audio file {path} is truncated: its header declares {declared} frames but only "
+                      f"{len(data)} are present; decoding those", UserWarning, stacklevel=2)
     wav = to_mono_float(data.mean(axis=1), name=f"audio file {path}")
     if sample_rate is not None and sample_rate != sr:
         wav = resample(wav, sr, sample_rate)
         sr = sample_rate
     return wav, int(sr)
+
+
+def _wav_declared_frames(path: Path) -> int | None:
+    """Frames a RIFF/WAVE header declares in its data chunk, or None (not a WAV, or a streamed header).
+
+    libsndfile silently clamps the frame count to what the file holds, so a
+    truncated download would otherwise go unnoticed.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            block_align = None
+            while True:
+                chunk = fh.read(8)
+                if len(chunk) < 8:
+                    return None
+                cid, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+                if cid == b"fmt ":
+                    fmt = fh.read(size + (size & 1))
+                    if len(fmt) < 14:
+                        return None
+                    block_align = struct.unpack("<H", fmt[12:14])[0]
+                elif cid == b"data":
+                    # 0 and 0xFFFFFFFF mark headers written before the length was known (streams).
+                    if not block_align or size in (0, 0xFFFFFFFF):
+                        return None
+                    return size // block_align
+                else:
+                    fh.seek(size + (size & 1), os.SEEK_CUR)
+    except OSError:
+        return None
 
 
 def resample(wav: np.ndarray | torch.Tensor, orig_rate: int, new_rate: int):

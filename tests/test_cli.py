@@ -1,12 +1,15 @@
 """The `skprobe` command: a small benchmark end to end, extract/evaluate, and one-line errors."""
 
 import json
+import os
 
 import numpy as np
 import pytest
 import soundfile as sf
 
 from skprobe.cli import main
+
+FAST = '{"linear": {"max_iter": 5}, "attentive": {"max_iter": 5}, "prototypical": {"max_iter": 5}}'
 
 
 @pytest.fixture
@@ -32,6 +35,34 @@ def audio_folder(tmp_path):
         rows.append(f"c{i}.wav,{';'.join(labels)}")
     (folder / "labels.csv").write_text("\n".join(rows) + "\n")
     return folder
+
+
+@pytest.mark.parametrize("encoder", ["tiny-cnn", "tiny-vit"])
+def test_benchmark_every_probe_and_plot(home, audio_folder, encoder):
+    """All three probes and all plots, for an encoder without ([tiny-cnn]) and with ([tiny-vit]) a [cls] token."""
+    out = home / "results"
+    assert main(["benchmark", "--encoder", encoder, "--dataset", str(audio_folder), "--seeds", "1",
+                 "--output", str(out), "--quiet", "--probe-params", FAST]) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert result["encoder"]["prefix_tokens"] == (1 if encoder == "tiny-vit" else 0)
+    assert set(result["summary"]) == {"linear", "attentive", "prototypical"}
+    written = {p.name: p.stat().st_size for p in out.iterdir()}
+    assert set(written) == {"results.json", "results.csv", "per_class_ap.csv", "per_class_ap.png",
+                            "prototype_activations.png"}
+    assert min(written.values()) > 0
+
+
+@pytest.mark.network
+@pytest.mark.slow
+@pytest.mark.parametrize("encoder", ["yamnet", "aisfx", "crepe-tiny"])
+def test_benchmark_with_fetched_weights(tmp_path, audio_folder, encoder):
+    """The benchmark end to end with real weights (fetched once into the real data home)."""
+    out = tmp_path / "results"
+    assert main(["benchmark", "--encoder", encoder, "--dataset", str(audio_folder), "--seeds", "1",
+                 "--output", str(out), "--quiet", "--probe-params", FAST]) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert set(result["summary"]) == {"linear", "attentive", "prototypical"}
+    assert (out / "prototype_activations.png").stat().st_size > 0 and (out / "per_class_ap.png").is_file()
 
 
 def test_benchmark_on_a_folder(home, audio_folder, capsys):
@@ -82,13 +113,137 @@ def test_extract_then_evaluate(home, audio_folder, capsys):
     (["benchmark", "--encoder", "tiny-cnn", "--probes", "linear,svm", "--dataset", "{folder}"], "unknown probe"),
     (["benchmark", "--encoder", "tiny-cnn", "--dataset", "{folder}", "--labels", "{folder}/missing.csv"], "missing.csv"),
     (["evaluate", "--probe", "nope.joblib", "--tokens", "t.npz"], "file not found"),
-    (["fetch-weights", "tiny-cnn"], "has no weights in a registry package"),
+    (["benchmark", "--encoder", "tiny-cnn", "--dataset", "{folder}", "--probes", ""], "probes is empty"),
+    (["benchmark", "--encoder", "tiny-cnn", "--dataset", "{folder}", "--probe-params", '{"linear": {"foo": 1}}'],
+     "unknown parameter(s) ['foo']"),
+    (["benchmark", "--encoder", "tiny-cnn", "--dataset", "{folder}", "--probe-params", '{"linear": 5}'],
+     "must be a dict of parameters"),
+    (["benchmark", "--encoder", "tiny-cnn", "--dataset", "{folder}", "--probe-params", '{"linear": {"max_iter": -1}}'],
+     "max_iter"),
+    (["benchmark", "--encoder", "tiny-cnn", "--dataset", "{folder}", "--probe-params", '{"svm": {}}'],
+     "unknown probe 'svm'"),
+    (["benchmark", "--encoder", "tiny-cnn", "--dataset", "{folder}", "--probe-params", "{not json"],
+     "not valid JSON"),
+    (["benchmark", "--encoder", "tiny-cnn", "--dataset", "{folder}", "--n-train", "10"],
+     "n_train applies to the built-in sets"),
+    (["benchmark", "--encoder", "tiny-cnn", "--dataset", "{folder}", "-o", "{folder}/labels.csv"],
+     "is an existing file"),
+    (["benchmark", "--encoder", "tiny-cnn", "--dataset", "{folder}", "-o", "{folder}/labels.csv/results"],
+     "cannot create output folder"),
+    (["extract", "--encoder", "tiny-cnn", "--dataset", "{folder}", "-o", "{folder}/labels.csv/t.npz"],
+     "cannot create the folder of --output"),
+    (["fetch-weights", "tiny-cnn"], "has no weights to fetch"),
+    (["fetch-weights", "tiny-vit"], "has no weights to fetch"),
 ])
 def test_bad_input_gives_one_line_error(home, audio_folder, capsys, argv, message):
     argv = [a.replace("{folder}", str(audio_folder)) for a in argv]
-    assert main(argv + (["--quiet"] if argv[0] == "benchmark" else [])) == 2
+    assert main(argv + (["--quiet"] if argv[0] in ("benchmark", "extract") else [])) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("skprobe: error:") and message in err and "\n" not in err
+    # Settings are validated before any work: no tokens were extracted.
+    assert not (home / "home" / "tokens").exists()
+
+
+def test_probe_params_checked_before_extraction(home, audio_folder, capsys, monkeypatch):
+    import skprobe.benchmark
+
+    def no_extraction(*args, **kwargs):
+        raise AssertionError("extraction started before the probe parameters were validated")
+
+    monkeypatch.setattr(skprobe.benchmark, "load_benchmark_data", no_extraction)
+    assert main(["benchmark", "--encoder", "tiny-cnn", "--dataset", str(audio_folder), "--quiet",
+                 "--probe-params", '{"attentive": {"n_heads": 0}}']) == 2
+    assert "probe_params for 'attentive'" in capsys.readouterr().err
+
+
+def test_checkpoint_that_is_text_or_a_folder(home, audio_folder, capsys, tmp_path):
+    text = tmp_path / "weights.pt"
+    text.write_text("hello\n")
+    assert main(["benchmark", "--encoder", "tiny-vit", "--dataset", str(audio_folder), "--checkpoint", str(text),
+                 "--quiet", "--probes", "linear"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not a torch checkpoint" in err and str(text) in err and "\n" not in err
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "model.pt").write_bytes(b"")
+    assert main(["extract", "--encoder", "tiny-vit", "--dataset", str(audio_folder), "--checkpoint", str(folder),
+                 "-o", str(tmp_path / "t.npz"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "is a directory" in err and "model.pt" in err
+
+
+def test_read_only_output_folder(home, audio_folder, capsys, tmp_path, monkeypatch):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if os.geteuid() == 0:  # root writes anywhere: make the permission check see what a user would
+        monkeypatch.setattr(os, "access", lambda path, mode: False)
+    assert main(["benchmark", "--encoder", "tiny-cnn", "--dataset", str(audio_folder), "-o", str(locked),
+                 "--quiet"]) == 2
+    assert f"output folder {locked} is not writable" in capsys.readouterr().err
+    assert main(["extract", "--encoder", "tiny-cnn", "--dataset", str(audio_folder), "-o", str(locked / "t.npz"),
+                 "--quiet"]) == 2
+    assert f"folder {locked} is not writable" in capsys.readouterr().err
+
+
+def test_evaluate_bad_files(home, audio_folder, capsys, tmp_path):
+    out = home / "results"
+    assert main(["benchmark", "--encoder", "tiny-cnn", "--dataset", str(audio_folder), "--seeds", "1",
+                 "--probes", "linear", "--output", str(out), "--quiet", "--save-probes",
+                 "--probe-params", '{"linear": {"max_iter": 3}}']) == 0
+    probe = out / "probes" / "linear.joblib"
+    tokens = tmp_path / "tokens.npz"
+    assert main(["extract", "--encoder", "tiny-cnn", "--dataset", str(audio_folder), "-o", str(tokens),
+                 "--quiet"]) == 0
+    text = tmp_path / "probe.joblib"
+    text.write_text("not a pickle\n")
+    with np.load(tokens) as npz:
+        arrays = dict(npz)
+    no_labels = tmp_path / "no_labels.npz"
+    np.savez(no_labels, **{k: v for k, v in arrays.items() if k != "Y_test"})
+    fewer = tmp_path / "fewer.npz"
+    np.savez(fewer, **(arrays | {"Y_test": arrays["Y_test"][:, :2]}))
+    capsys.readouterr()
+    for argv, message in [
+        (["--probe", str(text), "--tokens", str(tokens)], "is not a probe saved with joblib"),
+        (["--probe", str(tokens), "--tokens", str(tokens)], "is not a probe saved with joblib"),
+        (["--probe", str(probe), "--tokens", str(no_labels)], "lacks ['Y_test']"),
+        (["--probe", str(probe), "--tokens", str(text)], "is not a .npz file"),
+        (["--probe", str(probe), "--tokens", str(fewer)], "trained on 3 classes but the test labels have 2"),
+    ]:
+        assert main(["evaluate", *argv]) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("skprobe: error:") and message in err and "\n" not in err, (argv, err)
+
+
+def test_extract_output_names(home, audio_folder, capsys, tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    assert main(["extract", "--encoder", "tiny-cnn", "--dataset", str(audio_folder), "-o", str(target),
+                 "--quiet"]) == 0
+    written = target / "tiny-cnn-tokens.npz"
+    assert written.is_file() and not (tmp_path / "out.npz").exists()
+    assert capsys.readouterr().out.startswith(f"wrote {written}:")
+    assert main(["extract", "--encoder", "tiny-cnn", "--dataset", str(audio_folder), "-o", str(tmp_path / "name"),
+                 "--quiet"]) == 0
+    assert (tmp_path / "name.npz").is_file() and not (tmp_path / "name").exists()
+    assert capsys.readouterr().out.startswith(f"wrote {tmp_path / 'name.npz'}:")
+
+
+def test_interrupted_extract_keeps_the_previous_file(home, audio_folder, capsys, tmp_path, monkeypatch):
+    tokens = tmp_path / "tokens.npz"
+    assert main(["extract", "--encoder", "tiny-cnn", "--dataset", str(audio_folder), "-o", str(tokens),
+                 "--quiet"]) == 0
+    before = tokens.read_bytes()
+
+    def interrupted(fh, **arrays):  # writes part of the archive, then SIGINT arrives
+        fh.write(before[:523])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez_compressed", interrupted)
+    assert main(["extract", "--encoder", "tiny-cnn", "--dataset", str(audio_folder), "-o", str(tokens),
+                 "--quiet"]) == 130
+    assert tokens.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary left
 
 
 def test_csv_naming_missing_files_and_single_class(home, audio_folder, capsys):
@@ -100,6 +255,13 @@ def test_csv_naming_missing_files_and_single_class(home, audio_folder, capsys):
     assert main(["benchmark", "--encoder", "tiny-cnn", "--dataset", str(audio_folder), "--labels",
                  str(audio_folder / "one.csv"), "--quiet"]) == 2
     assert "at least two are needed" in capsys.readouterr().err
+
+
+def test_help_says_probe_files_are_pickles(capsys):
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "can run arbitrary code" in text and "only load files you trust" in text
 
 
 def test_list_encoders(capsys):

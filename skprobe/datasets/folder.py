@@ -40,7 +40,8 @@ def load_audio_folder(folder: str | os.PathLike, labels_csv: str | os.PathLike |
     folder : path-like
         Folder holding the audio files (paths in the CSV are relative to it).
     labels_csv : path-like, optional
-        CSV with a header row. Default: ``<folder>/labels.csv`` if it exists,
+        CSV with a header row (a first row that names an audio file is
+        refused), UTF-8 or UTF-16 with a byte-order mark. Default: ``<folder>/labels.csv`` if it exists,
         else one sub-folder per class.
     sample_rate : int, default=16000
         Every file is resampled to this rate.
@@ -124,7 +125,7 @@ def _read_csv(folder: Path, path: Path, file_column: str | None, label_column: s
               separator: str, delimiter: str | None) -> tuple[list[str], list[list[str]]]:
     if not path.is_file():
         raise ValueError(f"labels_csv {path} does not exist")
-    text = path.read_text(encoding="utf-8-sig")
+    text = _read_text(path)
     lines = text.splitlines()
     if not lines:
         raise ValueError(f"labels_csv {path} is empty")
@@ -135,6 +136,7 @@ def _read_csv(folder: Path, path: Path, file_column: str | None, label_column: s
     body = [r for r in rows[1:] if any(cell.strip() for cell in r)]
     if not body:
         raise ValueError(f"labels_csv {path} has a header but no rows")
+    _check_header(folder, path, header, delimiter)
     fcol = _pick_column(header, file_column, _FILE_COLUMNS, "file_column", path, default=0)
     lcol = _pick_column(header, label_column, _LABEL_COLUMNS, "label_column", path,
                         default=None, exclude=fcol)
@@ -157,6 +159,35 @@ def _read_csv(folder: Path, path: Path, file_column: str | None, label_column: s
         raise ValueError(f"labels_csv {path} names {len(missing)} file(s) not found under {folder}: "
                          f"{missing[:5]}{' ...' if len(missing) > 5 else ''}")
     return files, labels
+
+
+def _read_text(path: Path) -> str:
+    """The CSV's text: UTF-8 (with or without BOM), or UTF-16 when it starts with a UTF-16 BOM."""
+    raw = path.read_bytes()
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        encoding = "utf-16"
+    else:
+        encoding = "utf-8-sig"
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"labels_csv {path} is not valid {encoding.replace('-sig', '')} text: byte "
+            f"{raw[exc.start:exc.start + 1]!r} at offset {exc.start} cannot be decoded ({exc.reason}); "
+            "save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"
+        ) from None
+
+
+def _check_header(folder: Path, path: Path, header: list[str], delimiter: str) -> None:
+    """Refuse a first row that names an audio file: the CSV then has no header and would lose that clip."""
+    for cell in header:
+        # Exact names only: a header "file" must not match an audio file called file.wav.
+        if cell and (Path(cell) if os.path.isabs(cell) else folder / cell).is_file():
+            raise ValueError(
+                f"labels_csv {path} has no header row: its first row {delimiter.join(header)!r} names the "
+                f"audio file {cell!r}. Add a header line naming the columns, e.g. "
+                f"'file{delimiter}labels'"
+            )
 
 
 def _pick_column(header: list[str], given: str | None, candidates: Sequence[str], param: str, path: Path,

@@ -64,11 +64,38 @@ class TokenLayout:
         return self.prefix_tokens + self.n_patches
 
     def to_grid(self, tokens):
-        """Reshape patch tokens ``(..., N, X)`` to ``(..., n_time, n_freq, X)``.
+        """Reshape token maps ``(..., N, X)`` to ``(..., n_time, n_freq, X)``.
 
-        Works on numpy arrays and torch tensors; prefix tokens are dropped.
+        Works on numpy arrays and torch tensors. Accepts either the full token
+        map (``N == n_tokens``: the prefix tokens are dropped) or the patch
+        tokens alone (``N == n_patches``), such as the output of
+        :meth:`~skprobe.PrototypicalProbeClassifier.class_activation_maps`.
+
+        Raises
+        ------
+        ValueError
+            If ``N`` is neither ``n_tokens`` nor ``n_patches``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> layout = TokenLayout(prefix_tokens=1, n_time=3, n_freq=2, dim=4, hop_seconds=0.1)
+        >>> layout.to_grid(np.zeros((5, 7, 4))).shape  # [cls] + 6 patches
+        (5, 3, 2, 4)
+        >>> layout.to_grid(np.zeros((5, 6, 10))).shape  # patch tokens only, e.g. 10 class maps
+        (5, 3, 2, 10)
         """
-        patches = tokens[..., self.prefix_tokens :, :]
+        n = tokens.shape[-2]
+        if n == self.n_tokens:
+            patches = tokens[..., self.prefix_tokens :, :]
+        elif n == self.n_patches:
+            patches = tokens
+        else:
+            raise ValueError(
+                f"tokens have {n} entries on axis -2 (shape {tuple(tokens.shape)}); this layout expects "
+                f"{self.n_tokens} ({self.prefix_tokens} prefix + {self.n_patches} patch tokens) "
+                f"or the {self.n_patches} patch tokens alone"
+            )
         lead = tuple(patches.shape[:-2])
         last = patches.shape[-1]
         if self.order == "time_freq":

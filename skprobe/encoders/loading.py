@@ -45,6 +45,16 @@ def resolve_checkpoint(spec: EncoderSpec, checkpoint: str | os.PathLike | None) 
     )
 
 
+def _directory_message(spec: EncoderSpec, path: Path) -> str:
+    expected = spec.weights_file or "the checkpoint file (.pt, .pth, .ckpt or .safetensors)"
+    message = f"checkpoint {path} of encoder {spec.name!r} is a directory, not a file; pass the path of {expected}"
+    if spec.weights_file and (path / spec.weights_file).is_file():
+        return message + f": {path / spec.weights_file}"
+    candidates = sorted(p.name for p in path.iterdir()
+                        if p.suffix in (".pt", ".pth", ".ckpt", ".bin", ".safetensors"))[:5]
+    return message + (f" inside it (found {candidates})" if candidates else " (none found inside it)")
+
+
 def load_encoder(encoder: str | EncoderSpec, checkpoint: str | os.PathLike | None = None) -> AudioEncoder:
     """Build encoder ``encoder`` and load its weights, frozen and in eval mode.
 
@@ -64,8 +74,9 @@ def load_encoder(encoder: str | EncoderSpec, checkpoint: str | os.PathLike | Non
     Raises
     ------
     ValueError
-        If the checkpoint does not match the architecture; the message lists
-        the first missing, unexpected and mis-shaped keys.
+        If the checkpoint does not match the architecture (the message lists
+        the first missing, unexpected and mis-shaped keys), or is a directory
+        where the encoder loads one file (the message names the file expected).
 
     Notes
     -----
@@ -82,6 +93,9 @@ def load_encoder(encoder: str | EncoderSpec, checkpoint: str | os.PathLike | Non
                 f"the builder of encoder {spec.name!r} returned a {type(module).__name__}, which cannot load "
                 "checkpoints: subclass skprobe.encoders.AudioEncoder (or define load_checkpoint(path))"
             )
+        if path.is_dir() and type(module).load_checkpoint is AudioEncoder.load_checkpoint:
+            # the default reader takes one torch file; folder formats override load_checkpoint
+            raise ValueError(_directory_message(spec, path))
         module.load_checkpoint(path)
     module.eval()
     module.requires_grad_(False)

@@ -6,6 +6,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.sparse import issparse
 from sklearn.exceptions import DataConversionWarning
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.multiclass import type_of_target
@@ -44,10 +45,25 @@ def encode_targets(y, n_samples: int) -> EncodedTargets:
     ------
     ValueError
         For a wrong length, continuous or multi-output multi-class targets,
-        missing values, or a multi-label matrix with entries other than 0/1.
+        missing values, sparse ``y``, or a multi-label matrix with entries
+        other than 0/1 (such as {1, 2} or {-1, 1}).
+
+    Examples
+    --------
+    >>> encode_targets(["dog", "cat", "dog"], 3).indices
+    array([1, 0, 1])
+    >>> encode_targets([[1, 2], [2, 1]], 2)
+    Traceback (most recent call last):
+    ...
+    ValueError: a 2-D y is read as a multi-label indicator matrix and must hold only 0 and 1; got values [1, 2]. ...
     """
     if y is None:
         raise ValueError("requires y to be passed, but the target y is None")
+    if issparse(y):
+        raise ValueError(
+            f"sparse y ({type(y).__name__} of shape {y.shape}) is not supported; pass a dense array, "
+            "e.g. y.toarray()"
+        )
     y = np.asarray(y)
     if y.ndim == 0 or y.ndim > 2:
         raise ValueError(f"y must be 1-D labels or a 2-D indicator matrix, got shape {y.shape}")
@@ -67,6 +83,13 @@ def encode_targets(y, n_samples: int) -> EncodedTargets:
         y = y.ravel()
     kind = type_of_target(y, input_name="y")
     if kind == "multilabel-indicator":
+        values = np.unique(y)
+        if not np.isin(values, (0, 1)).all():
+            raise ValueError(
+                f"a 2-D y is read as a multi-label indicator matrix and must hold only 0 and 1; got values "
+                f"{values[:10].tolist()}. Map the labels to 0/1 (e.g. y == positive_label), or wrap the probe in "
+                "sklearn.multioutput.MultiOutputClassifier for one classifier per column"
+            )
         indicator = y.astype(np.float32)
         return EncodedTargets("multilabel", np.arange(y.shape[1]), None, indicator, y.dtype)
     if kind in ("binary", "multiclass"):

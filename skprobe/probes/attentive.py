@@ -15,6 +15,22 @@ __all__ = ["AttentiveProbeClassifier", "AttentivePoolingHead", "auto_heads"]
 
 _HEAD_CHOICES = (12, 8, 6, 4, 2, 1)
 
+#: Most trainable parameters the attentive probe builds (2 GB as float32): the key and value
+#: projections grow as D^2, so a mistaken token dimension would otherwise try to allocate
+#: hundreds of GB before torch fails with a bare allocation error.
+MAX_PARAMETERS = 500_000_000
+
+
+def attentive_parameter_count(dim: int, n_outputs: int, n_queries: int = 1) -> int:
+    """Trainable parameters of :class:`AttentivePoolingHead` (queries, key, value, LayerNorm, Linear).
+
+    Examples
+    --------
+    >>> attentive_parameter_count(768, 10)  # the paper's about 1.2 M
+    1189642
+    """
+    return n_queries * dim + 2 * dim * dim + 2 * dim + dim * n_outputs + n_outputs
+
 
 def auto_heads(dim: int) -> int:
     """Largest of 12, 8, 6, 4, 2, 1 that divides ``dim`` (12 for ViT-B's 768)."""
@@ -158,6 +174,15 @@ class AttentiveProbeClassifier(BaseProbeClassifier):
         if dim % heads:
             raise ValueError(f"n_heads={heads} must divide the token dimension {dim}; use n_heads='auto'")
         self.n_heads_ = heads
+        n_params = attentive_parameter_count(dim, n_outputs, self.n_queries)
+        if n_params > MAX_PARAMETERS:
+            raise ValueError(
+                f"the attentive probe on {dim}-dimensional tokens would have {n_params:,} parameters "
+                f"(two {dim} x {dim} projections, {4 * n_params / 1e9:.1f} GB as float32), over the limit of "
+                f"{MAX_PARAMETERS:,}; check that X is (n_clips, n_tokens, dim) with the encoder's embedding "
+                "dimension last, reduce the dimension (e.g. PCA on the tokens), or use LinearProbeClassifier "
+                "or PrototypicalProbeClassifier, whose size grows only linearly with dim"
+            )
         return AttentivePoolingHead(dim, n_outputs, self.n_queries, heads)
 
     def __sklearn_tags__(self):

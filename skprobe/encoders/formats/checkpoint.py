@@ -14,6 +14,7 @@ import io
 import os
 import pickle
 import types
+import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,41 @@ _restricted_pickle.load = lambda f, **kw: _RestrictedUnpickler(f, **kw).load()  
 _restricted_pickle.__name__ = "pickle"
 
 
+#: Most bytes a compressed checkpoint archive may expand to, as a multiple of its file size.
+#: ``torch.save`` stores its archive members uncompressed; a deflated member only comes from
+#: re-zipping, where float weights shrink little. A zip bomb would expand about 1000 times.
+MAX_EXPANSION = 8
+_SLACK = 1 << 20  # small pickles and metadata compress well; allow them some room
+
+
+def _check_archive_sizes(path: Path) -> None:
+    """Bound what a zip checkpoint declares against its size on disk, before torch allocates it.
+
+    Raises
+    ------
+    ValueError
+        If the members' compressed sizes exceed the file, or their expanded
+        sizes exceed ``MAX_EXPANSION`` times the file size.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # not a zip archive (legacy torch format): torch.load reports what is wrong
+    size = path.stat().st_size
+    stored = sum(i.compress_size for i in infos)
+    expanded = sum(i.file_size for i in infos)
+    if stored > size:
+        raise ValueError(f"cannot read checkpoint {path}: its archive declares {stored:,} bytes of members "
+                         f"in a file of {size:,} bytes (truncated or crafted)")
+    if expanded > MAX_EXPANSION * size + _SLACK:
+        raise ValueError(
+            f"cannot read checkpoint {path}: its {size:,}-byte archive expands to {expanded:,} bytes, more than "
+            f"{MAX_EXPANSION}x its size; refused before decompressing. torch.save writes checkpoints "
+            "uncompressed: re-save it with torch.save, or unzip and re-zip it without compression (zip -0)"
+        )
+
+
 def read_checkpoint(path: str | os.PathLike) -> Any:
     """Read a checkpoint file without executing code from it.
 
@@ -141,9 +177,23 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
     FileNotFoundError
         If ``path`` does not exist.
     ValueError
-        If the file is not a readable checkpoint (the message names the file).
+        If ``path`` is a directory, the file is not a readable checkpoint, or
+        a compressed archive would expand to more than ``MAX_EXPANSION`` times
+        its size (the message names the file).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "notes.txt"
+    >>> _ = path.write_text("hello")
+    >>> read_checkpoint(path)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: cannot read checkpoint .../notes.txt: not a torch checkpoint or safetensors file (KeyError: 101)
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"checkpoint {path} is a directory; pass the checkpoint file inside it")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     if path.suffix == ".safetensors":
@@ -153,12 +203,16 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
             return load_file(str(path), device="cpu")
         except Exception as exc:  # safetensors raises its own error types
             raise ValueError(f"cannot read safetensors checkpoint {path}: {exc}") from exc
+    _check_archive_sizes(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         pass  # a snapshot with config objects: read it the restricted way below
     except (RuntimeError, EOFError, OSError) as exc:
         raise ValueError(f"cannot read checkpoint {path}: {exc}") from exc
+    except Exception as exc:  # e.g. KeyError from the legacy reader on a text file
+        raise ValueError(f"cannot read checkpoint {path}: not a torch checkpoint or safetensors file "
+                         f"({type(exc).__name__}: {exc})") from exc
     try:
         return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_restricted_pickle)
     except Exception as exc:

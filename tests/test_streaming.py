@@ -281,3 +281,17 @@ def test_peak_memory_does_not_grow_with_the_number_of_clips(tmp_path):
         assert proc.returncode == 0, err
         peaks.append(int(out.split()[1]))
     assert peaks[1] < 1.1 * peaks[0], peaks  # kB; all 1,000 inputs alone would be 256 MB
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("cache", [False, True])
+def test_cuda_pipeline_matches_the_cpu(tmp_path, cache):
+    """Pinned staging, overlapped copies and one-batch-late results give the CPU's tokens (bfloat16 tolerance)."""
+    X = list(_gen(11))
+    ref = FrozenEncoderTransformer(encoder="tiny-vit", device="cpu").fit_transform(X)
+    enc = FrozenEncoderTransformer(encoder="tiny-vit", device="cuda", batch_size=3, cache=tmp_path if cache else None)
+    out = enc.fit_transform(iter(X))
+    assert out.shape == ref.shape
+    np.testing.assert_allclose(out, ref, atol=3e-2, rtol=3e-2)
+    for i in range(len(X)):  # each clip in its own row, none overwritten by a later batch
+        assert np.argmin(np.abs(out[i] - ref).reshape(len(X), -1).sum(1)) == i

@@ -3,8 +3,8 @@
 Writes 16-bit 44.1 kHz stereo WAV and FLAC files (10 s), then does what the
 extraction's read-ahead does per file (decode, down-mix, hash the samples,
 crop, resample to 16 kHz) in order, with 0..N threads (skprobe's
-``read_ahead``) and with a process pool of N workers (``ProcessPoolExecutor.map``,
-the waveforms pickled back to the parent). Prints files/s for each.
+``read_ahead``) and with a process pool of N workers (``ProcessPoolExecutor.map``
+with "spawn" workers, the waveforms pickled back to the parent). Prints files/s for each.
 
 Usage::
 
@@ -14,6 +14,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -51,7 +52,8 @@ def main() -> None:
             for _ in read_ahead(paths, lambda i, p: work(p), n_workers=n, depth=32):
                 pass
             rows.append((f"threads={n}", time.perf_counter() - start))
-        with ProcessPoolExecutor(args.workers) as pool:
+        # "spawn": forking a process that has run torch's thread pools can deadlock the children.
+        with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             list(pool.map(work, paths[: args.workers]))  # start the workers (imports) before timing
             start = time.perf_counter()
             for _ in pool.map(work, paths, chunksize=1):

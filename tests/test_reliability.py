@@ -234,3 +234,10 @@ def test_truncated_wav_warns(tmp_path):
     with pytest.warns(UserWarning, match=r"clip.wav is truncated: its header declares 16000 frames but only 79\d\d"):
         wav, _ = read_audio(path)
     assert 7900 < len(wav) < 8000
+
+
+def test_fetch_weights_of_a_seeded_encoder_says_there_is_nothing_to_fetch():
+    from skprobe.encoders import fetch_weights
+
+    with pytest.raises(ValueError, match="'tiny-vit' has no weights to fetch"):
+        fetch_weights("tiny-vit")

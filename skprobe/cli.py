@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     extract = sub.add_parser("extract", help="extract token maps of a data set to a .npz file")
     _data_arguments(extract)
-    extract.add_argument("--output", "-o", required=True, help=".npz file to write")
+    extract.add_argument("--output", "-o", help=".npz file to write (not with --scheduler/--workers)")
+    _cluster_arguments(extract)
 
     evaluate = sub.add_parser("evaluate", help="score a saved probe on tokens written by `skprobe extract`")
     evaluate.add_argument("--probe", required=True, help="joblib file written by `benchmark --save-probes`")
@@ -109,6 +110,10 @@ def _extract(args) -> int:
 
     from .benchmark import extract_tokens, load_benchmark_data
 
+    if args.scheduler is not None or args.workers is not None:
+        return _extract_on_cluster(args)
+    if not args.output:
+        raise ValueError("--output/-o is required (or --scheduler/--workers to extract into a token store)")
     config = _config(args)
     _prepare(config)
     data = load_benchmark_data(config)
@@ -121,6 +126,36 @@ def _extract(args) -> int:
                         token_grid=np.asarray(encoder.token_grid_), hop_seconds=encoder.hop_seconds_)
     print(f"wrote {out}: train {X_train.shape}, test {X_test.shape} tokens ({encoder.encoder_spec_.name}, "
           f"prefix tokens {encoder.prefix_tokens_}, grid {encoder.token_grid_})")
+    return 0
+
+
+def _cluster_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "distributed extraction (pip install 'skprobe[dask]')",
+        "extract every audio file of the --dataset folder into a token store on a Dask cluster")
+    where = group.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786")
+    where.add_argument("--workers", type=int, help="start a LocalCluster of N worker processes (one GPU each if any)")
+    group.add_argument("--store", help="token store folder every worker can write (default: <data home>/tokens)")
+    group.add_argument("--chunk-size", type=int, default=256, help="files per task (default 256)")
+
+
+def _extract_on_cluster(args) -> int:
+    from ._config import data_home
+    from .distributed import extract
+
+    if not Path(args.dataset).is_dir():
+        raise ValueError(f"--scheduler/--workers extract a folder of audio files; --dataset {args.dataset} is not one")
+    if args.output:
+        raise ValueError("--output is not used with --scheduler/--workers: the tokens go to --store")
+    store = Path(args.store) if args.store else data_home() / "tokens"
+    tokens, report = extract(args.dataset, store, client=args.scheduler, n_workers=args.workers,
+                             chunk_size=args.chunk_size, return_report=True, verbose=0 if args.quiet else 1,
+                             encoder=args.encoder, checkpoint=args.checkpoint, layers=args.layer,
+                             batch_size=args.batch_size, device=args.device)
+    print(f"{report.n_clips} files -> {store}: {report.n_forwarded} encoded, "
+          f"{report.n_clips - report.n_forwarded} already stored; tokens {tokens.shape} {tokens.dtype}; "
+          f"{report.seconds:.1f} s on {len(report.workers)} worker(s)")
     return 0
 
 

@@ -1,6 +1,8 @@
-"""Token extraction: :class:`FrozenEncoderTransformer` and the on-disk token cache."""
+"""Token extraction: :class:`FrozenEncoderTransformer`, streaming, and the on-disk token store."""
 
-from .cache import TokenCache, clip_key
-from .transformer import FrozenEncoderTransformer, clear_encoder_cache
+from .cache import clip_key
+from .store import StoreArray, StoreError, StoreWriter, TokenStore
+from .transformer import ExtractionResult, FrozenEncoderTransformer, clear_encoder_cache, extract_to_store
 
-__all__ = ["FrozenEncoderTransformer", "clear_encoder_cache", "TokenCache", "clip_key"]
+__all__ = ["FrozenEncoderTransformer", "clear_encoder_cache", "extract_to_store", "ExtractionResult",
+           "TokenStore", "StoreWriter", "StoreArray", "StoreError", "clip_key"]

@@ -1,0 +1,122 @@
+"""Streaming pieces of the extraction: bounded read-ahead of decoded clips, overlapped device copies.
+
+Memory stays O(batch size x read-ahead depth): inputs are pulled from any
+iterable as workers free up, never listed in full.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+import torch
+
+__all__ = ["read_ahead", "DeviceRunner"]
+
+
+def read_ahead(items: Iterable, work: Callable, *, n_workers: int, depth: int) -> Iterator:
+    """``work(i, item)`` for every item, in order, computed up to ``depth`` items ahead by threads.
+
+    Each result is ``(i, value, None)`` or ``(i, None, exc)`` when ``work``
+    raised: errors are handed to the consumer in order instead of ending the
+    stream, so it can decide to stop or skip.
+
+    Threads, not processes: decoding (libsndfile), resampling (torch) and
+    hashing (hashlib) release the GIL, and a process pool would pickle every
+    waveform back to the parent (see docs/benchmarks/extraction.md).
+
+    Examples
+    --------
+    >>> list(read_ahead("abc", lambda i, x: x.upper(), n_workers=2, depth=2))
+    [(0, 'A', None), (1, 'B', None), (2, 'C', None)]
+    """
+    numbered = enumerate(items)
+
+    def run(i, item):
+        try:
+            return i, work(i, item), None
+        except Exception as exc:  # handed to the consumer with its index
+            return i, None, exc
+
+    if n_workers <= 0:
+        for i, item in numbered:
+            yield run(i, item)
+        return
+    with ThreadPoolExecutor(n_workers, thread_name_prefix="skprobe-decode") as pool:
+        queue: collections.deque[Future] = collections.deque()
+        try:
+            for i, item in itertools.islice(numbered, depth):
+                queue.append(pool.submit(run, i, item))
+            while queue:
+                result = queue.popleft().result()
+                for i, item in itertools.islice(numbered, 1):
+                    queue.append(pool.submit(run, i, item))
+                yield result
+        finally:
+            for future in queue:
+                future.cancel()
+
+
+class DeviceRunner:
+    """Runs batches on a device with host<->device copies overlapped with compute.
+
+    On CUDA the input batch is staged in pinned host memory and copied
+    asynchronously; the output is cast on the device to ``out_dtype`` and copied
+    into a pinned host buffer while the next batch is computed: results come
+    back one batch late (``submit`` returns the previous batch, ``flush`` the
+    last). On the CPU there is no extra copy and results come back at once.
+
+    Parameters
+    ----------
+    forward : callable
+        ``forward(wav_tensor) -> tokens tensor (batch, ...)`` on the device.
+    device : torch.device
+    out_dtype : torch.dtype
+        dtype of the host copy (float16 for the store, float32 otherwise).
+    """
+
+    def __init__(self, forward: Callable, device: torch.device, out_dtype: torch.dtype) -> None:
+        self.forward = forward
+        self.device = device
+        self.out_dtype = out_dtype
+        self.cuda = device.type == "cuda"
+        self._pending = None
+
+    def submit(self, meta, wav: np.ndarray):
+        """Start a batch; returns ``(meta, tokens, finite, fits)`` of the previous batch (or None)."""
+        if not self.cuda:
+            tokens, finite, fits = self._compute(torch.from_numpy(wav))
+            return meta, tokens.numpy(), finite.numpy(), fits.numpy()
+        staged = torch.from_numpy(wav).pin_memory()
+        tokens, finite, fits = self._compute(staged.to(self.device, non_blocking=True))
+        host = torch.empty(tokens.shape, dtype=tokens.dtype, pin_memory=True)
+        flags = torch.empty((2, tokens.shape[0]), dtype=torch.bool, pin_memory=True)
+        host.copy_(tokens, non_blocking=True)
+        flags.copy_(torch.stack([finite, fits]), non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        previous, self._pending = self._pending, (meta, host, flags, event, staged)
+        return self._finish(previous)
+
+    def flush(self):
+        """The last batch's result (CUDA), or None."""
+        previous, self._pending = self._pending, None
+        return self._finish(previous)
+
+    @staticmethod
+    def _finish(pending):
+        if pending is None:
+            return None
+        meta, host, flags, event, _ = pending
+        event.synchronize()
+        return meta, host.numpy(), flags[0].numpy(), flags[1].numpy()
+
+    def _compute(self, wav: torch.Tensor):
+        tokens = self.forward(wav)
+        finite = torch.isfinite(tokens).flatten(1).all(1)
+        cast = tokens.to(self.out_dtype)
+        fits = torch.isfinite(cast).flatten(1).all(1) | ~finite
+        return cast, finite, fits

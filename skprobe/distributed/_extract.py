@@ -15,6 +15,7 @@ import numpy as np
 
 from ..extraction.transformer import FrozenEncoderTransformer
 from . import _worker
+from ._arrays import ShippableStoreArray
 from ._client import ClusterSetupError, cluster_client
 
 __all__ = ["ExtractionReport", "extract", "list_audio_files"]
@@ -216,7 +217,7 @@ def extract(X, store: str | os.PathLike, *, client=None, n_workers: int | None =
         chunks_per_worker=dict(Counter(s["worker"] for s in summaries)), workers=checks,
     )
     by_chunk = {s["chunk"]: s["keys"] for s in summaries}
-    keys = [key for i in range(len(chunks)) for key in by_chunk[i]]
+    keys = [key for i in range(len(chunks)) for key in by_chunk[i] if key is not None]  # None: a skipped bad file
     tokens = _read_store(keys, params, next(iter(checks.values()))["compute_dtype"], output)
     return (tokens, report) if return_report else tokens
 
@@ -225,5 +226,5 @@ def _read_store(keys: list[str], params: dict, compute_dtype: str, output: str):
     """The tokens of ``keys`` as the single-machine transformer returns them, from the store."""
     reader = FrozenEncoderTransformer(**dict(params, device="cpu", dtype=compute_dtype.removeprefix("torch.")))
     reader.fit(None)
-    tokens = reader.open_store().array(keys, squeeze_layer=isinstance(reader.layers, Integral))
+    tokens = ShippableStoreArray(reader.open_store(), keys, squeeze_layer=isinstance(reader.layers, Integral))
     return tokens if output == "memmap" else np.asarray(tokens)

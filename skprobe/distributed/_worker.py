@@ -27,23 +27,24 @@ _TRANSFORMERS: dict[str, FrozenEncoderTransformer] = {}
 _STATS = {"transformers_built": 0, "clips_forwarded": 0, "chunks_done": 0}
 
 
-def _worker_identity() -> tuple[str, object]:
-    """This worker's address and name ('local' outside a Dask worker)."""
+def _worker_identity(worker=None) -> tuple[str, object]:
+    """This worker's address and name ('local process ...' outside a Dask worker)."""
     try:
-        from distributed import get_worker
+        if worker is None:
+            from distributed import get_worker
 
-        worker = get_worker()
+            worker = get_worker()
         return worker.address, worker.name
     except (ImportError, ValueError):
         return f"local process {socket.gethostname()}:{os.getpid()}", None
 
 
-def _describe_worker() -> str:
-    address, name = _worker_identity()
+def _describe_worker(worker=None) -> str:
+    address, name = _worker_identity(worker)
     return f"worker {address}" + (f" (name {name!r})" if name is not None else "")
 
 
-def _worker_device(device: str) -> str:
+def _worker_device(device: str, worker=None) -> str:
     """One GPU per worker: ``"auto"`` on a worker that sees several GPUs picks one by the worker's name.
 
     Workers started by dask-cuda (or with ``CUDA_VISIBLE_DEVICES`` set per worker) see one GPU
@@ -54,7 +55,7 @@ def _worker_device(device: str) -> str:
     import torch
 
     n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    _, name = _worker_identity()
+    _, name = _worker_identity(worker)
     if n_gpus > 1 and isinstance(name, int):
         return f"cuda:{name % n_gpus}"
     return device
@@ -85,13 +86,13 @@ def worker_stats() -> dict:
     return dict(_STATS, transformers_cached=len(_TRANSFORMERS))
 
 
-def check_worker(params: dict, store: str) -> dict:
+def check_worker(params: dict, store: str, dask_worker=None) -> dict:
     """Check that this worker can run the extraction: encoder, checkpoint, writable store.
 
     Returns a summary (worker, device, compute dtype, token-store configuration key) or
     ``{"worker": ..., "error": message}`` naming the worker and the path at fault.
     """
-    where = _describe_worker()
+    where = _describe_worker(dask_worker)
     try:
         from ..encoders.loading import resolve_checkpoint
         from ..encoders.registry import get_encoder_spec
@@ -113,7 +114,7 @@ def check_worker(params: dict, store: str) -> dict:
 
     from .._torch import resolve_device
 
-    device = resolve_device(_worker_device(params.get("device", "auto")))
+    device = resolve_device(_worker_device(params.get("device", "auto"), dask_worker))
     transformer = FrozenEncoderTransformer(**dict(params, device=str(device)))
     return {"worker": where, "device": str(device), "compute_dtype": str(transformer._compute_dtype(device)),
             "torch": torch.__version__}

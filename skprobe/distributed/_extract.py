@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..extraction.store import TokenStore
 from ..extraction.transformer import FrozenEncoderTransformer
 from . import _worker
 from ._arrays import ShippableStoreArray
@@ -107,6 +108,15 @@ def _check_workers(client, params: dict, store: str) -> dict:
         raise ClusterSetupError(
             f"the workers would compute in different dtypes ({', '.join(sorted(dtypes))}: GPU and CPU workers "
             "with dtype='auto'), which makes different tokens; pass dtype='float32' or 'bfloat16' explicitly"
+        )
+    folders = {}
+    for c in checks.values():
+        folders.setdefault(c["store_folder"], c["worker"])
+    if len(folders) > 1:
+        (a, wa), (b, wb) = list(folders.items())[:2]
+        raise ClusterSetupError(
+            f"{wa} and {wb} would write different token stores ({a} and {b}): their checkpoints differ in content "
+            f"(checkpoint={params.get('checkpoint')!r}) or their skprobe versions differ"
         )
     return checks
 
@@ -218,13 +228,19 @@ def extract(X, store: str | os.PathLike, *, client=None, n_workers: int | None =
     )
     by_chunk = {s["chunk"]: s["keys"] for s in summaries}
     keys = [key for i in range(len(chunks)) for key in by_chunk[i] if key is not None]  # None: a skipped bad file
-    tokens = _read_store(keys, params, next(iter(checks.values()))["compute_dtype"], output)
+    tokens = _read_store(keys, next(iter(checks.values()))["store"], params, output)
     return (tokens, report) if return_report else tokens
 
 
-def _read_store(keys: list[str], params: dict, compute_dtype: str, output: str):
-    """The tokens of ``keys`` as the single-machine transformer returns them, from the store."""
-    reader = FrozenEncoderTransformer(**dict(params, device="cpu", dtype=compute_dtype.removeprefix("torch.")))
-    reader.fit(None)
-    tokens = ShippableStoreArray(reader.open_store(), keys, squeeze_layer=isinstance(reader.layers, Integral))
-    return tokens if output == "memmap" else np.asarray(tokens)
+def _read_store(keys: list[str], description: tuple, params: dict, output: str):
+    """The tokens of ``keys`` as the single-machine transformer returns them, from the store.
+
+    The store is opened from the workers' description of it, so the driver needs neither the
+    checkpoint nor the encoder.
+    """
+    root, config, row_shape, dtype = description
+    tokens = ShippableStoreArray(TokenStore(root, config, row_shape, dtype=dtype), keys,
+                                 squeeze_layer=isinstance(params.get("layers", -1), Integral))
+    if output == "memmap":
+        return tokens
+    return np.asarray(tokens).astype(np.float16 if params.get("output_dtype") == "float16" else np.float32)

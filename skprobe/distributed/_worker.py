@@ -89,8 +89,9 @@ def worker_stats() -> dict:
 def check_worker(params: dict, store: str, dask_worker=None) -> dict:
     """Check that this worker can run the extraction: encoder, checkpoint, writable store.
 
-    Returns a summary (worker, device, compute dtype, token-store configuration key) or
-    ``{"worker": ..., "error": message}`` naming the worker and the path at fault.
+    Returns a summary (worker, device, compute dtype, and ``store``: the token store's
+    description ``(root, config, row_shape, dtype)`` with the checkpoint hash this worker
+    computed) or ``{"worker": ..., "error": message}`` naming the worker and the path at fault.
     """
     where = _describe_worker(dask_worker)
     try:
@@ -115,9 +116,13 @@ def check_worker(params: dict, store: str, dask_worker=None) -> dict:
     from .._torch import resolve_device
 
     device = resolve_device(_worker_device(params.get("device", "auto"), dask_worker))
-    transformer = FrozenEncoderTransformer(**dict(params, device=str(device)))
-    return {"worker": where, "device": str(device), "compute_dtype": str(transformer._compute_dtype(device)),
-            "torch": torch.__version__}
+    try:
+        store = FrozenEncoderTransformer(**dict(params, device=str(device))).fit(None).open_store()
+    except (OSError, ValueError) as exc:  # e.g. an unreadable checkpoint
+        return {"worker": where, "error": f"{where}: {exc}"}
+    return {"worker": where, "device": str(device), "compute_dtype": store.config["compute_dtype"],
+            "store": (str(store.root), store.config, store.row_shape, store.dtype.name),
+            "store_folder": str(store.folder), "torch": torch.__version__}
 
 
 def _crash_point(chunk: int) -> int | None:

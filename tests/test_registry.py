@@ -166,7 +166,8 @@ def test_non_string_encoder_is_rejected():
 def test_user_encoder_registered_and_used_by_name(registry):
     register_encoder(_framing_spec())
     X = _waves()
-    enc = FrozenEncoderTransformer(encoder="user-framer", layers=[0, -1], sample_rate=16000)
+    # device="cpu": compared with the module run by hand in float32 (CUDA's "auto" dtype is bfloat16).
+    enc = FrozenEncoderTransformer(encoder="user-framer", layers=[0, -1], sample_rate=16000, device="cpu")
     out = enc.fit_transform(X)
     assert out.shape == (3, 2, 21, 6)
     assert enc.encoder_sample_rate_ == 8000 and enc.n_samples_ == 8000
@@ -195,7 +196,8 @@ def test_user_encoder_with_its_own_checkpoint(registry, tmp_path):
     X = _waves(rate=8000)
     with pytest.raises(FileNotFoundError, match="'user-framer-ckpt' needs a local checkpoint .*my lab"):
         FrozenEncoderTransformer(encoder="user-framer-ckpt", sample_rate=8000).fit_transform(X)
-    out = FrozenEncoderTransformer(encoder="user-framer-ckpt", checkpoint=path, sample_rate=8000).fit_transform(X)
+    out = FrozenEncoderTransformer(encoder="user-framer-ckpt", checkpoint=path, sample_rate=8000,
+                                   device="cpu").fit_transform(X)  # compared with a float32 CPU forward
     with torch.inference_mode():
         ref = FramingEncoder(seed=5).eval()(torch.from_numpy(X[:, :8000]))
     np.testing.assert_allclose(out, ref.numpy(), atol=1e-5)

@@ -49,7 +49,7 @@ class RecordingEncoder(TinyTransformerEncoder):
         RecordingEncoder.records.append(dict(
             module=self, layers=list(layers), batch=wav.shape[0], wav_dtype=wav.dtype,
             inference=torch.is_inference_mode_enabled(), training=self.training,
-            autocast=torch.is_autocast_enabled("cpu"), matmul_dtype=(probe @ probe).dtype,
+            autocast=torch.is_autocast_enabled(wav.device.type), matmul_dtype=(probe @ probe).dtype,
         ))
         RecordingEncoder.clips += wav.shape[0]
         return super().forward_layers(wav, layers)
@@ -269,13 +269,18 @@ def test_long_clips_are_cropped_before_resampling_without_changing_tokens():
     np.testing.assert_allclose(direct, whole, atol=1e-4)
 
 
-def test_tokens_do_not_depend_on_batch_size():
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA"))])
+def test_tokens_do_not_depend_on_batch_size(device):
+    # float32 on the CPU: equal to rounding. bfloat16 autocast on CUDA: kernels change with the batch
+    # shape, so tokens agree to bfloat16 precision (8 bits of mantissa, ~0.4 % relative) only.
+    tol = dict(atol=1e-5, rtol=1e-5) if device == "cpu" else dict(atol=3e-2, rtol=3e-2)
     X = _noise(3) + _noise(2, seconds=0.6, seed=1) + _noise(2, seconds=1.5, seed=2)
     for params in (dict(encoder="tiny-vit", layers=[0, 2]), dict(encoder="tiny-cnn", layers=1)):
-        ref = FrozenEncoderTransformer(batch_size=1, **params).fit_transform(X)
+        ref = FrozenEncoderTransformer(batch_size=1, device=device, **params).fit_transform(X)
         for batch_size in (2, 3, 16):
-            out = FrozenEncoderTransformer(batch_size=batch_size, **params).fit_transform(X)
-            np.testing.assert_allclose(out, ref, atol=1e-5, rtol=1e-5)
+            out = FrozenEncoderTransformer(batch_size=batch_size, device=device, **params).fit_transform(X)
+            np.testing.assert_allclose(out, ref, **tol)
 
 
 # -- files -----------------------------------------------------------------------------
@@ -287,10 +292,11 @@ def test_files_with_their_own_sample_rates(tmp_path):
     mono16 = (0.2 * rng.standard_normal(16000) * 32767).astype(np.int16)
     sf.write(tmp_path / "a.wav", stereo44, 44100, subtype="PCM_16")
     sf.write(tmp_path / "b.flac", mono16, 16000, subtype="PCM_16")
-    enc = FrozenEncoderTransformer(encoder="tiny-vit", sample_rate=8000)  # arrays' rate; files have theirs
+    # device="cpu": exact float32 comparisons (CUDA's "auto" dtype is bfloat16).
+    enc = FrozenEncoderTransformer(encoder="tiny-vit", sample_rate=8000, device="cpu")  # files have their rate
     out = enc.fit_transform([tmp_path / "a.wav", str(tmp_path / "b.flac")])
-    a = FrozenEncoderTransformer(encoder="tiny-vit", sample_rate=44100).fit_transform([stereo44])
-    b = FrozenEncoderTransformer(encoder="tiny-vit", sample_rate=16000).fit_transform([mono16])
+    a = FrozenEncoderTransformer(encoder="tiny-vit", sample_rate=44100, device="cpu").fit_transform([stereo44])
+    b = FrozenEncoderTransformer(encoder="tiny-vit", sample_rate=16000, device="cpu").fit_transform([mono16])
     np.testing.assert_allclose(out[0], a[0], atol=1e-4)
     np.testing.assert_allclose(out[1], b[0], atol=1e-5)
     mixed = enc.transform([tmp_path / "b.flac", mono16.astype(np.float32) / 32768])  # 8 kHz array
@@ -433,7 +439,7 @@ def test_encoder_runs_frozen_in_eval_and_inference_mode(recorder):
     assert not any(p.requires_grad for p in module.parameters())
     fresh = RecordingEncoder().state_dict()
     for key, value in module.state_dict().items():
-        assert torch.equal(value, fresh[key]), key  # parameters never change
+        assert torch.equal(value.cpu(), fresh[key]), key  # parameters never change (on whatever device)
 
 
 def test_fit_learns_nothing():
@@ -455,7 +461,7 @@ def test_auto_dtype_computes_in_float32_on_cpu(recorder):
 
 def test_bfloat16_autocast_when_asked(recorder):
     X = _noise(2)
-    out = FrozenEncoderTransformer(encoder=RECORDING, dtype="bfloat16").fit_transform(X)
+    out = FrozenEncoderTransformer(encoder=RECORDING, dtype="bfloat16").fit_transform(X)  # on any device
     record = recorder.records[-1]
     assert record["autocast"] and record["matmul_dtype"] == torch.bfloat16
     assert out.dtype == np.float32
@@ -498,7 +504,8 @@ def test_unknown_device_is_a_clear_error():
 
 def test_weights_load_lazily_once(loads, big_checkpoint):
     X = _noise(2)
-    enc = FrozenEncoderTransformer(encoder=BIG, checkpoint=big_checkpoint)
+    # device="cpu": the output is compared with a float32 forward below (the CUDA twin is the next test).
+    enc = FrozenEncoderTransformer(encoder=BIG, checkpoint=big_checkpoint, device="cpu")
     enc.fit(X)
     assert loads == {"load_encoder": 0, "read_checkpoint": 0}  # fit only describes the layout
     out = enc.transform(X)
@@ -510,6 +517,19 @@ def test_weights_load_lazily_once(loads, big_checkpoint):
     with torch.inference_mode():
         expected = BigEncoder(seed=1).eval()(torch.from_numpy(np.stack(X)))
     np.testing.assert_allclose(out, expected.numpy(), atol=1e-5)  # the checkpoint's weights, not the seed's
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_weights_load_lazily_once_on_cuda(loads, big_checkpoint, tmp_path):
+    X = _noise(2)
+    enc = FrozenEncoderTransformer(encoder=BIG, checkpoint=big_checkpoint, device="auto").fit(X)
+    out = enc.transform(X)
+    clone(enc).set_params(device="cuda").fit(X).transform(X)  # "cuda" and "auto" name one GPU
+    enc.set_params(cache=tmp_path).transform(X)  # hashing the weights for the store reads no more
+    assert loads == {"load_encoder": 1, "read_checkpoint": 1}
+    with torch.inference_mode():
+        expected = BigEncoder(seed=1).eval()(torch.from_numpy(np.stack(X)))
+    np.testing.assert_allclose(out, expected.numpy(), atol=5e-2, rtol=5e-2)  # bfloat16 autocast
 
 
 def test_clone_set_params_and_pickle_never_load_weights(loads, big_checkpoint):
@@ -574,7 +594,7 @@ def test_architecture_read_from_the_checkpoint(tmp_path, loads):
     out = enc.fit_transform(_noise(2))
     assert enc.layers_ == [2] and enc.dim_ == 5 and enc.token_grid_ == (50, 1)
     assert out.shape == (2, 50, 5)
-    assert loads["load_encoder"] == 1  # loaded once, in fit, and reused by transform
+    assert loads["load_encoder"] == 1  # loaded once, in fit (on the CPU), and moved to the device by transform
     with pytest.raises(ValueError, match="layers must be integers in \\[-3, 2\\]"):
         FrozenEncoderTransformer(encoder=CONFIGURED, checkpoint=folder, layers=5).fit(_noise(1))
 
@@ -588,7 +608,7 @@ def test_transformers_folder_through_the_transformer(tmp_path):
     tf.Wav2Vec2Model(config).save_pretrained(tmp_path / "w2v")
     X = np.stack(_noise(2))
     enc = FrozenEncoderTransformer(encoder="hf-wav2vec2", checkpoint=tmp_path / "w2v", layers=[0, -1],
-                                   clip_seconds=1.0)
+                                   clip_seconds=1.0, device="cpu")  # compared with a float32 CPU forward
     out = enc.fit_transform(X)
     assert enc.layers_ == [0, 1] and out.shape == (2, 2, 49, 16)
     module = skprobe.load_encoder("hf-wav2vec2", tmp_path / "w2v")

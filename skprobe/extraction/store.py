@@ -41,6 +41,7 @@ __all__ = ["TokenStore", "StoreWriter", "StoreArray", "StoreError"]
 
 FORMAT_VERSION = 3  # 3: sharded store (2 was one .npy file per clip)
 _INDEX_DTYPE = np.dtype([("key", "S32"), ("row", "<i8"), ("crc", "<u4")])
+_F16_MAX = float(np.finfo(np.float16).max)
 _CLAIM_TIMEOUT = 600.0  # seconds without a refresh after which another host's claim is stale
 
 
@@ -408,6 +409,11 @@ class StoreWriter:
         tokens = np.asarray(tokens)
         if tokens.shape[1:] != store.row_shape or len(tokens) != len(keys):
             raise ValueError(f"tokens of shape {tokens.shape} do not match {len(keys)} rows of {store.row_shape}")
+        if not np.isfinite(tokens).all():
+            raise ValueError(f"refusing to store tokens with NaN or infinite values in {store.folder}")
+        if store.dtype == np.float16 and tokens.dtype != np.float16 and np.abs(tokens).max(initial=0) > _F16_MAX:
+            raise ValueError(f"tokens exceed the float16 range of token store {store.folder}; use a float32 "
+                             "store (store_dtype='float32')")
         try:
             with store._locked():
                 store.refresh()

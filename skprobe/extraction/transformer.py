@@ -36,13 +36,11 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 _LOADED: OrderedDict[tuple, AudioEncoder] = OrderedDict()
 _LOADED_MAX = 2
 _CHECKPOINT_HASHES: dict[tuple, str] = {}
-_STATE_HASHES: dict[int, str] = {}
 
 
 def clear_encoder_cache() -> None:
     """Drop the encoders kept in memory by :class:`FrozenEncoderTransformer`."""
     _LOADED.clear()
-    _STATE_HASHES.clear()
 
 
 def _device_key(device: torch.device) -> str:
@@ -414,7 +412,7 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
             return np.asarray(array).astype(self._out_dtype, copy=False)
         out = []
         for _, tokens, _ in self._stream(X, store=None):
-            out.append(tokens.astype(self._out_dtype, copy=False))
+            out.append(np.array(tokens, dtype=self._out_dtype))  # owned: on CUDA it is a reused pinned buffer
         out = np.concatenate(out) if out else np.empty((0, len(self.layers_), self.n_tokens_, self.dim_),
                                                       self._out_dtype)
         return out[:, 0] if isinstance(self.layers, Integral) else out
@@ -650,10 +648,14 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
         spec = spec or self.encoder_spec_
         path = self._checkpoint_path(spec)
         stats = _file_stats(path) if path is not None else None
-        key = (spec.name, id(spec.builder), str(path), stats, _device_key(device))
+        weights = (spec.name, id(spec.builder), str(path), stats)
+        key = (*weights, _device_key(device))
         module = _LOADED.get(key)
         if module is None:
-            module = load_encoder(spec, path).to(device)
+            # Loaded on another device already (e.g. on the CPU by fit, for its layout): move it, do not reload.
+            elsewhere = next((k for k in _LOADED if k[:-1] == weights), None)
+            module = _LOADED.pop(elsewhere) if elsewhere is not None else load_encoder(spec, path)
+            module = module.to(device)
             _LOADED[key] = module
             while len(_LOADED) > _LOADED_MAX:
                 _LOADED.popitem(last=False)
@@ -665,18 +667,18 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
         path = self._checkpoint_path()
         if path is not None:
             return _checkpoint_hash(path)
-        # No checkpoint: the builder makes the weights (a seed, a user's code), so hash what it built.
-        module = self._load(torch.device("cpu"))
-        key = id(module)
-        if key not in _STATE_HASHES:
+        # No checkpoint: the builder makes the weights (a seed, a user's code), so hash what it built
+        # (on the compute device, where transform needs the module anyway).
+        module = self._load(resolve_device(self.device))
+        cached = getattr(module, "_skprobe_weights_hash", None)  # on the module: ids of freed modules recur
+        if cached is None:
             digest = hashlib.sha256()
             for name, tensor in sorted(module.state_dict().items()):
-                digest.update(name.encode())
-                digest.update(str(tuple(tensor.shape)).encode())
-                digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
-                              if tensor.numel() else b"")
-            _STATE_HASHES[key] = "state-" + digest.hexdigest()
-        return _STATE_HASHES[key]
+                digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+                if tensor.numel():
+                    digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+            cached = module._skprobe_weights_hash = "state-" + digest.hexdigest()
+        return cached
 
     def _store_config(self, compute: torch.dtype) -> dict:
         return {

@@ -1,0 +1,242 @@
+"""Token store: format, atomic commits, concurrent writers, damage, bad folders, store-backed arrays."""
+
+import errno
+import json
+import pickle
+import zlib
+
+import numpy as np
+import pytest
+
+from skprobe.extraction import StoreArray, StoreError, TokenStore
+from skprobe.extraction.cache import clip_key
+from skprobe.extraction.store import StoreWriter
+
+
+def _keys(n, start=0):
+    return [clip_key(np.full(4, i, np.float32)) for i in range(start, start + n)]
+
+
+def _tokens(n, shape=(2, 5, 3), seed=0):
+    return np.random.default_rng(seed).standard_normal((n, *shape)).astype(np.float32)
+
+
+def _store(root, **kw):
+    return TokenStore(root, {"encoder": "x"}, (2, 5, 3), **kw)
+
+
+def _records(store):
+    return np.concatenate([np.load(p) for p in (store.folder / "index").glob("*.npy")])
+
+
+def _temp_files(root):
+    return [p for p in root.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_round_trip_is_float16_on_disk_and_memory_mapped(tmp_path):
+    store = _store(tmp_path)
+    keys, tokens = _keys(3), _tokens(3)
+    assert store.missing(keys) == keys and len(store) == 0
+    with store.writer() as writer:
+        assert writer.commit(keys, tokens) == 3
+    assert store.missing(keys + keys[:1]) == [] and len(store) == 3
+    got = store.read(keys[::-1])
+    assert got.dtype == np.float16
+    np.testing.assert_array_equal(got, tokens[::-1].astype(np.float16))
+    shards = list((store.folder / "shards").glob("*.bin"))
+    assert len(shards) == 1 and shards[0].stat().st_size == 3 * 2 * 5 * 3 * 2  # raw float16 rows
+    meta = json.loads((store.folder / "store.json").read_text())
+    assert meta["dtype"] == "float16" and meta["row_shape"] == [2, 5, 3] and meta["config"] == {"encoder": "x"}
+    # A fresh handle (another process) sees the same rows.
+    np.testing.assert_array_equal(_store(tmp_path).read(keys), got[::-1])
+
+
+def test_float32_store(tmp_path):
+    store = _store(tmp_path, dtype="float32")
+    tokens = _tokens(2) * 1e6
+    with store.writer() as writer:
+        writer.commit(_keys(2), tokens)
+    np.testing.assert_array_equal(store.read(_keys(2)), tokens)
+    assert store.config_key != _store(tmp_path).config_key
+
+
+def test_a_clip_is_never_stored_twice(tmp_path):
+    store = _store(tmp_path)
+    keys = _keys(4)
+    with store.writer() as a, _store(tmp_path).writer() as b:
+        assert a.commit(keys[:3], _tokens(3)) == 3
+        # b's batch overlaps a's and repeats one key: only the new clip is written.
+        assert b.commit([keys[2], keys[3], keys[3]], _tokens(3, seed=1)) == 1
+    records = _records(store)
+    assert len(records) == 4 and len(np.unique(records["key"])) == 4
+    np.testing.assert_array_equal(store.read(keys[2:3]), _tokens(3)[2:3].astype(np.float16))  # the first commit
+
+
+def test_non_finite_and_float16_overflow_are_refused(tmp_path):
+    store = _store(tmp_path)
+    bad = _tokens(1)
+    bad[0, 0, 0, 0] = np.nan
+    with store.writer() as writer:
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            writer.commit(_keys(1), bad)
+        with pytest.raises(ValueError, match="float16 range.*float32"):
+            writer.commit(_keys(1), _tokens(1) * 1e6)
+    assert store.missing(_keys(1)) == _keys(1)
+
+
+def test_tampered_row_is_detected_on_read(tmp_path):
+    store = _store(tmp_path)
+    keys = _keys(2)
+    with store.writer() as writer:
+        writer.commit(keys, _tokens(2))
+    shard = next((store.folder / "shards").glob("*.bin"))
+    data = np.fromfile(shard, np.float16)
+    data[30 + 7] = np.nan  # second row
+    data.tofile(shard)
+    fresh = _store(tmp_path)
+    fresh.read(keys[:1])  # the untouched row is fine
+    with pytest.raises(StoreError, match=f"token store {fresh.folder}: row 1 .*damaged.*delete the store folder"):
+        fresh.read(keys[1:])
+
+
+def test_interrupted_commit_leaves_no_entry_and_no_temp_file(tmp_path, monkeypatch):
+    store = _store(tmp_path)
+    keys = _keys(3)
+    writer = store.writer()
+    writer.commit(keys[:1], _tokens(1))
+
+    def crash(fh, *args, **kwargs):
+        fh.write(b"\x93NUMPY partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        writer.commit(keys[1:2], _tokens(1, seed=1))
+    monkeypatch.undo()
+    assert _temp_files(tmp_path) == []
+    assert _store(tmp_path).missing(keys) == keys[1:]
+    # The shard was cut back, so the writer goes on where it was.
+    writer.commit(keys[1:], _tokens(2, seed=2))
+    writer.close()
+    np.testing.assert_array_equal(_store(tmp_path).read(keys[1:]), _tokens(2, seed=2).astype(np.float16))
+
+
+def test_full_disk_names_the_folder_and_keeps_the_store_readable(tmp_path, monkeypatch):
+    store = _store(tmp_path)
+    keys = _keys(3)
+    writer = store.writer()
+    writer.commit(keys[:1], _tokens(1))
+    real_append = StoreWriter._append
+
+    def full(self, rows):
+        self._fh = self._fh or open(self.store.folder / "shards" / f"{self.shard}.bin", "ab")
+        self._fh.write(rows.tobytes()[:7])  # a partial write, then ENOSPC
+        self._fh.flush()
+        self._rows += len(rows)
+        self._rollback(len(rows))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(StoreWriter, "_append", full)
+    with pytest.raises(StoreError, match=f"cannot write to token store {store.folder}: the disk is full"):
+        writer.commit(keys[1:], _tokens(2))
+    monkeypatch.setattr(StoreWriter, "_append", real_append)
+    fresh = _store(tmp_path)
+    assert fresh.missing(keys) == keys[1:]
+    np.testing.assert_array_equal(fresh.read(keys[:1]), _tokens(1).astype(np.float16))
+    writer.commit(keys[1:], _tokens(2))  # space freed: the same writer goes on
+    writer.close()
+    assert _store(tmp_path).missing(keys) == []
+
+
+def test_unwritable_folder_is_named(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    store = TokenStore(blocker / "tokens", {"encoder": "x"}, (1,))
+    with pytest.raises(StoreError, match=f"cannot write to token store {store.folder}"):
+        store.writer()
+    with pytest.raises(StoreError, match=f"token store {blocker} is a file"):
+        TokenStore(blocker, {"encoder": "x"}, (1,))
+
+
+def test_store_of_another_configuration_is_named(tmp_path):
+    store = _store(tmp_path)
+    with store.writer() as writer:
+        writer.commit(_keys(1), _tokens(1))
+    meta = json.loads((store.folder / "store.json").read_text())
+    meta["config"] = {"encoder": "other"}
+    (store.folder / "store.json").write_text(json.dumps(meta))
+    with pytest.raises(StoreError, match=f"token store {store.folder} was made by another configuration"):
+        _store(tmp_path)
+
+
+def test_old_per_clip_cache_gets_a_clear_message(tmp_path):
+    old = tmp_path / "0123456789abcdef01234567"
+    (old / "ab").mkdir(parents=True)
+    (old / "config.json").write_text("{}")
+    np.save(old / "ab" / "ab12.npy", np.zeros(3, np.float16))
+    with pytest.warns(UserWarning, match="1 old per-clip token cache folder.*Delete"):
+        _store(tmp_path)
+    with pytest.raises(StoreError, match=f"{old} is the folder of an old per-clip token cache"):
+        _store(old)
+
+
+def test_claims_split_work_between_live_writers(tmp_path):
+    keys = _keys(6)
+    a, b = _store(tmp_path).writer(), _store(tmp_path).writer()
+    todo_a, elsewhere_a = a.claim(keys[:4])
+    todo_b, elsewhere_b = b.claim(keys)
+    assert (todo_a, elsewhere_a) == (keys[:4], [])
+    assert (todo_b, elsewhere_b) == (keys[4:], keys[:4])
+    a.commit(keys[:4], _tokens(4))
+    assert b.wait(keys[:4]) == []  # stored by a
+    extra = _keys(2, start=10)
+    a.claim(extra[:1])
+    a.close()  # gave up without committing: its claim is gone
+    assert b.wait(extra[:1]) == extra[:1]  # for b to compute
+    # A writer killed with its claim file left behind: a dead pid on this host frees its claim.
+    import socket
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    claim = {"host": socket.gethostname(), "pid": int(dead.stdout), "keys": extra[1:]}
+    (b.store.folder / "claims" / "killed.json").write_text(json.dumps(claim))
+    assert b.claim(extra[1:]) == (extra[1:], [])
+    b.close()
+
+
+def test_store_array_indexing(tmp_path):
+    store = _store(tmp_path)
+    keys, tokens = _keys(5), _tokens(5).astype(np.float16)
+    with store.writer() as writer:
+        writer.commit(keys[:3], tokens[:3])
+        writer.commit(keys[3:], tokens[3:])
+    arr = store.array(keys)
+    assert isinstance(arr, StoreArray)
+    assert (arr.shape, arr.dtype, arr.ndim, len(arr)) == ((5, 2, 5, 3), np.float16, 4, 5)
+    np.testing.assert_array_equal(arr[1], tokens[1])
+    np.testing.assert_array_equal(arr[-1], tokens[-1])
+    np.testing.assert_array_equal(arr[1:4], tokens[1:4])
+    np.testing.assert_array_equal(arr[np.array([4, 0, 4])], tokens[[4, 0, 4]])
+    np.testing.assert_array_equal(arr[np.array([True, False, True, False, True])], tokens[::2])
+    np.testing.assert_array_equal(arr[2:, 0], tokens[2:, 0])
+    np.testing.assert_array_equal(np.asarray(arr), tokens)
+    assert np.asarray(arr, dtype=np.float32).dtype == np.float32
+    with pytest.raises(IndexError):
+        arr[5]
+    squeezed = store.array(keys, squeeze_layer=True)
+    assert squeezed.shape == (5, 5, 3)
+    np.testing.assert_array_equal(squeezed[2], tokens[2, 0])
+    copy = pickle.loads(pickle.dumps(squeezed))
+    assert len(pickle.dumps(squeezed)) < 4000  # keys and the store's description, no tokens
+    np.testing.assert_array_equal(np.asarray(copy), tokens[:, 0])
+    with pytest.raises(KeyError, match="has no tokens for clip key"):
+        store.array(_keys(1, start=10))
+
+
+def test_crc_matches_the_row_bytes(tmp_path):
+    store = _store(tmp_path)
+    with store.writer() as writer:
+        writer.commit(_keys(1), _tokens(1))
+    record = _records(store)[0]
+    assert record["crc"] == zlib.crc32(_tokens(1)[0].astype(np.float16).tobytes())

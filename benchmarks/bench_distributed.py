@@ -15,14 +15,15 @@ Usage::
 
     python benchmarks/bench_distributed.py                      # YAMNet, 1000 files of 2 s
     python benchmarks/bench_distributed.py --encoder tiny-vit --files 200 --clip-seconds 1
-    # GPU (one GPU per worker; the 1-worker run is the cluster's overhead check):
-    python benchmarks/bench_distributed.py --encoder eat --files 4096 --clip-seconds 10 \\
-        --batch-size 256 --device auto --workers 1
+    # GPU: one GPU worker against the same extraction in one process (the cluster's overhead):
+    python benchmarks/bench_distributed.py --encoder eat --random-weights --files 4096 --clip-seconds 10 \\
+        --batch-size 256 --chunk-size 1024 --device auto --workers 1 --single
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -32,6 +33,7 @@ import soundfile as sf
 from distributed import Client, LocalCluster
 
 from skprobe.distributed import _worker, extract
+from skprobe.encoders import get_encoder_spec
 
 
 def write_files(folder: Path, n: int, seconds: float, rate: int = 16000) -> list[str]:
@@ -83,6 +85,18 @@ def run(n_workers: int, paths: list[str], root: Path, params: dict, chunk_size: 
             "scheduler_bytes": sent, "chunks": report.chunks_per_worker}
 
 
+def single_process(paths: list[str], root: Path, params: dict) -> dict:
+    """The same extraction in this process, without Dask (torch's default threads), after a warm-up."""
+    from skprobe import FrozenEncoderTransformer
+
+    FrozenEncoderTransformer(**params, cache=str(root / "scratch-single")).fit(None).extract_to_store(paths[:1])
+    transformer = FrozenEncoderTransformer(**params, cache=str(root / "store-single")).fit(None)
+    start = time.perf_counter()
+    result = transformer.extract_to_store(paths)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "clips_per_s": len(paths) / seconds, "forwarded": result.computed}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--encoder", default="yamnet")
@@ -92,14 +106,23 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=50)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--random-weights", action="store_true",
+                        help="random initialisation instead of a checkpoint (speed does not depend on the weights)")
+    parser.add_argument("--single", action="store_true", help="also time the extraction in one process without Dask")
     args = parser.parse_args()
-    params = {"encoder": args.encoder, "clip_seconds": args.clip_seconds, "batch_size": args.batch_size,
+    encoder = args.encoder
+    if args.random_weights:  # the spec itself goes to the workers (its builder is importable there)
+        spec = get_encoder_spec(args.encoder)
+        encoder = dataclasses.replace(spec, name=f"{spec.name}-random", requires_checkpoint=False,
+                                      packaged_weights=None)
+    params = {"encoder": encoder, "clip_seconds": args.clip_seconds, "batch_size": args.batch_size,
               "device": args.device}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "clips").mkdir()
         paths = write_files(root / "clips", args.files, args.clip_seconds)
         results = [run(n, paths, root, params, args.chunk_size) for n in args.workers]
+        single = single_process(paths, root, params) if args.single else None
     print(f"{args.encoder}, {args.files} files of {args.clip_seconds:g} s, batch {args.batch_size}, "
           f"chunks of {args.chunk_size}, device {args.device}")
     for r in results:
@@ -108,6 +131,12 @@ def main() -> None:
               f"({r['forwarded']} forwarded, chunks per worker {sorted(r['chunks'].values())}); "
               f"scheduler streams {total / 1e3:.1f} kB {r['scheduler_bytes']}; chunk descriptions + summaries "
               f"{r['task_bytes'] / 1e3:.1f} kB; tokens written {r['token_bytes'] / 1e6:.1f} MB")
+    if single is not None:
+        import torch
+
+        print(f"single process, no Dask ({torch.get_num_threads()} torch threads): {single['seconds']:.1f} s, "
+              f"{single['clips_per_s']:.1f} clips/s; {results[0]['workers']} worker(s) / single: "
+              f"{results[0]['clips_per_s'] / single['clips_per_s']:.2f}x")
     if len(results) > 1:
         print(f"speed-up {results[-1]['workers']} vs {results[0]['workers']} worker(s): "
               f"{results[-1]['clips_per_s'] / results[0]['clips_per_s']:.2f}x")

@@ -168,3 +168,17 @@ def test_cli_extract_on_a_scheduler(client, clips, reference, tmp_path, capsys):
 
     assert main([*args, "--scheduler", "tcp://127.0.0.1:9"]) == 2
     assert "could not reach the Dask scheduler at tcp://127.0.0.1:9" in capsys.readouterr().err
+
+
+def test_cli_cluster_options_are_checked(clips, tmp_path, capsys):
+    folder = os.path.dirname(clips[0])
+    base = ["extract", "--dataset", folder, "--encoder", "tiny-vit", "--store", str(tmp_path / "store")]
+    assert main([*base, "--workers", "0"]) == 2
+    assert "n_workers must be >= 1, got 0" in capsys.readouterr().err
+    assert main([*base, "--workers", "1", "-o", str(tmp_path / "x.npz")]) == 2
+    assert "--output is not used with --scheduler/--workers" in capsys.readouterr().err
+    assert main(["extract", "--dataset", clips[0], "--workers", "1"]) == 2
+    assert "extract a folder of audio files; --dataset" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*base, "--workers", "1", "--scheduler", "tcp://127.0.0.1:9"])
+    assert "not allowed with argument" in capsys.readouterr().err

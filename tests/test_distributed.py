@@ -182,3 +182,13 @@ def test_cli_cluster_options_are_checked(clips, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*base, "--workers", "1", "--scheduler", "tcp://127.0.0.1:9"])
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_a_bad_file_names_worker_and_file_and_keeps_the_other_chunks(client, clips, tmp_path):
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really audio")
+    files = [*clips[:8], str(bad), *clips[8:10]]
+    with pytest.raises(ValueError, match=r"worker tcp://.*, chunk 2 .*broken\.wav"):
+        extract(files, tmp_path / "store", client=client, chunk_size=4, retries=0, **ENCODER)
+    _, report = extract(clips[:8], tmp_path / "store", client=client, chunk_size=4, return_report=True, **ENCODER)
+    assert report.n_forwarded == 0  # chunks 0 and 1 were committed before the error surfaced

@@ -122,7 +122,7 @@ def _check_workers(client, params: dict, store: str) -> dict:
 
 
 def extract(X, store: str | os.PathLike, *, client=None, n_workers: int | None = None, chunk_size: int = 256,
-            retries: int = 3, connect_timeout: float = 10.0, return_report: bool = False, verbose: int = 0,
+            retries: int = 1, connect_timeout: float = 10.0, return_report: bool = False, verbose: int = 0,
             **transformer_params):
     """Extract token maps of many audio files on a Dask cluster into a shared token store.
 
@@ -146,8 +146,9 @@ def extract(X, store: str | os.PathLike, *, client=None, n_workers: int | None =
         Start a ``LocalCluster`` of this many single-threaded worker processes for the call.
     chunk_size : int, default=256
         Files per task: the unit of scheduling and of retry after a worker failure.
-    retries : int, default=3
+    retries : int, default=1
         Retries of a chunk whose task raised (a worker that dies is handled by the scheduler).
+        A chunk that still fails is reported after every other chunk finished (and committed).
     connect_timeout : float, default=10
         Seconds to wait for a scheduler given by address.
     return_report : bool, default=False
@@ -210,7 +211,11 @@ def extract(X, store: str | os.PathLike, *, client=None, n_workers: int | None =
         summaries = []
         from distributed import as_completed
 
+        errors = []
         for future in as_completed(futures):
+            if future.status == "error":  # let the other chunks finish and commit, then raise
+                errors.append(future)
+                continue
             summary = future.result()
             summaries.append(summary)
             if verbose:
@@ -218,6 +223,8 @@ def extract(X, store: str | os.PathLike, *, client=None, n_workers: int | None =
                 print(f"chunk {summary['chunk']} on {summary['worker']}: {summary['n_forwarded']} forwarded; "
                       f"{done}/{len(paths)} files", flush=True)
         seconds = time.perf_counter() - start
+        if errors:
+            errors[0].result()  # raises the chunk's exception (the message names the worker and the file)
 
     task_bytes = sum(len(pickle.dumps((params, c, i))) for i, c in enumerate(chunks))
     task_bytes += sum(len(pickle.dumps(s)) for s in summaries)  # the keys are most of it: 32 bytes per clip

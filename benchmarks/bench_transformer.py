@@ -1,26 +1,36 @@
-"""Token extraction speed: FrozenEncoderTransformer against the bare encoder module.
+"""Token extraction speed: FrozenEncoderTransformer against the bare encoder module, the store, files.
 
-Both run the same encoder on the same clips in the same batches: the bare
-variant calls ``module.forward_layers`` on ready-made tensors under
-``torch.inference_mode``; the transformer takes the clips as a list of numpy
-waveforms and does everything a user gets (validation, cropping/padding,
-batching, device transfer, output assembly). Prints clips/s for both and the
-ratio ``bare time / transformer time`` (target >= 0.9 on CPU). No token cache.
+All variants run in one process on the same clips in the same batches, so
+their ratios are comparable even on a shared machine:
+
+- ``bare``: ``module.forward_layers`` on ready-made tensors under
+  ``torch.inference_mode``, tokens copied to the host (on CUDA: cast to
+  bfloat16 on the device and copied into pinned memory, the issue's reference);
+- ``transform``: a list of numpy waveforms through ``transform`` (validation,
+  cropping, batching, device transfer, output assembly), no store;
+- ``store write``: the same into an empty token store (``cache=``, float16);
+- ``store read``: the second call, every clip stored, ``output="memmap"``
+  (clip keys hashed, index looked up, no forward, no token copy);
+- ``files``: the clips as 16-bit WAV and FLAC files at 44.1 kHz stereo
+  (decoding, down-mixing and resampling in read-ahead threads) vs ``arrays``.
 
 Usage::
 
     python benchmarks/bench_transformer.py                         # YAMNet if fetched, else tiny-vit
-    python benchmarks/bench_transformer.py --encoder eat --random-weights --clips 16   # ViT-B, 10 s
-    python benchmarks/bench_transformer.py --encoder eat --random-weights --device cuda --clips 2048 --batch-size 256
+    python benchmarks/bench_transformer.py --encoder eat --random-weights --clips 16 --batch-size 8
+    python benchmarks/bench_transformer.py --encoder eat --random-weights --device cuda --clips 4096 --batch-size 256
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
 
 from skprobe import FrozenEncoderTransformer
@@ -37,7 +47,9 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--n-jobs", type=int, default=None, help="read-ahead threads (default min(4, cores))")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--skip-files", action="store_true", help="skip the WAV/FLAC part")
     args = parser.parse_args()
     name = args.encoder or ("yamnet" if find_weights("yamnet") is not None else "tiny-vit")
     spec = get_encoder_spec(name)
@@ -45,9 +57,9 @@ def main() -> None:
         spec = dataclasses.replace(spec, name=f"{spec.name}-random", requires_checkpoint=False,
                                    packaged_weights=None)
     device = torch.device(args.device)
-
-    transformer = FrozenEncoderTransformer(encoder=spec, checkpoint=args.checkpoint, batch_size=args.batch_size,
-                                           device=args.device)
+    params = dict(encoder=spec, checkpoint=args.checkpoint, batch_size=args.batch_size, device=args.device,
+                  n_jobs=args.n_jobs)
+    transformer = FrozenEncoderTransformer(**params)
     n = int(round(spec.clip_seconds * spec.sample_rate))
     rng = np.random.default_rng(0)
     clips = [(0.1 * rng.normal(size=n)).astype(np.float32) for _ in range(args.clips)]
@@ -63,10 +75,12 @@ def main() -> None:
         with torch.inference_mode(), torch.autocast(device.type, dtype=compute, enabled=compute != torch.float32):
             for batch in batches:
                 maps = module.forward_layers(batch.to(device), layers)
-                torch.stack([m.float() for m in maps], dim=1).cpu()
-
-    def wrapped() -> None:
-        transformer.transform(clips)
+                tokens = torch.stack([m.float() for m in maps], dim=1)
+                if device.type == "cuda":
+                    host = torch.empty(tokens.shape, dtype=torch.bfloat16, pin_memory=True)
+                    host.copy_(tokens.to(torch.bfloat16), non_blocking=True)
+                else:
+                    tokens.numpy()
 
     def timed(fn) -> float:
         start = time.perf_counter()
@@ -75,15 +89,51 @@ def main() -> None:
             torch.cuda.synchronize()
         return time.perf_counter() - start
 
-    wrapped(), bare()  # warm-up: weights loaded, kernels chosen
-    t_wrapped = min(timed(wrapped) for _ in range(args.repeats))
-    t_bare = min(timed(bare) for _ in range(args.repeats))
-    print(f"{spec.name} on {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}, "
-          f"{torch.get_num_threads()} threads), {args.clips} clips of {spec.clip_seconds:g} s, batch {args.batch_size}, "
-          f"compute {compute}, tokens {transformer.n_tokens_} x {transformer.dim_}")
-    print(f"bare module:  {t_bare:8.3f} s  {args.clips / t_bare:10.1f} clips/s")
-    print(f"transformer:  {t_wrapped:8.3f} s  {args.clips / t_wrapped:10.1f} clips/s")
-    print(f"ratio (bare / transformer time): {t_bare / t_wrapped:.3f}")
+    def best(fn) -> float:
+        return min(timed(fn) for _ in range(args.repeats))
+
+    transformer.transform(clips), bare()  # warm-up: weights loaded, kernels chosen
+    t_wrapped = best(lambda: transformer.transform(clips))
+    t_bare = best(bare)
+    rows = [("bare module", t_bare), ("transform (arrays, no store)", t_wrapped)]
+
+    with tempfile.TemporaryDirectory(prefix="skprobe-bench-") as tmp:
+        stored = FrozenEncoderTransformer(**params, cache=Path(tmp) / "store").fit(clips[:1])
+        writes = []
+        for r in range(args.repeats):  # a fresh store each time: every clip is written
+            stored.set_params(cache=Path(tmp) / f"store{r}", output="array")
+            writes.append(timed(lambda: stored.transform(clips)))
+        rows.append(("transform, writing the store", min(writes)))
+        stored.set_params(output="memmap")
+        rows.append(("2nd call, all stored, memmap output", best(lambda: stored.transform(clips))))
+
+        if not args.skip_files:
+            paths = _write_files(clips, Path(tmp) / "audio", spec.sample_rate)
+            arrays44 = [sf.read(p, dtype="int16")[0] for p in paths]
+            at44 = FrozenEncoderTransformer(**{**params, "sample_rate": 44100}).fit(arrays44[:1])
+            rows.append(("arrays 44.1 kHz stereo int16", best(lambda: at44.transform(arrays44))))
+            rows.append(("files (WAV/FLAC 16-bit 44.1 kHz stereo)", best(lambda: transformer.transform(paths))))
+
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"{spec.name} on {device} ({device_name}, {torch.get_num_threads()} threads), {args.clips} clips of "
+          f"{spec.clip_seconds:g} s, batch {args.batch_size}, compute {compute}, tokens "
+          f"{transformer.n_tokens_} x {transformer.dim_}, read-ahead threads {args.n_jobs}")
+    for label, seconds in rows:
+        print(f"{label:42s} {seconds:8.3f} s {args.clips / seconds:10.1f} clips/s  ({t_bare / seconds:.2f} x bare)")
+
+
+def _write_files(clips, folder: Path, rate: int) -> list[Path]:
+    """Half WAV, half FLAC, 16-bit 44.1 kHz stereo versions of the clips."""
+    from skprobe.audio import resample
+
+    folder.mkdir(parents=True)
+    paths = []
+    for i, clip in enumerate(clips):
+        up = resample(clip, rate, 44100)
+        stereo = np.stack([up, 0.5 * up], axis=1)
+        paths.append(folder / f"{i:05d}.{'wav' if i % 2 else 'flac'}")
+        sf.write(paths[-1], (np.clip(stereo, -1, 1) * 32767).astype(np.int16), 44100, subtype="PCM_16")
+    return paths
 
 
 if __name__ == "__main__":

@@ -205,6 +205,9 @@ class TokenStore:
         records = np.concatenate(self._parts) if self._parts else np.empty(0, _INDEX_DTYPE)
         shards = np.concatenate([np.full(len(p), s, np.int32) for p, s in zip(self._parts, self._part_shards)]) \
             if self._parts else np.empty(0, np.int32)
+        self._shard_rows = {shard: int(p["row"].max()) + 1 if len(p) else 0
+                            for shard in set(self._part_shards)
+                            for p in [np.concatenate([q for q, s in zip(self._parts, self._part_shards) if s == shard])]}
         keys, first = np.unique(records["key"], return_index=True)
         self._keys, self._shard_of = keys, shards[first]
         self._row_of, self._crc_of = records["row"][first], records["crc"][first]
@@ -243,7 +246,7 @@ class TokenStore:
     # -- reading ---------------------------------------------------------------------
     def _map(self, shard: int) -> np.memmap:
         mapped = self._maps.get(shard)
-        needed = int(self._row_of[self._shard_of == shard].max()) + 1
+        needed = self._shard_rows[shard]
         if mapped is None or mapped.shape[0] < needed:
             path = self.folder / "shards" / f"{self._shards[shard]}.bin"
             n_rows = path.stat().st_size // self.row_bytes

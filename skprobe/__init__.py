@@ -31,7 +31,7 @@ _LAZY = {
     "load_encoder": "skprobe.encoders.loading",
     "fetch_weights": "skprobe.encoders.weights",
 }
-_SUBMODULES = {"metrics", "probes", "encoders", "extraction", "datasets", "audio"}
+_SUBMODULES = {"metrics", "probes", "encoders", "extraction", "datasets", "audio", "distributed"}
 
 __all__ = [
     "__version__",

@@ -50,9 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     extract = sub.add_parser("extract", help="extract token maps of a data set to a .npz file")
     _data_arguments(extract)
-    extract.add_argument("--output", "-o", required=True,
+    extract.add_argument("--output", "-o",
                          help=".npz file to write (.npz is appended if missing; an existing folder gets "
-                              "<encoder>-tokens.npz inside it)")
+                              "<encoder>-tokens.npz inside it); not with --scheduler/--workers")
+    _cluster_arguments(extract)
 
     evaluate = sub.add_parser(
         "evaluate", help="score a saved probe on tokens written by `skprobe extract`",
@@ -135,6 +136,10 @@ def _extract(args) -> int:
     from ._files import atomic_write
     from .benchmark import extract_tokens, load_benchmark_data
 
+    if args.scheduler is not None or args.workers is not None:
+        return _extract_on_cluster(args)
+    if not args.output:
+        raise ValueError("--output/-o is required (or --scheduler/--workers to extract into a token store)")
     config = _config(args)
     out = _npz_output(args.output, config.encoder)
     _prepare(config)
@@ -173,6 +178,36 @@ def _npz_output(output: str, encoder: str) -> Path:
 
 
 _TOKEN_KEYS = ("X_test", "Y_test", "multilabel")
+
+
+def _cluster_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "distributed extraction (pip install 'skprobe[dask]')",
+        "extract every audio file of the --dataset folder into a token store on a Dask cluster")
+    where = group.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786")
+    where.add_argument("--workers", type=int, help="start a LocalCluster of N worker processes (one GPU each if any)")
+    group.add_argument("--store", help="token store folder every worker can write (default: <data home>/tokens)")
+    group.add_argument("--chunk-size", type=int, default=256, help="files per task (default 256)")
+
+
+def _extract_on_cluster(args) -> int:
+    from ._config import data_home
+    from .distributed import extract
+
+    if not Path(args.dataset).is_dir():
+        raise ValueError(f"--scheduler/--workers extract a folder of audio files; --dataset {args.dataset} is not one")
+    if args.output:
+        raise ValueError("--output is not used with --scheduler/--workers: the tokens go to --store")
+    store = Path(args.store) if args.store else data_home() / "tokens"
+    tokens, report = extract(args.dataset, store, client=args.scheduler, n_workers=args.workers,
+                             chunk_size=args.chunk_size, return_report=True, verbose=0 if args.quiet else 1,
+                             encoder=args.encoder, checkpoint=args.checkpoint, layers=args.layer,
+                             batch_size=args.batch_size, device=args.device)
+    print(f"{report.n_clips} files -> {store}: {report.n_forwarded} encoded, "
+          f"{report.n_clips - report.n_forwarded} already stored; tokens {tokens.shape} {tokens.dtype}; "
+          f"{report.seconds:.1f} s on {len(report.workers)} worker(s)")
+    return 0
 
 
 def _evaluate(args) -> int:

@@ -27,6 +27,11 @@ FORBIDDEN = [
     ("skprobe.extraction", "skprobe.probes"),
     ("skprobe.extraction", "skprobe.datasets"),
     ("skprobe.extraction", "skprobe.cli"),
+    ("skprobe.extraction", "skprobe.distributed"),
+    ("skprobe.encoders", "skprobe.distributed"),
+    ("skprobe.probes", "skprobe.distributed"),
+    ("skprobe.distributed", "skprobe.cli"),
+    ("skprobe.distributed", "skprobe.benchmark"),
     ("skprobe.datasets", "skprobe.encoders"),
     ("skprobe.datasets", "skprobe.probes"),
 ]
@@ -88,7 +93,7 @@ def _fresh_import(code: str) -> str:
 def test_import_skprobe_loads_nothing_heavy():
     out = _fresh_import(
         "import sys, skprobe\n"
-        "heavy = ['matplotlib', 'transformers', 'torchcrepe', 'torch', 'skorch', 'sklearn']\n"
+        "heavy = ['matplotlib', 'transformers', 'torchcrepe', 'torch', 'skorch', 'sklearn', 'dask', 'distributed']\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m.startswith('skprobe.encoders')))"
     )
     assert out.strip() == "[]"

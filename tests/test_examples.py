@@ -18,7 +18,8 @@ def load(name: str):
 
 
 def test_every_example_is_covered():
-    assert {p.stem for p in EXAMPLES.glob("*.py")} == {"grid_search_probe", "multilabel_evaluation", "custom_encoder"}
+    assert {p.stem for p in EXAMPLES.glob("*.py")} == {"grid_search_probe", "multilabel_evaluation", "custom_encoder",
+                                                      "distributed_grid_search"}
 
 
 def test_grid_search_example():
@@ -28,6 +29,11 @@ def test_grid_search_example():
 def test_multilabel_evaluation_example():
     results = load("multilabel_evaluation").main(quick=True)
     assert results["native prototypical"][0] > results["native linear"][0]
+
+
+def test_distributed_grid_search_example():
+    pytest.importorskip("distributed")
+    assert load("distributed_grid_search").main(quick=True) > 0.5
 
 
 def test_custom_encoder_example():

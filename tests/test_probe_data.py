@@ -11,8 +11,7 @@ import torch
 from sklearn.model_selection import cross_val_predict
 
 from skprobe import AttentiveProbeClassifier, LinearProbeClassifier, PrototypicalProbeClassifier
-from skprobe.probes import TokenView, get_training_options, set_training_options, training_options
-from skprobe.probes import _tokens, _training
+from skprobe.probes import TokenView, _tokens, _training, get_training_options, set_training_options, training_options
 from skprobe.probes._batches import HostPrefetcher
 from skprobe.probes._tokens import TokenSource
 
@@ -161,28 +160,30 @@ def test_memmap_pages_are_released(tmp_path, monkeypatch):
 
 
 def test_peak_memory_does_not_grow_with_the_memmap(tmp_path):
-    """Fit from float16 memory maps of 16 MB and 64 MB: peak RSS grows by far less than the file."""
+    """Fit and predict from float16 memory maps of 16 MB and 64 MB: peak RSS grows by far less than the file."""
     script = textwrap.dedent("""
         import json, resource, sys
         import numpy as np
         from skprobe.probes import _tokens
         from skprobe import LinearProbeClassifier
-        _tokens.RELEASE_BYTES = 4 << 20
+        _tokens.RELEASE_BYTES = _tokens.CHUNK_BYTES = 4 << 20
         path, n = sys.argv[1], int(sys.argv[2])
-        mm = np.memmap(path, dtype=np.float16, mode="w+", shape=(n, 16, 32))
-        for s in range(0, n, 4096):
-            mm[s:s + 4096] = np.random.default_rng(s).normal(size=mm[s:s + 4096].shape)
-        mm.flush(); del mm
+        LinearProbeClassifier(max_iter=1, batch_size=512).fit(np.ones((600, 16, 32), np.float16),
+                                                              np.arange(600) % 2).predict(np.ones((600, 16, 32)))
         X = np.memmap(path, dtype=np.float16, mode="r", shape=(n, 16, 32))
         y = np.arange(n) % 2
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        LinearProbeClassifier(max_iter=1, batch_size=512, random_state=0).fit(X, y).predict(X)
+        LinearProbeClassifier(max_iter=1, batch_size=64, random_state=0).fit(X, y).predict(X)
         print(json.dumps({"growth_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024}))
     """)
     growth = {}
     for n in (16384, 65536):  # 16 MB and 64 MB of float16 tokens
+        mm = np.memmap(tmp_path / f"{n}.dat", dtype=np.float16, mode="w+", shape=(n, 16, 32))
+        mm[:] = np.random.default_rng(0).normal(size=(1, 16, 32))
+        mm.flush()
+        del mm
         out = subprocess.run([sys.executable, "-c", script, str(tmp_path / f"{n}.dat"), str(n)], check=True,
-                             capture_output=True, text=True, cwd=str(tmp_path.parent), env=_env())
+                             capture_output=True, text=True, cwd=str(tmp_path), env=_env())
         growth[n] = json.loads(out.stdout.strip().splitlines()[-1])["growth_mb"]
     assert growth[65536] - growth[16384] < 16, growth  # 48 MB more tokens
 

@@ -16,7 +16,9 @@ fault, and the resident set of a fit does not grow with the file size.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
+import os
 from collections.abc import Iterator
 
 import numpy as np
@@ -56,6 +58,60 @@ def _mapping(X) -> mmap.mmap | None:
             return mm if getattr(obj, "mode", "c") != "c" and hasattr(mm, "madvise") else None
         obj = getattr(obj, "base", None)
     return None
+
+
+class _FileRows:
+    """Reads rows of a C-ordered ``np.memmap`` with ``os.preadv`` instead of through the mapping.
+
+    Pages read through a memory map count in the process's resident set (and
+    a kernel may map a whole large folio around every random read); pages
+    read with ``pread`` stay in the page cache only.
+    """
+
+    def __init__(self, X: np.memmap) -> None:
+        mm = X._mmap
+        start = int(X.offset) - int(X.offset) % mmap.ALLOCATIONGRANULARITY  # file offset of the mapping
+        mapped_at = np.frombuffer(mm, dtype=np.uint8).ctypes.data
+        self.position = start + (X.ctypes.data - mapped_at)
+        self.stride = int(X.strides[0])
+        self.row_shape, self.dtype = X.shape[1:], X.dtype
+        self.fd = os.open(X.filename, os.O_RDONLY)
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            os.close(self.fd)
+
+    def read(self, idx: np.ndarray) -> np.ndarray:
+        out = np.empty((len(idx), *self.row_shape), dtype=self.dtype)
+        if not len(idx):
+            return out
+        row = out[0].nbytes
+        flat = out.reshape(len(idx), -1).view(np.uint8)
+        runs = np.flatnonzero(np.diff(idx) != 1) + 1 if self.stride == row else np.arange(1, len(idx))
+        for a, b in zip(np.r_[0, runs], np.r_[runs, len(idx)]):
+            view = memoryview(flat[a:b]).cast("B")
+            done, pos = 0, self.position + int(idx[a]) * self.stride
+            while done < len(view):
+                got = os.preadv(self.fd, [view[done:]], pos + done)
+                if got <= 0:
+                    raise OSError(f"short read from {self.filename_hint()} at byte {pos + done}")
+                done += got
+        return out
+
+    def filename_hint(self) -> str:
+        return f"file descriptor {self.fd}"
+
+
+def _file_rows(X) -> _FileRows | None:
+    """A pread reader for ``X`` when it is a memmap of whole C-ordered rows on a file, else None."""
+    if not isinstance(X, np.memmap) or not isinstance(getattr(X, "_mmap", None), mmap.mmap):
+        return None
+    if not getattr(X, "filename", None) or not X[:1].flags.c_contiguous or X.strides[0] <= 0:
+        return None
+    try:
+        return _FileRows(X)
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 class TokenView:
@@ -158,7 +214,9 @@ class TokenSource:
     def __init__(self, data, tokens: slice | None = None) -> None:
         self.data = data
         self.tokens = tokens
-        self._mmap = _mapping(data)
+        base = data.data if isinstance(data, TokenView) else data
+        self._file = _file_rows(base)
+        self._mmap = None if self._file is not None else _mapping(base)
         self._unreleased = 0
         n, *rest = (int(s) for s in data.shape)
         n_tokens, dim = (1, rest[0]) if len(rest) == 1 else rest
@@ -182,12 +240,15 @@ class TokenSource:
 
     def _read(self, key) -> np.ndarray:
         data = self.data
-        if isinstance(data, TokenView):
-            rows = data.rows(np.arange(len(data))[key] if isinstance(key, slice) else key)
-        else:
-            rows = np.asarray(data[key])
+        if isinstance(data, TokenView):  # read the underlying array directly
+            key = data.indices[np.arange(len(data))[key] if isinstance(key, slice) else key]
+            data = data.data
+        if self._file is not None:
+            return self._file.read(np.arange(len(data))[key] if isinstance(key, slice) else np.asarray(key))
+        rows = np.asarray(data[key])
         if self._mmap is not None:
-            self._unreleased += rows.nbytes
+            # a page fault may map more than the page read (fault-around, large folios): count 64 KB per clip
+            self._unreleased += rows.nbytes if isinstance(key, slice) else len(rows) * max(rows[0].nbytes, 1 << 16)
             if self._unreleased > RELEASE_BYTES:
                 self.release()
         return rows
@@ -223,14 +284,15 @@ class TokenSource:
         """Clips ``start:stop``, converted."""
         return self._convert(self._read(slice(start, stop)))
 
-    def chunks(self, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[int, np.ndarray]]:
-        """``(start, raw rows)`` over all clips, about ``chunk_bytes`` at a time, unconverted."""
+    def chunks(self, chunk_bytes: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """``(start, raw rows)`` over all clips, about ``chunk_bytes`` (:data:`CHUNK_BYTES`) at a time, unconverted."""
+        chunk_bytes = CHUNK_BYTES if chunk_bytes is None else chunk_bytes
         step = max(1, chunk_bytes // max(1, self.shape[1] * self.shape[2] * np.dtype(self.data.dtype).itemsize))
         for start in range(0, len(self), step):
             yield start, self._read(slice(start, min(len(self), start + step)))
         self.release()
 
-    def tensor_chunks(self, chunk_bytes: int = CHUNK_BYTES) -> Iterator[torch.Tensor]:
+    def tensor_chunks(self, chunk_bytes: int | None = None) -> Iterator[torch.Tensor]:
         """Converted clips as CPU tensors, about ``chunk_bytes`` at a time."""
         for _, rows in self.chunks(chunk_bytes):
             yield torch.from_numpy(self._convert(rows))

@@ -32,6 +32,10 @@ __all__ = ["HostPrefetcher", "inference_batches", "upload"]
 _END = object()
 
 
+class _Stopped(Exception):
+    """The consumer stopped iterating: the reader thread ends."""
+
+
 class HostPrefetcher:
     """Gather batches of clips on the host in a background thread, ``depth`` batches ahead.
 
@@ -73,7 +77,13 @@ class HostPrefetcher:
         if self._free.empty() and self._n_buffers < self._max_buffers:
             self._n_buffers += 1
             return torch.empty(shape, dtype=dtype).pin_memory()
-        buffer, event = self._free.get()
+        while True:  # wait for a buffer the consumer is done with, unless the consumer has stopped
+            try:
+                buffer, event = self._free.get(timeout=0.1)
+                break
+            except queue.Empty:
+                if self._stop.is_set():
+                    raise _Stopped from None
         if event is not None:
             event.synchronize()  # the copy out of this buffer has finished
         return buffer
@@ -105,6 +115,8 @@ class HostPrefetcher:
                 if self._stop.is_set():
                     return
             self._ready.put(_END)
+        except _Stopped:
+            return
         except BaseException as exc:  # re-raised in the consumer's thread
             self._ready.put(exc)
 

@@ -10,11 +10,21 @@ Usage::
 
     python benchmarks/bench_probe_training.py                      # CPU default size
     python benchmarks/bench_probe_training.py --gpu-size --device cuda   # 256 x 512 x 768, 100 classes
+    python benchmarks/bench_probe_training.py --inference          # batched vs one-clip-at-a-time predict_proba
+    python benchmarks/bench_probe_training.py --memmap-rss 1 4     # peak RSS fitting from 1 GB / 4 GB float16 memmaps
+    python benchmarks/bench_probe_training.py --grid-rss 1         # GridSearchCV(n_jobs=2) peak RSS per worker
+    python benchmarks/bench_probe_training.py --device cuda --stream   # also: tokens forced to stream (budget)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
 import time
 
 import numpy as np
@@ -58,6 +68,87 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
+def inference(args) -> None:
+    """predict_proba in padded batches of 128 against one clip at a time (batch_size=1), side by side."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(args.n_clips, args.n_tokens, args.dim)).astype(np.float32)
+    Y = (rng.random((args.n_clips, args.n_classes)) < 0.1).astype(np.int64)
+    print(f"predict_proba on {X.shape} float32, device={args.device}, torch threads={torch.get_num_threads()}")
+    print(f"{'probe':<14}{'batch 128 s':>12}{'1 clip s':>10}{'speed-up':>10}{'max |diff|':>12}")
+    for Probe in (LinearProbeClassifier, AttentiveProbeClassifier, PrototypicalProbeClassifier):
+        probe = Probe(max_iter=1, batch_size=128, device=args.device, random_state=0).fit(X[:256], Y[:256])
+        batched_s = timed(lambda probe=probe: probe.set_params(batch_size=128).predict_proba(X))
+        batched = probe.predict_proba(X)
+        single_s = timed(lambda probe=probe: probe.set_params(batch_size=1).predict_proba(X))
+        single = probe.predict_proba(X)
+        print(f"{Probe.__name__.replace('ProbeClassifier', ''):<14}{batched_s:>12.2f}{single_s:>10.2f}"
+              f"{single_s / batched_s:>10.1f}{np.abs(batched - single).max():>12.2e}")
+
+
+_RSS_CHILD = """
+import json, resource, sys
+import numpy as np
+from skprobe import LinearProbeClassifier
+path, n, t, d = sys.argv[1], *map(int, sys.argv[2:5])
+X = np.memmap(path, dtype=np.float16, mode="r", shape=(n, t, d))
+y = (np.arange(n) % 7 == 0).astype(int)
+LinearProbeClassifier(max_iter=1, random_state=0, device="cpu").fit(X, y).predict_proba(X[:4096])
+print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def _write_memmap(path: str, n: int, t: int, d: int) -> None:
+    mm = np.memmap(path, dtype=np.float16, mode="w+", shape=(n, t, d))
+    rng = np.random.default_rng(0)
+    block = rng.normal(size=(4096, t, d)).astype(np.float16)
+    for start in range(0, n, 4096):
+        mm[start : start + 4096] = block[: min(4096, n - start)]
+    mm.flush()
+    del mm
+
+
+def memmap_rss(args) -> None:
+    """Peak RSS of a fresh process fitting one epoch of the linear probe from float16 memmaps of the given GB."""
+    t, d = 16, 64  # small dim, many clips: 2 KB per clip
+    print(f"fit (1 epoch, linear) + predict_proba from float16 np.memmap, clips of {t} x {d}")
+    for gb in args.memmap_rss:
+        n = int(gb * 2**30) // (t * d * 2)
+        with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+            path = os.path.join(tmp, "tokens.f16")
+            _write_memmap(path, n, t, d)
+            start = time.perf_counter()
+            out = subprocess.run([sys.executable, "-c", _RSS_CHILD, path, str(n), str(t), str(d)], check=True,
+                                 capture_output=True, text=True)
+            peak = json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"]
+            print(f"{gb:>5} GB memmap ({n:,} clips): peak RSS {peak:,.0f} MB, {time.perf_counter() - start:.0f} s")
+
+
+def grid_rss(args) -> None:
+    """GridSearchCV(n_jobs=2) on a float16 memmap: the workers' peak RSS with and without TokenView."""
+    from sklearn.model_selection import GridSearchCV
+
+    from skprobe.probes import TokenView
+
+    t, d = 16, 64
+    n = int(args.grid_rss * 2**30) // (t * d * 2)
+
+    def worker_rss(estimator, X, y):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+        path = os.path.join(tmp, "tokens.f16")
+        _write_memmap(path, n, t, d)
+        X = np.memmap(path, dtype=np.float16, mode="r", shape=(n, t, d))
+        y = (np.arange(n) % 7 == 0).astype(int)
+        print(f"GridSearchCV(LinearProbeClassifier, 2 x 3-fold, n_jobs=2) on a {args.grid_rss} GB float16 memmap")
+        for name, data in (("np.memmap", X), ("TokenView(np.memmap)", TokenView(X))):
+            search = GridSearchCV(LinearProbeClassifier(max_iter=1, device="cpu", random_state=0),
+                                  {"learning_rate": [1e-3, 1e-2]}, cv=3, n_jobs=2, scoring=worker_rss, refit=False)
+            search.fit(data, y)
+            peaks = search.cv_results_["mean_test_score"]
+            print(f"{name:<22} worker peak RSS {max(peaks):,.0f} MB (mean over fits {np.mean(peaks):,.0f} MB)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n-clips", type=int, default=2048)
@@ -69,13 +160,29 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per variant; the best is kept")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--gpu-size", action="store_true", help="256 clips x 512 tokens x 768 dims, 100 classes")
+    parser.add_argument("--dtype", default="float32", choices=["float16", "float32"], help="token dtype for fit")
+    parser.add_argument("--stream", action="store_true",
+                        help="CUDA: also time fit with a memory budget below the tokens' size (streamed batches)")
+    parser.add_argument("--inference", action="store_true",
+                        help="time predict_proba batched vs one clip at a time (default size 2000 x 97 x 768)")
+    parser.add_argument("--memmap-rss", type=float, nargs="+", metavar="GB", help="peak RSS from memmaps of GB")
+    parser.add_argument("--grid-rss", type=float, metavar="GB", help="GridSearchCV worker RSS on a memmap of GB")
+    parser.add_argument("--tmp", default=None, help="folder for the memmap files")
     args = parser.parse_args()
+    if args.memmap_rss:
+        return memmap_rss(args)
+    if args.grid_rss:
+        return grid_rss(args)
+    if args.inference:
+        if (args.n_clips, args.n_tokens, args.dim) == (2048, 64, 256):
+            args.n_clips, args.n_tokens, args.dim, args.n_classes = 2000, 97, 768, 10
+        return inference(args)
     if args.gpu_size:
         args.n_clips, args.n_tokens, args.dim, args.n_classes = 256, 512, 768, 100
     device = torch.device(args.device)
 
     rng = np.random.default_rng(0)
-    X = rng.normal(size=(args.n_clips, args.n_tokens, args.dim)).astype(np.float32)
+    X = rng.normal(size=(args.n_clips, args.n_tokens, args.dim)).astype(args.dtype)
     Y = (rng.random((args.n_clips, args.n_classes)) < 0.1).astype(np.int64)
     X_t, Y_t = torch.from_numpy(X), torch.from_numpy(Y.astype(np.float32))
     print(f"device={device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
@@ -99,6 +206,13 @@ def main() -> None:
         seen = args.n_clips * args.epochs
         print(f"{Probe.__name__.replace('ProbeClassifier', ''):<14}{probe.n_trainable_parameters_:>10,}"
               f"{fit_s:>9.3f}{bare_s:>9.3f}{seen / fit_s:>13,.0f}{seen / bare_s:>14,.0f}{bare_s / fit_s:>7.2f}")
+        if args.stream and device.type == "cuda":
+            from skprobe.probes import training_options
+
+            with training_options(device_memory_budget=X[: 2 * args.batch_size].nbytes):
+                stream_s = min(timed(lambda probe=probe: probe.fit(X, Y)) for _ in range(args.repeats))
+            print(f"{'  streamed':<14}{'':>10}{stream_s:>9.3f}{'':>9}{seen / stream_s:>13,.0f}{'':>14}"
+                  f"{fit_s / stream_s:>7.2f}  (streamed / resident throughput)")
 
 
 if __name__ == "__main__":

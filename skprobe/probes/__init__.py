@@ -1,8 +1,11 @@
 """Probes: scikit-learn classifiers trained on frozen token maps."""
 
+from ._tokens import TokenView
+from ._training import get_training_options, set_training_options, training_options
 from .attentive import AttentiveProbeClassifier
 from .linear import LinearProbeClassifier
 from .losses import AsymmetricLoss
 from .prototypical import PrototypicalProbeClassifier
 
-__all__ = ["LinearProbeClassifier", "AttentiveProbeClassifier", "PrototypicalProbeClassifier", "AsymmetricLoss"]
+__all__ = ["LinearProbeClassifier", "AttentiveProbeClassifier", "PrototypicalProbeClassifier", "AsymmetricLoss",
+           "TokenView", "get_training_options", "set_training_options", "training_options"]

@@ -1,14 +1,18 @@
-"""The training engine behind every probe's ``fit``: skorch with tensor batching.
+"""The training engine behind every probe's ``fit``: skorch, fed batches straight from the tokens.
 
 skorch runs the loop (epochs, callbacks, history, early stopping, progress);
-skprobe feeds it batches sliced straight out of one contiguous token tensor
-(kept on the GPU when it fits, else copied through a pinned buffer) instead of
+skprobe feeds it whole batches (:class:`TokenBatchIterator`) read out of the
+token array, converted on the way, and already on the device, instead of
 skorch's default per-sample ``DataLoader`` collation, which dominates the cost
-of small probe heads.
+of small probe heads. On a GPU the tokens are kept on the device when they fit
+in the memory budget of :func:`training_options`, else streamed through pinned
+buffers by a prefetching thread (see :mod:`skprobe.probes._batches`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,53 +23,202 @@ from skorch.dataset import Dataset
 from skorch.helper import predefined_split
 from torch import nn
 
-__all__ = ["TensorBatchIterator", "TrainResult", "train_module"]
+from ._batches import HostPrefetcher, upload
+from ._tokens import TokenSource
 
-# Fraction of free GPU memory the token set may take to be kept on the device.
+__all__ = ["TensorBatchIterator", "TokenBatchIterator", "TokenDataset", "TrainResult", "TrainingOptions",
+           "get_training_options", "set_training_options", "train_module", "training_options"]
+
+# Share of free GPU memory the token set may take to be kept on the device when no budget is set.
 _ON_DEVICE_FRACTION = 0.5
+_BUDGET_ENV = "SKPROBE_DEVICE_MEMORY_BUDGET"
 
 
-class TensorBatchIterator:
-    """skorch iterator over ``(X[idx], y[idx])`` slices of a :class:`~skorch.dataset.Dataset`.
+@dataclass
+class TrainingOptions:
+    """Process-wide settings of the probes' training engine (see :func:`training_options`)."""
+
+    device_memory_budget: float | int | None = None
+    autocast_bf16: bool = False
+    prefetch: int = 2
+
+
+_OPTIONS = TrainingOptions()
+
+
+def get_training_options() -> TrainingOptions:
+    """The current :class:`TrainingOptions` (a copy)."""
+    options = TrainingOptions(**vars(_OPTIONS))
+    if options.device_memory_budget is None and os.environ.get(_BUDGET_ENV):
+        options.device_memory_budget = _parse_budget(os.environ[_BUDGET_ENV])
+    return options
+
+
+def _parse_budget(text: str) -> float | int:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{_BUDGET_ENV} must be a share of free GPU memory in (0, 1] or a number of bytes, "
+                         f"got {text!r}") from None
+    return value if value <= 1 else int(value)
+
+
+def set_training_options(**options) -> TrainingOptions:
+    """Set training-engine options of the probes for the rest of the process; returns the previous ones.
+
+    Same parameters as :func:`training_options`.
+
+    Examples
+    --------
+    >>> previous = set_training_options(prefetch=3)
+    >>> _ = set_training_options(**vars(previous))
+    """
+    unknown = set(options) - set(vars(_OPTIONS))
+    if unknown:
+        raise TypeError(f"unknown training option(s) {sorted(unknown)}; known: {sorted(vars(_OPTIONS))}")
+    budget = options.get("device_memory_budget")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget <= 0
+                               or (isinstance(budget, float) and budget > 1)):
+        raise ValueError("device_memory_budget must be None, a share of free GPU memory in (0, 1] (float) or a "
+                         f"positive number of bytes (int), got {budget!r}")
+    if "prefetch" in options and (not isinstance(options["prefetch"], int) or options["prefetch"] < 1):
+        raise ValueError(f"prefetch must be a positive int, got {options['prefetch']!r}")
+    previous = TrainingOptions(**vars(_OPTIONS))
+    for name, value in options.items():
+        setattr(_OPTIONS, name, value)
+    return previous
+
+
+@contextlib.contextmanager
+def training_options(**options):
+    """Set training-engine options of the probes for a ``with`` block.
 
     Parameters
     ----------
-    dataset : skorch Dataset
-        Holds ``X`` and ``y`` as tensors with the samples on axis 0.
-    batch_size : int
-    shuffle : bool, default=False
-    pin_memory : bool, default=False
-        Gather CPU batches into a reused pinned buffer (for fast host-to-GPU copies).
+    device_memory_budget : float, int or None, default=None
+        GPU memory the training tokens may occupy to be kept on the device
+        (converted to float16 where they fit its range): a share of the free
+        memory at ``fit`` time in ``(0, 1]``, or a number of bytes. ``None``
+        reads the environment variable ``SKPROBE_DEVICE_MEMORY_BUDGET`` (same
+        meaning; it also reaches joblib's worker processes) or else uses half of
+        the free memory. Tokens that do not fit are streamed from pinned host
+        buffers. A budget below one batch of tokens is an error.
+    autocast_bf16 : bool, default=False
+        Run the heads' forward pass under bfloat16 autocast on CUDA during
+        training (no effect on the CPU or at inference). Off by default: its
+        effect on the event-scene macro mAP is not yet measured on a GPU.
+    prefetch : int, default=2
+        Batches read ahead by the streaming thread.
+
+    Examples
+    --------
+    >>> from skprobe.probes import get_training_options, training_options
+    >>> with training_options(device_memory_budget=0.25):
+    ...     get_training_options().device_memory_budget
+    0.25
+    """
+    previous = set_training_options(**options)
+    try:
+        yield get_training_options()
+    finally:
+        set_training_options(**vars(previous))
+
+
+class TensorBatchIterator:
+    """skorch iterator over ``(X[idx], y[idx])`` slices of a :class:`~skorch.dataset.Dataset` of tensors.
+
+    Kept for code that trains on tensors directly; ``train_module`` uses
+    :class:`TokenBatchIterator`.
     """
 
-    def __init__(self, dataset: Dataset, batch_size: int = 128, shuffle: bool = False,
-                 pin_memory: bool = False, **_: object) -> None:
+    def __init__(self, dataset: Dataset, batch_size: int = 128, shuffle: bool = False, **_: object) -> None:
         self.X, self.y = dataset.X, dataset.y
         self.batch_size, self.shuffle = batch_size, shuffle
-        self.pin = pin_memory and self.X.device.type == "cpu" and torch.cuda.is_available()
-        self._buffer: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return -(-len(self.X) // self.batch_size)
-
-    def _gather(self, idx: torch.Tensor) -> torch.Tensor:
-        if not self.pin:
-            return self.X[idx]
-        shape = (len(idx),) + tuple(self.X.shape[1:])
-        if self._buffer is None or self._buffer.shape[0] < len(idx):
-            self._buffer = torch.empty(shape, dtype=self.X.dtype).pin_memory()
-        out = self._buffer[: len(idx)]
-        torch.index_select(self.X, 0, idx, out=out)
-        return out
 
     def __iter__(self):
         n = len(self.X)
         order = torch.randperm(n) if self.shuffle else torch.arange(n)
         for start in range(0, n, self.batch_size):
             idx = order[start : start + self.batch_size]
-            idx_y = idx.to(self.y.device) if self.y is not None else None
-            xb = self._gather(idx.to(self.X.device) if not self.pin else idx)
-            yield xb, (self.y[idx_y] if self.y is not None else None)
+            yield self.X[idx.to(self.X.device)], (self.y[idx.to(self.y.device)] if self.y is not None else None)
+
+
+class TokenDataset(torch.utils.data.Dataset):
+    """Clips ``indices`` of a token source with their targets, as skorch sees them.
+
+    Parameters
+    ----------
+    source : TokenSource
+    targets : Tensor
+        Targets of all clips of ``source`` (on ``device`` when ``resident``).
+    indices : ndarray of int
+        The clips of this dataset (sorted).
+    device : torch.device
+    resident : Tensor, optional
+        All clips of ``source`` already on ``device``.
+    prefetch : int
+    """
+
+    def __init__(self, source: TokenSource, targets: torch.Tensor, indices: np.ndarray, device: torch.device,
+                 resident: torch.Tensor | None = None, prefetch: int = 2) -> None:
+        self.source, self.targets, self.indices = source, targets, indices
+        self.device, self.resident, self.prefetch = device, resident, prefetch
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        j = int(self.indices[i])
+        return torch.from_numpy(self.source.take(np.array([j])))[0], self.targets[j]
+
+
+class TokenBatchIterator:
+    """skorch iterator over whole batches of a :class:`TokenDataset`, delivered on its device.
+
+    Each batch's clip indices are sorted (reads in file order; the order
+    inside a batch does not matter to the loss). Shuffling draws from torch's
+    global generator, which ``fit`` seeds.
+    """
+
+    def __init__(self, dataset: TokenDataset, batch_size: int = 128, shuffle: bool = False, **_: object) -> None:
+        self.dataset, self.batch_size, self.shuffle = dataset, batch_size, shuffle
+
+    def __len__(self) -> int:
+        return -(-len(self.dataset) // self.batch_size)
+
+    def __iter__(self):
+        data = self.dataset
+        n = len(data)
+        order = torch.randperm(n).numpy() if self.shuffle else np.arange(n)
+        batches = [np.sort(data.indices[order[s : s + self.batch_size]]) for s in range(0, n, self.batch_size)]
+        targets_on = data.targets.device
+        if data.resident is not None:
+            for idx in batches:
+                idx_t = torch.from_numpy(idx).to(data.resident.device)
+                yield data.resident[idx_t], data.targets[idx_t.to(targets_on)]
+            return
+        if data.device.type == "cuda":
+            tokens = HostPrefetcher(data.source, batches, data.device, data.prefetch)
+        else:
+            tokens = (torch.from_numpy(data.source.take(idx)) for idx in batches)
+        for idx, xb in zip(batches, tokens):
+            yield xb, data.targets[torch.from_numpy(idx).to(targets_on)]
+
+
+class _ProbeNet(NeuralNet):
+    """skorch ``NeuralNet`` whose forward pass may run under bfloat16 autocast (CUDA only)."""
+
+    autocast_dtype: torch.dtype | None = None
+
+    def infer(self, x, **fit_params):
+        if self.autocast_dtype is None or not self.module_.training:
+            return super().infer(x, **fit_params)
+        with torch.autocast("cuda", dtype=self.autocast_dtype):
+            out = super().infer(x, **fit_params)
+        return out.float()
 
 
 @dataclass
@@ -77,6 +230,7 @@ class TrainResult:
     loss_curve: list[float]
     validation_loss_curve: list[float] = field(default_factory=list)
     best_validation_loss: float | None = None
+    resident_dtype: torch.dtype | None = None
 
 
 def _split(n: int, fraction: float, stratify: np.ndarray | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -95,9 +249,46 @@ def _split(n: int, fraction: float, stratify: np.ndarray | None, seed: int) -> t
         return train_test_split(idx, test_size=n_valid, random_state=seed)
 
 
+def device_budget(source: TokenSource, batch_size: int, device: torch.device,
+                  budget: float | int | None) -> int | None:
+    """Bytes the tokens may take on ``device`` (None on the CPU); ValueError when one batch does not fit."""
+    batch_bytes = min(batch_size, len(source)) * source.shape[1] * source.shape[2] * 2  # float16 at least
+    if isinstance(budget, int) and budget < batch_bytes:
+        raise ValueError(
+            f"device_memory_budget={budget:,} bytes cannot hold one batch of {min(batch_size, len(source))} clips "
+            f"x {source.shape[1]} tokens x {source.shape[2]} dims ({batch_bytes:,} bytes in float16); raise the "
+            "budget (skprobe.probes.training_options) or lower batch_size"
+        )
+    if device.type != "cuda":
+        return None
+    if isinstance(budget, int):
+        return budget
+    free, _ = torch.cuda.mem_get_info(device)
+    share = _ON_DEVICE_FRACTION if budget is None else budget
+    if share * free < batch_bytes:
+        raise ValueError(
+            f"device_memory_budget={share} of the free GPU memory ({free:,} bytes) cannot hold one batch of "
+            f"{batch_bytes:,} bytes; raise the budget or lower batch_size"
+        )
+    return int(share * free)
+
+
+def _resident_tokens(source: TokenSource, device: torch.device, budget: int | None) -> torch.Tensor | None:
+    """The tokens on ``device`` when they fit in ``budget`` (in their dtype, else float16), else None."""
+    if budget is None:
+        return None
+    n_values = len(source) * source.shape[1] * source.shape[2]
+    for dtype in dict.fromkeys([source.dtype, torch.float16]):
+        if n_values * (2 if dtype == torch.float16 else 4) <= budget:
+            resident = upload(source, device, dtype)
+            if resident is not None:
+                return resident
+    return None
+
+
 def train_module(
     module: nn.Module,
-    X: torch.Tensor,
+    X: torch.Tensor | TokenSource,
     y: torch.Tensor,
     *,
     criterion: nn.Module,
@@ -117,37 +308,64 @@ def train_module(
 ) -> TrainResult:
     """Train ``module`` on ``(X, y)`` with AdamW, a per-batch cosine schedule and optional early stopping.
 
-    ``no_decay`` lists parameter-name patterns (fnmatch) excluded from weight
-    decay. Must be called inside a seeded RNG context: initialisation,
-    shuffling and the validation split all derive from ``seed``.
+    ``X`` is a :class:`~skprobe.probes._tokens.TokenSource` (or a CPU tensor
+    of tokens). ``no_decay`` lists parameter-name patterns (fnmatch) excluded
+    from weight decay. Must be called inside a seeded RNG context:
+    initialisation, shuffling and the validation split all derive from
+    ``seed``. On CUDA the options of :func:`training_options` apply; running
+    out of GPU memory raises ``MemoryError`` naming the budget to lower.
     """
-    train_idx = valid_idx = None
+    source = X if isinstance(X, TokenSource) else TokenSource(X.detach().cpu().numpy())
+    options = get_training_options()
+    budget = device_budget(source, batch_size, device, options.device_memory_budget)
     if early_stopping:
-        train_idx, valid_idx = _split(len(X), validation_fraction, stratify, seed)
-        train_idx, valid_idx = torch.from_numpy(np.sort(train_idx)), torch.from_numpy(np.sort(valid_idx))
-    on_device = device.type != "cpu" and _fits_on_device(X, device)
-    if on_device:
-        X, y = X.to(device), y.to(device)
+        train_idx, valid_idx = (np.sort(i) for i in _split(len(source), validation_fraction, stratify, seed))
     else:
-        y = y.to(device) if device.type != "cpu" else y
-    X_train, y_train = (X, y) if train_idx is None else (X[train_idx.to(X.device)], y[train_idx.to(y.device)])
-    n_batches = -(-len(X_train) // batch_size)
+        train_idx, valid_idx = np.arange(len(source)), None
+    try:
+        resident = _resident_tokens(source, device, budget)
+        y = y.to(device) if device.type == "cuda" else y
+        result = _fit(module, source, y, resident, train_idx, valid_idx, criterion=criterion,
+                      learning_rate=learning_rate, weight_decay=weight_decay, no_decay=no_decay, max_iter=max_iter,
+                      batch_size=batch_size, device=device, verbose=verbose, n_iter_no_change=n_iter_no_change,
+                      tol=tol, options=options)
+    except torch.OutOfMemoryError:
+        message = _oom_message(source, device, batch_size, options)
+    else:
+        return result
+    resident = None
+    torch.cuda.empty_cache()
+    raise MemoryError(message)
 
+
+def _oom_message(source: TokenSource, device: torch.device, batch_size: int, options: TrainingOptions) -> str:
+    size = len(source) * source.shape[1] * source.shape[2] * 2 / 1e9
+    return (
+        f"{device} ran out of memory while fitting the probe on {len(source):,} clips x {source.shape[1]} tokens x "
+        f"{source.shape[2]} dims ({size:.2f} GB in float16). Lower the GPU memory budget for resident tokens "
+        f"(skprobe.probes.training_options(device_memory_budget=...) or the {_BUDGET_ENV} environment variable; "
+        f"now {options.device_memory_budget!r}, None meaning {_ON_DEVICE_FRACTION} of the free memory) so that "
+        f"the tokens stream from host memory, or lower batch_size (now {batch_size})"
+    )
+
+
+def _fit(module, source, y, resident, train_idx, valid_idx, *, criterion, learning_rate, weight_decay, no_decay,
+         max_iter, batch_size, device, verbose, n_iter_no_change, tol, options) -> TrainResult:
+    n_batches = -(-len(train_idx) // batch_size)
     callbacks: list = [
         ("cosine", LRScheduler(policy=torch.optim.lr_scheduler.CosineAnnealingLR,
                                T_max=max(1, max_iter * n_batches), step_every="batch")),
     ]
     train_split = None
-    if early_stopping:
-        valid = Dataset(X[valid_idx.to(X.device)], y[valid_idx.to(y.device)])
-        train_split = predefined_split(valid)
+    if valid_idx is not None:
+        train_split = predefined_split(TokenDataset(source, y, valid_idx, device, resident, options.prefetch))
         callbacks.append(("early_stopping", EarlyStopping(
             monitor="valid_loss", patience=n_iter_no_change, threshold=tol,
             threshold_mode="rel", lower_is_better=True, load_best=True, sink=_sink(verbose))))
     if verbose >= 2:
         callbacks.append(("progress", ProgressBar()))
 
-    net = NeuralNet(
+    net = _ProbeNet(
         module=module,
         criterion=criterion,
         optimizer=torch.optim.AdamW,
@@ -156,37 +374,29 @@ def train_module(
         lr=learning_rate,
         max_epochs=max_iter,
         batch_size=batch_size,
-        iterator_train=TensorBatchIterator,
-        iterator_valid=TensorBatchIterator,
+        iterator_train=TokenBatchIterator,
+        iterator_valid=TokenBatchIterator,
         iterator_train__shuffle=True,
-        iterator_train__pin_memory=device.type == "cuda",
-        iterator_valid__pin_memory=device.type == "cuda",
         train_split=train_split,
         callbacks=callbacks,
         device=device,
         verbose=verbose,
     )
+    if options.autocast_bf16 and device.type == "cuda":
+        net.autocast_dtype = torch.bfloat16
     if verbose == 0:
         net.set_params(callbacks__print_log=None)
-    net.fit(X_train, y_train)
+    net.fit(TokenDataset(source, y, train_idx, device, resident, options.prefetch), None)
 
     history = net.history
     loss_curve = [float(v) for v in history[:, "train_loss"]]
-    result = TrainResult(module=net.module_, n_iter=len(history), loss_curve=loss_curve)
-    if early_stopping:
+    result = TrainResult(module=net.module_, n_iter=len(history), loss_curve=loss_curve,
+                         resident_dtype=None if resident is None else resident.dtype)
+    if valid_idx is not None:
         result.validation_loss_curve = [float(v) for v in history[:, "valid_loss"]]
         result.best_validation_loss = min(result.validation_loss_curve)
     return result
 
 
-def _fits_on_device(X: torch.Tensor, device: torch.device) -> bool:
-    if device.type != "cuda":
-        return False
-    free, _ = torch.cuda.mem_get_info(device)
-    return X.element_size() * X.nelement() < _ON_DEVICE_FRACTION * free
-
-
 def _sink(verbose: int):
     return print if verbose else (lambda *args, **kwargs: None)
-
-

@@ -8,6 +8,7 @@ the patch tokens that the heads pool over.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from numbers import Integral, Real
 
@@ -17,11 +18,13 @@ from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+from sklearn.utils.validation import _check_feature_names, check_array, check_is_fitted, validate_data
 from torch import nn
 
 from .._torch import resolve_device
+from ._batches import inference_batches
 from ._targets import encode_targets
+from ._tokens import TokenSource, check_chunks, is_token_array
 from ._training import train_module
 from .losses import LOSSES, make_loss
 
@@ -130,36 +133,52 @@ class BaseProbeClassifier(ClassifierMixin, BaseEstimator):
         """Checks that depend on several parameters (after ``_validate_params``)."""
 
     # -- input validation ------------------------------------------------------------
-    def _validate_tokens(self, X, *, reset: bool) -> np.ndarray:
-        """``X`` as a finite float array ``(n, n_tokens, dim)``."""
+    def _validate_tokens(self, X, *, reset: bool) -> TokenSource:
+        """``X`` as a :class:`TokenSource` over finite float tokens ``(n, n_tokens, dim)``.
+
+        Float ndarrays, memory maps and store-backed array-likes of 2 or 3
+        dimensions are checked in chunks without a converted copy; anything
+        else (lists, DataFrames, integer arrays) goes through scikit-learn's
+        validation. Both set the same fitted attributes.
+        """
         ndim = getattr(X, "ndim", None) if not isinstance(X, (list, tuple)) else np.ndim(X)
         if ndim is not None and ndim > 3:
             raise ValueError(
                 f"X must be (n_clips, n_tokens, dim) or (n_clips, dim) token arrays, got a {ndim}-D array of shape "
                 f"{np.shape(X)}; for several encoder layers select one (e.g. X[:, -1]) or merge the layer axis"
             )
-        if ndim == 3:
+        if is_token_array(X):
+            if ndim == 2:
+                _check_feature_names(self, X, reset=reset)
+            source = TokenSource(X)
+            self._check_dim(source.shape[2], reset, ndim)
+        elif ndim == 3:
             X = check_array(X, allow_nd=True, dtype=_TOKEN_DTYPES, input_name="X")
-            n_tokens, dim = X.shape[1], X.shape[2]
-            if n_tokens < 1 or dim < 1:
+            if X.shape[1] < 1 or X.shape[2] < 1:
                 raise ValueError(f"X needs at least one token of at least one dimension, got shape {X.shape}")
-            if reset:
-                self.n_features_in_ = dim
-                self.__dict__.pop("feature_names_in_", None)
-            elif dim != self.n_features_in_:
-                raise ValueError(
-                    f"X has {dim} features, but {type(self).__name__} is expecting {self.n_features_in_} "
-                    "features as input (the token embedding dimension seen in fit)."
-                )
+            self._check_dim(X.shape[2], reset, ndim)
+            source = TokenSource(X)
         else:
-            X = validate_data(self, X, reset=reset, dtype=_TOKEN_DTYPES)
-            X = X[:, None, :]
-        if X.shape[1] <= self.prefix_tokens and self._needs_patches():
+            source = TokenSource(validate_data(self, X, reset=reset, dtype=_TOKEN_DTYPES))
+        check_chunks(source)  # after the cast to the compute dtype: float64 beyond float32 is caught too
+        if source.shape[1] <= self.prefix_tokens and self._needs_patches():
             raise ValueError(
-                f"X has {X.shape[1]} token(s) per clip but prefix_tokens={self.prefix_tokens}: no patch tokens are "
-                "left to pool over; lower prefix_tokens or pass the patch tokens"
+                f"X has {source.shape[1]} token(s) per clip but prefix_tokens={self.prefix_tokens}: no patch tokens "
+                "are left to pool over; lower prefix_tokens or pass the patch tokens"
             )
-        return X
+        return source
+
+    def _check_dim(self, dim: int, reset: bool, ndim: int) -> None:
+        if reset:
+            self.n_features_in_ = dim
+            if ndim == 3:
+                self.__dict__.pop("feature_names_in_", None)
+        elif dim != self.n_features_in_:
+            detail = " (the token embedding dimension seen in fit)" if ndim == 3 else ""
+            raise ValueError(
+                f"X has {dim} features, but {type(self).__name__} is expecting {self.n_features_in_} "
+                f"features as input{detail}."
+            )
 
     def _needs_patches(self) -> bool:
         return True
@@ -182,8 +201,8 @@ class BaseProbeClassifier(ClassifierMixin, BaseEstimator):
         """
         self._validate_params()
         self._check_params()
-        X = self._validate_tokens(X, reset=True)
-        targets = encode_targets(y, X.shape[0])
+        tokens = self._validate_tokens(X, reset=True)
+        targets = encode_targets(y, len(tokens))
         if len(targets.classes) < 2 and targets.kind != "multilabel":
             raise ValueError(
                 f"{type(self).__name__} needs samples of at least 2 classes; y holds only one class "
@@ -199,7 +218,6 @@ class BaseProbeClassifier(ClassifierMixin, BaseEstimator):
         self._y_dtype = targets.dtype
         self.loss_ = loss
 
-        tokens = self._as_tensor(X)
         if loss == "ce":
             target_tensor = torch.from_numpy(targets.indices)
         else:
@@ -208,7 +226,7 @@ class BaseProbeClassifier(ClassifierMixin, BaseEstimator):
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             mean, scale = self._token_moments(tokens) if self.standardize_tokens else (None, None)
-            network = ProbeNetwork(self._build_head(X.shape[2], len(self.classes_)), self.prefix_tokens, mean, scale)
+            network = ProbeNetwork(self._build_head(tokens.shape[2], len(self.classes_)), self.prefix_tokens, mean, scale)
             result = train_module(
                 network,
                 tokens,
@@ -229,7 +247,7 @@ class BaseProbeClassifier(ClassifierMixin, BaseEstimator):
                 seed=seed,
                 stratify=targets.indices,
             )
-        self.module_ = result.module.cpu().eval()
+        self.module_ = result.module.cpu().eval()  # fitted attributes live on the CPU, whatever the device
         self.n_iter_ = result.n_iter
         self.loss_curve_ = result.loss_curve
         self.validation_loss_curve_ = result.validation_loss_curve if self.early_stopping else None
@@ -247,21 +265,13 @@ class BaseProbeClassifier(ClassifierMixin, BaseEstimator):
             )
         return self.loss
 
-    @staticmethod
-    def _as_tensor(X: np.ndarray) -> torch.Tensor:
-        X = np.ascontiguousarray(X)
-        if not X.flags.writeable:  # torch.from_numpy cannot share read-only memory
-            X = X.copy()
-        tensor = torch.from_numpy(X)
-        return tensor if tensor.dtype in (torch.float32, torch.float16) else tensor.float()
-
-    def _token_moments(self, tokens: torch.Tensor, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    def _token_moments(self, tokens: TokenSource, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-dimension mean and std of the patch tokens, accumulated in float64."""
         patches = tokens[:, self.prefix_tokens :] if tokens.shape[1] > self.prefix_tokens else tokens
         total = torch.zeros(tokens.shape[-1], dtype=torch.float64)
         total_sq = torch.zeros_like(total)
         for start in range(0, len(patches), chunk):
-            block = patches[start : start + chunk].double().reshape(-1, tokens.shape[-1])
+            block = patches[start : start + chunk].double().reshape(-1, tokens.shape[-1])  # read chunk by chunk
             total += block.sum(0)
             total_sq += block.square().sum(0)
         count = patches.shape[0] * patches.shape[1]
@@ -272,21 +282,35 @@ class BaseProbeClassifier(ClassifierMixin, BaseEstimator):
 
     # -- inference -------------------------------------------------------------------
     def _batched(self, X, fn) -> np.ndarray:
-        """``fn(network, token batch)`` over ``X`` in batches of ``batch_size``, as float64 numpy."""
+        """``fn(network, token batch)`` over ``X`` in batches, as float64 numpy.
+
+        Every batch has exactly the inference batch size (the last one padded
+        with zero clips) and runs in float32 without TF32 or autocast, so the
+        output of a clip does not depend on which clips share its batch or on
+        their order (bitwise on the CPUs tested). Changing ``batch_size``
+        changes the problem shape and may change outputs by float32 rounding
+        (relative differences of order 1e-6).
+        """
         check_is_fitted(self)
-        X = self._validate_tokens(X, reset=False)
+        source = self._validate_tokens(X, reset=False)
         device = resolve_device(self.device)
-        module = self.module_.to(device).eval()
-        tokens = self._as_tensor(X)
-        # On CPU clips go one at a time: BLAS results then do not depend on which other clips
-        # share a batch, so predictions on a subset equal the subset of the predictions.
-        step = self.batch_size if device.type != "cpu" else 1
+        module = self._module_on(device)
+        step = self._inference_batch_size()
         out = []
-        with torch.inference_mode():
-            for start in range(0, len(tokens), step):
-                batch = tokens[start : start + step].to(device, non_blocking=True)
-                out.append(fn(module, batch).double().cpu())
+        with torch.inference_mode(), _exact_float32(device):
+            for n, batch in inference_batches(source, step, device):
+                out.append(fn(module, batch)[:n].double().cpu())
         return torch.cat(out).numpy()
+
+    def _inference_batch_size(self) -> int:
+        return self.batch_size if isinstance(self.batch_size, Integral) else 128
+
+    def _module_on(self, device: torch.device) -> nn.Module:
+        """The fitted network on ``device``: ``module_`` itself on the CPU, else a copy (``module_`` stays put)."""
+        on_device = all(t.device == device for t in self.module_.state_dict().values())
+        if on_device:
+            return self.module_.eval()
+        return copy.deepcopy(self.module_).to(device).eval()
 
     def _logits(self, X) -> np.ndarray:
         return self._batched(X, lambda network, tokens: network(tokens))
@@ -350,6 +374,20 @@ class BaseProbeClassifier(ClassifierMixin, BaseEstimator):
         if module is not None and any(t.device.type != "cpu" for t in module.state_dict().values()):
             state["module_"] = copy.deepcopy(module).cpu()  # a GPU-fitted probe unpickles on a CPU machine
         return state
+
+
+@contextlib.contextmanager
+def _exact_float32(device: torch.device):
+    """Full float32 matrix products on CUDA (no TF32) for the duration, restored afterwards."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def with_shared_parameters_doc(cls):

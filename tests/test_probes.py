@@ -209,10 +209,10 @@ def test_prefix_tokens_are_excluded_from_patch_pooling():
     np.testing.assert_array_equal(clf.decision_function(changed), clf.decision_function(X))
 
 
-def test_standardize_tokens_removes_offsets_and_scales(multilabel_tokens):
+def test_standard_normalisation_removes_offsets_and_scales(multilabel_tokens):
     X, Y = multilabel_tokens
-    a = PrototypicalProbeClassifier(standardize_tokens=True, **FAST).fit(X, Y)
-    b = PrototypicalProbeClassifier(standardize_tokens=True, **FAST).fit(3 * X + 50, Y)
+    a = PrototypicalProbeClassifier(normalize_tokens="standard", **FAST).fit(X, Y)
+    b = PrototypicalProbeClassifier(normalize_tokens="standard", **FAST).fit(3 * X + 50, Y)
     np.testing.assert_allclose(a.decision_function(X), b.decision_function(3 * X + 50), atol=2e-4)
     np.testing.assert_allclose(a.module_.token_mean.numpy(), X.reshape(-1, X.shape[2]).mean(0), atol=1e-5)
 

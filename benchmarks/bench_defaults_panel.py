@@ -199,6 +199,18 @@ def panel_row(source: str, probe: str, data, seeds: int, quick: bool) -> dict:
     return row
 
 
+def markdown(rows: list[dict]) -> str:
+    """The panel as a Markdown table (for docs/benchmarks/defaults.md)."""
+    lines = ["| source | probe | default | grid best | default / best | default fit s | best point |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        best = ", ".join(f"{k}={v}" for k, v in r["grid_best_params"].items() if k in ("learning_rate",
+                                                                                          "normalize_tokens"))
+        lines.append(f"| {r['source']} | {r['probe']} | {r['default']:.3f} | {r['grid_best']:.3f} | "
+                     f"{r['ratio']:.3f} | {r['default_fit_s']:.1f} | {best} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sources", nargs="+", default=["all"], help=f"any of {list(REAL) + list(SYNTH)} or all")
@@ -209,7 +221,11 @@ def main(argv=None) -> int:
     parser.add_argument("--cache", default="/tmp/skprobe-panel")
     parser.add_argument("--build-only", action="store_true", help="only build and cache the token sources")
     parser.add_argument("-o", "--output", default="/tmp/skprobe-panel/panel.json")
+    parser.add_argument("--report", metavar="JSON", help="print the Markdown table of an earlier run and exit")
     args = parser.parse_args(argv)
+    if args.report:
+        print(markdown(json.loads(Path(args.report).read_text())))
+        return 0
     sources = list(ORDER) if args.sources == ["all"] else args.sources
     torch.set_num_threads(args.threads)
     cache = Path(args.cache)

@@ -111,8 +111,10 @@ def _synthetic(name: str):
     from skprobe.datasets import make_token_scenes
 
     n, n_tokens, dim, scale = SYNTH[name]
-    d = make_token_scenes(n, n_tokens=n_tokens, dim=dim, n_classes=8, background_strength=4.0, n_distractors=4,
-                          event_strength=2.0, strength_spread=2.0, random_state=0)
+    # The settings of tests/test_paper_effect.py (evidence on 1-3 tokens, gains spread over a factor of 9,
+    # a loud shared background, unlabelled distractors), with 8 classes.
+    d = make_token_scenes(n, n_tokens=n_tokens, dim=dim, n_classes=8, max_events=3, noise=0.3, event_strength=4.0,
+                          strength_spread=3.0, background_strength=4.0, n_distractors=4, random_state=0)
     n_test = 1000 if n > 5000 else n // 3
     X = (d.X * scale).astype(np.float32)
     return X[:-n_test], d.y[:-n_test], X[-n_test:], d.y[-n_test:], True
@@ -176,11 +178,13 @@ def grid(probe: str) -> tuple[list[float], list[str], list[dict]]:
     return lrs, norms, lengths
 
 
-def panel_row(source: str, probe: str, data, seeds: int, quick: bool, lr_axis: bool = True) -> dict:
+def panel_row(source: str, probe: str, data, seeds: int, quick: bool, lr_axis: bool = True,
+              lrs: list[float] | None = None, norms: list[str] | None = None) -> dict:
     Probe = PROBES[probe]
     one = [0]
     default, default_s = run(source, Probe, {}, data, range(seeds))
-    lrs, norms, lengths = grid(probe)
+    grid_lrs, grid_norms, lengths = grid(probe)
+    lrs, norms = lrs or grid_lrs, norms or grid_norms
     points = {}
     base_len = lengths[1]  # the default length
     if not lr_axis:
@@ -229,6 +233,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="skip the training-length axis (learning rate x normalisation at the default length only)")
     parser.add_argument("--no-lr-axis", action="store_true",
                         help="search normalisation only, at the default learning rate (cheapest)")
+    parser.add_argument("--lrs", type=float, nargs="+", help="learning rates to search (default: per probe)")
+    parser.add_argument("--norms", nargs="+", help="normalisations to search (default: none center standard)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the dev machine is shared)")
     parser.add_argument("--cache", default="/tmp/skprobe-panel")
     parser.add_argument("--build-only", action="store_true", help="only build and cache the token sources")
@@ -252,7 +258,8 @@ def main(argv=None) -> int:
         if args.build_only:
             continue
         for probe in args.probes:
-            rows.append(panel_row(source, probe, data, args.seeds, args.quick, not args.no_lr_axis))
+            rows.append(panel_row(source, probe, data, args.seeds, args.quick, not args.no_lr_axis, args.lrs,
+                                  args.norms))
             Path(args.output).parent.mkdir(parents=True, exist_ok=True)
             Path(args.output).write_text(json.dumps(rows, indent=1))
     for probe in args.probes:

@@ -92,6 +92,15 @@ class PrototypicalProbeClassifier(BaseProbeClassifier):
     best_validation_loss_ : float or None
     n_trainable_parameters_ : int
 
+    Notes
+    -----
+    ``normalize_tokens`` defaults to ``"none"`` for this probe (``"center"``
+    for the others): cosine similarity already ignores the token scale, and
+    centring lowered the macro mAP on YAMNet's last layer (0.434 raw, 0.400
+    centred, 0.364 standardised, one seed; see ``docs/benchmarks/defaults.md``).
+    Measure ``"standard"`` on encoders whose features are far from
+    zero-centred: it helped YAMNet's layer 11 and aiSFX in earlier measurements.
+
     Examples
     --------
     >>> import numpy as np
@@ -129,7 +138,7 @@ class PrototypicalProbeClassifier(BaseProbeClassifier):
         validation_fraction: float = 0.1,
         n_iter_no_change: int = 5,
         tol: float = 1e-4,
-        normalize_tokens: str = "center",
+        normalize_tokens: str = "none",
         device: str = "auto",
         random_state=None,
         verbose: int = 0,

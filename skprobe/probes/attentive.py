@@ -142,7 +142,7 @@ class AttentiveProbeClassifier(BaseProbeClassifier):
         asl_gamma_neg: float = 4.0,
         asl_gamma_pos: float = 1.0,
         asl_clip: float = 0.05,
-        learning_rate: float = 3e-3,
+        learning_rate: float = 1e-3,
         weight_decay: float = 1e-4,
         max_iter: int = 30,
         batch_size: int | str = "auto",

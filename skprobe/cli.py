@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seeds", type=int, default=3, help="training seeds per probe (default 3)")
     bench.add_argument("--output", "-o", default="skprobe-results", help="folder for results and plots")
     bench.add_argument("--probe-params", default="{}",
-                       help='JSON of per-probe parameters, e.g. \'{"prototypical": {"standardize_tokens": true}}\'')
+                       help='JSON of per-probe parameters, e.g. \'{"prototypical": {"normalize_tokens": "standard"}}\'')
     bench.add_argument("--save-probes", action="store_true",
                        help="also save the seed-0 probes as joblib files (pickles: loading one runs the code it "
                             "holds, so only load files you trust)")

@@ -5,8 +5,8 @@ up only 1-3 tokens of a clip, at gains spread over a factor of 9, over a loud
 background shared by all clips and with unlabelled distractor events. Global
 mean pooling dilutes the events; one attention query has to share its weights
 between events of different loudness; class-agnostic prototypes with max
-pooling score every class independently. Measured macro mAP with default
-settings (data seeds 0 / 1 / 2; see docs/method.md):
+pooling score every class independently. Measured macro mAP with the defaults
+before issue 12 (raw tokens, batches of 128; data seeds 0 / 1 / 2; see docs/method.md):
 linear 0.748 / 0.768 / 0.752, attentive 0.857 / 0.864 / 0.867,
 prototypical 0.972 / 0.976 / 0.977.
 """

@@ -112,6 +112,10 @@ class AttentiveProbeClassifier(BaseProbeClassifier):
     module_ : torch.nn.Module
     loss_ : str
     n_iter_ : int
+    batch_size_ : int
+        Training batch size used (``batch_size="auto"`` resolved).
+    n_steps_ : int
+        Optimiser steps taken.
     loss_curve_ : list of float
     validation_loss_curve_ : list of float or None
     best_validation_loss_ : float or None
@@ -157,12 +161,12 @@ class AttentiveProbeClassifier(BaseProbeClassifier):
         learning_rate: float = 1e-3,
         weight_decay: float = 1e-4,
         max_iter: int = 30,
-        batch_size: int = 128,
+        batch_size: int | str = "auto",
         early_stopping: bool = False,
         validation_fraction: float = 0.1,
         n_iter_no_change: int = 5,
         tol: float = 1e-4,
-        standardize_tokens: bool = False,
+        normalize_tokens: str = "center",
         device: str = "auto",
         random_state=None,
         verbose: int = 0,

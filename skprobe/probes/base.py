@@ -26,12 +26,18 @@ from ._batches import inference_batches
 from ._targets import encode_targets
 from ._tokens import TokenSource, check_chunks, is_token_array
 from ._training import train_module
-from .losses import LOSSES, make_loss
+from .losses import LOSSES, check_training, make_loss
 
-__all__ = ["BaseProbeClassifier", "ProbeNetwork", "SHARED_PARAMETERS_DOC", "store_parameters",
+__all__ = ["BaseProbeClassifier", "NORMALIZATIONS", "ProbeNetwork", "auto_batch_size", "feature_moments", "SHARED_PARAMETERS_DOC", "store_parameters",
            "with_shared_parameters_doc"]
 
 _TOKEN_DTYPES = [np.float32, np.float16, np.float64]
+
+#: Input normalisations of the probes (``normalize_tokens``).
+NORMALIZATIONS = ("center", "standard", "none")
+
+#: Bounds of ``batch_size="auto"`` and the number of steps per epoch it aims at.
+_AUTO_BATCH = (32, 128, 8)
 
 SHARED_PARAMETERS_DOC = """prefix_tokens : int, default=0
         Number of leading non-patch tokens in ``X`` (``[cls]``, distillation or
@@ -48,8 +54,13 @@ SHARED_PARAMETERS_DOC = """prefix_tokens : int, default=0
         AdamW weight decay (prototypes are excluded).
     max_iter : int, default=30
         Training epochs.
-    batch_size : int, default=128
-        Clips per optimisation step (also the inference batch size).
+    batch_size : int or "auto", default="auto"
+        Clips per optimisation step. ``"auto"`` is ``n_clips / 8`` clipped to
+        [32, 128], so that an epoch has at least 8 steps where the set
+        allows it (small sets then get enough optimiser steps: 200 clips
+        give 210 steps in 30 epochs instead of 60) and sets of 1,024 clips
+        or more train with batches of 128. Also the inference batch size
+        (128 for ``"auto"``).
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the training clips (stratified for
         single-label ``y``), stop after ``n_iter_no_change`` epochs without a
@@ -58,10 +69,19 @@ SHARED_PARAMETERS_DOC = """prefix_tokens : int, default=0
     validation_fraction : float, default=0.1
     n_iter_no_change : int, default=5
     tol : float, default=1e-4
-    standardize_tokens : bool, default=False
-        Standardise every token by the per-dimension mean and standard
-        deviation of the training patch tokens before the head. Helps encoders
-        whose features are far from zero-centred (ReLU CNN maps), can hurt others.
+    normalize_tokens : {"center", "standard", "none"}
+        Input normalisation with statistics of the training set, fixed
+        before training and kept in the fitted network. ``"center"``
+        subtracts the per-dimension mean and divides by one global scale
+        (the root-mean-square deviation over all dimensions): it keeps the
+        geometry of the tokens and makes the probe invariant to the
+        encoder's token offset and scale, so one learning rate fits every
+        encoder and layer. ``"standard"`` divides each dimension by its
+        own standard deviation (``StandardScaler``). ``"none"`` feeds the raw
+        tokens (the paper's recipe). The attentive and prototypical probes
+        normalise the patch tokens; the linear probe normalises its pooled
+        feature vector. Defaults per probe were chosen on the panel of
+        ``benchmarks/bench_defaults_panel.py`` (see ``docs/benchmarks/defaults.md``).
     device : str, default="auto"
         ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"`` or
         ``"cuda:N"``. Resolved at each ``fit``/``predict``, so a probe fitted
@@ -72,22 +92,90 @@ SHARED_PARAMETERS_DOC = """prefix_tokens : int, default=0
         1 prints a line per epoch, 2 adds a progress bar."""
 
 
-class ProbeNetwork(nn.Module):
-    """Wraps a head: casts tokens to float32, standardises, splits prefix from patches.
+def auto_batch_size(n_clips: int) -> int:
+    """``batch_size="auto"``: ``ceil(n_clips / 8)`` clipped to [32, 128].
 
-    ``head(prefix (B, P, D), patches (B, M, D)) -> logits (B, C)``.
+    >>> auto_batch_size(200), auto_batch_size(600), auto_batch_size(20000)
+    (32, 75, 128)
+    """
+    low, high, steps = _AUTO_BATCH
+    return int(min(high, max(low, -(-n_clips // steps))))
+
+
+def feature_moments(batches, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shift and scale of rows ``(n, D)`` streamed in batches, for ``normalize_tokens=mode``.
+
+    ``mode="standard"``: per-dimension mean and standard deviation (a
+    dimension with no spread keeps scale 1). ``mode="center"``: per-dimension
+    mean and one global scale, the root of the mean per-dimension variance.
+    Accumulated in float64; returned as float32.
+
+    >>> import torch
+    >>> x = torch.tensor([[0.0, 10.0], [2.0, 30.0]])
+    >>> feature_moments([x], "standard")
+    (tensor([ 1., 20.]), tensor([ 1., 10.]))
+    """
+    total = total_sq = None
+    count = 0
+    for block in batches:
+        block = block.double().reshape(-1, block.shape[-1])
+        if total is None:
+            total, total_sq = torch.zeros(block.shape[-1], dtype=torch.float64), torch.zeros(block.shape[-1],
+                                                                                               dtype=torch.float64)
+        total += block.sum(0)
+        total_sq += block.square().sum(0)
+        count += block.shape[0]
+    mean = total / count
+    var = (total_sq / count - mean.square()).clamp(min=0)
+    if mode == "standard":
+        std = var.sqrt()
+        scale = torch.where(std > 1e-6 * std.max().clamp(min=1e-12), std, torch.ones_like(std))
+    else:
+        rms = var.mean().sqrt()
+        scale = torch.full_like(mean, float(rms) if rms > 0 else 1.0)
+    return mean.float(), scale.float()
+
+
+class ProbeNetwork(nn.Module):
+    """Wraps a head: casts tokens to float32, normalises, splits prefix from patches.
+
+    ``head(prefix (B, P, D), patches (B, M, D)) -> logits (B, C)``. The
+    normalisation statistics are set by :meth:`calibrate` on the training
+    tokens. A head with ``normalizes_features = True`` (the linear probe)
+    normalises its own pooled features instead of the tokens.
+
+    Parameters
+    ----------
+    head : nn.Module
+    prefix_tokens : int
+    normalize : {"center", "standard", "none"}, default="none"
     """
 
-    def __init__(self, head: nn.Module, prefix_tokens: int, mean: torch.Tensor | None = None,
-                 scale: torch.Tensor | None = None) -> None:
+    def __init__(self, head: nn.Module, prefix_tokens: int, normalize: str = "none") -> None:
         super().__init__()
         self.head = head
         self.prefix_tokens = prefix_tokens
-        self.register_buffer("token_mean", mean)
-        self.register_buffer("token_scale", scale)
+        self.normalize = normalize
+        self.register_buffer("token_mean", None)
+        self.register_buffer("token_scale", None)
+
+    def calibrate(self, tokens: torch.Tensor, chunk: int = 256) -> ProbeNetwork:
+        """Set the normalisation statistics from the training tokens ``(n, T, D)``."""
+        if self.normalize == "none":
+            return self
+        if getattr(self.head, "normalizes_features", False):
+            batches = (self.split(tokens[i : i + chunk]) for i in range(0, len(tokens), chunk))
+            self.head.calibrate(batches, self.normalize)
+            return self
+        has_patches = tokens.shape[1] > self.prefix_tokens
+        patches = tokens[:, self.prefix_tokens :] if has_patches else tokens
+        mean, scale = feature_moments((patches[i : i + chunk] for i in range(0, len(patches), chunk)),
+                                      self.normalize)
+        self.token_mean, self.token_scale = mean, scale
+        return self
 
     def split(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Float32, standardised ``(prefix (B, P, D), patches (B, M, D))``."""
+        """Float32, normalised ``(prefix (B, P, D), patches (B, M, D))``."""
         tokens = tokens.float()
         if self.token_mean is not None:
             tokens = (tokens - self.token_mean) / self.token_scale
@@ -113,12 +201,12 @@ class BaseProbeClassifier(ClassifierMixin, BaseEstimator):
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "early_stopping": ["boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
-        "standardize_tokens": ["boolean"],
+        "normalize_tokens": [StrOptions(set(NORMALIZATIONS))],
         "device": [str, torch.device],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -222,11 +310,12 @@ class BaseProbeClassifier(ClassifierMixin, BaseEstimator):
             target_tensor = torch.from_numpy(targets.indices)
         else:
             target_tensor = torch.from_numpy(targets.indicator)
+        batch_size = self._train_batch_size(len(tokens))
         devices = [device.index or 0] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
-            mean, scale = self._token_moments(tokens) if self.standardize_tokens else (None, None)
-            network = ProbeNetwork(self._build_head(tokens.shape[2], len(self.classes_)), self.prefix_tokens, mean, scale)
+            network = ProbeNetwork(self._build_head(tokens.shape[2], len(self.classes_)), self.prefix_tokens,
+                                   self.normalize_tokens).calibrate(tokens)
             result = train_module(
                 network,
                 tokens,
@@ -237,7 +326,7 @@ class BaseProbeClassifier(ClassifierMixin, BaseEstimator):
                 weight_decay=self.weight_decay,
                 no_decay=tuple(f"head.{p}" for p in self._no_decay),
                 max_iter=self.max_iter,
-                batch_size=self.batch_size,
+                batch_size=batch_size,
                 early_stopping=self.early_stopping,
                 validation_fraction=self.validation_fraction,
                 n_iter_no_change=self.n_iter_no_change,
@@ -248,12 +337,19 @@ class BaseProbeClassifier(ClassifierMixin, BaseEstimator):
                 stratify=targets.indices,
             )
         self.module_ = result.module.cpu().eval()  # fitted attributes live on the CPU, whatever the device
+        check_training(self, self.module_, tokens, target_tensor, loss, result.loss_curve)
         self.n_iter_ = result.n_iter
+        self.batch_size_ = batch_size
+        n_fit = len(tokens) - (max(1, round(self.validation_fraction * len(tokens))) if self.early_stopping else 0)
+        self.n_steps_ = result.n_iter * -(-n_fit // batch_size)
         self.loss_curve_ = result.loss_curve
         self.validation_loss_curve_ = result.validation_loss_curve if self.early_stopping else None
         self.best_validation_loss_ = result.best_validation_loss
         self.n_trainable_parameters_ = sum(p.numel() for p in self.module_.parameters() if p.requires_grad)
         return self
+
+    def _train_batch_size(self, n_clips: int) -> int:
+        return auto_batch_size(n_clips) if self.batch_size == "auto" else self.batch_size
 
     def _resolve_loss(self, kind: str) -> str:
         if self.loss == "auto":
@@ -265,20 +361,6 @@ class BaseProbeClassifier(ClassifierMixin, BaseEstimator):
             )
         return self.loss
 
-    def _token_moments(self, tokens: TokenSource, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-dimension mean and std of the patch tokens, accumulated in float64."""
-        patches = tokens[:, self.prefix_tokens :] if tokens.shape[1] > self.prefix_tokens else tokens
-        total = torch.zeros(tokens.shape[-1], dtype=torch.float64)
-        total_sq = torch.zeros_like(total)
-        for start in range(0, len(patches), chunk):
-            block = patches[start : start + chunk].double().reshape(-1, tokens.shape[-1])  # read chunk by chunk
-            total += block.sum(0)
-            total_sq += block.square().sum(0)
-        count = patches.shape[0] * patches.shape[1]
-        mean = total / count
-        std = (total_sq / count - mean.square()).clamp(min=0).sqrt()
-        std = torch.where(std > 1e-6 * std.max().clamp(min=1e-12), std, torch.ones_like(std))
-        return mean.float(), std.float()
 
     # -- inference -------------------------------------------------------------------
     def _batched(self, X, fn) -> np.ndarray:

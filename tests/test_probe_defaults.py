@@ -1,0 +1,116 @@
+"""The probes' defaults: input normalisation, automatic batch size, saturation report, the paper's recipe."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.exceptions import ConvergenceWarning
+
+from skprobe import AttentiveProbeClassifier, LinearProbeClassifier, PrototypicalProbeClassifier
+from skprobe.probes.base import auto_batch_size, feature_moments
+from skprobe.probes.losses import saturated_share
+
+PROBES = [LinearProbeClassifier, AttentiveProbeClassifier, PrototypicalProbeClassifier]
+#: The paper's recipe: 30 epochs of batches of 128 on raw tokens (plus the probe's fixed learning rate).
+PAPER_RECIPE = dict(normalize_tokens="none", batch_size=128, max_iter=30)
+
+
+@pytest.mark.parametrize("Probe", PROBES)
+@pytest.mark.parametrize("factor", [100.0, 0.01])
+def test_default_normalisation_makes_predictions_scale_invariant(Probe, factor, multilabel_tokens):
+    X, Y = multilabel_tokens
+    a = Probe(max_iter=5, random_state=0).fit(X, Y)
+    b = Probe(max_iter=5, random_state=0).fit(X * factor, Y)
+    np.testing.assert_allclose(a.decision_function(X), b.decision_function(X * factor), atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("Probe", [LinearProbeClassifier, AttentiveProbeClassifier])
+def test_raw_tokens_are_not_scale_invariant(Probe, multilabel_tokens):
+    """normalize_tokens="none" really feeds raw tokens (what the invariance test would otherwise miss)."""
+    X, Y = multilabel_tokens
+    a = Probe(normalize_tokens="none", max_iter=5, random_state=0).fit(X, Y)
+    b = Probe(normalize_tokens="none", max_iter=5, random_state=0).fit(X * 100, Y)
+    assert np.abs(a.decision_function(X) - b.decision_function(X * 100)).max() > 0.1
+
+
+def test_center_keeps_one_global_scale(multilabel_tokens):
+    X, Y = multilabel_tokens
+    X = X * np.linspace(1, 10, X.shape[2], dtype=np.float32) + 7
+    clf = AttentiveProbeClassifier(max_iter=1, random_state=0).fit(X, Y)
+    flat = X.reshape(-1, X.shape[2]).astype(np.float64)
+    np.testing.assert_allclose(clf.module_.token_mean.numpy(), flat.mean(0), rtol=1e-4, atol=1e-4)
+    scale = clf.module_.token_scale.numpy()
+    np.testing.assert_allclose(scale, np.sqrt(flat.var(0).mean()), rtol=1e-4)
+    assert np.ptp(scale) == 0
+
+
+def test_feature_moments_modes():
+    x = torch.tensor([[0.0, 10.0, 5.0], [2.0, 30.0, 5.0]])
+    mean, scale = feature_moments([x[:1], x[1:]], "standard")
+    np.testing.assert_allclose(mean.numpy(), [1.0, 20.0, 5.0])
+    np.testing.assert_allclose(scale.numpy(), [1.0, 10.0, 1.0])  # a constant dimension keeps scale 1
+    mean, scale = feature_moments([x], "center")
+    np.testing.assert_allclose(scale.numpy(), np.full(3, np.sqrt((1 + 100 + 0) / 3)), rtol=1e-6)
+
+
+def test_linear_probe_normalises_pooled_features(multilabel_tokens):
+    X, Y = multilabel_tokens
+    clf = LinearProbeClassifier(pooling="meanmax", normalize_tokens="standard", max_iter=1, random_state=0).fit(X, Y)
+    features = np.concatenate([X.mean(1), X.max(1)], axis=1).astype(np.float64)
+    head = clf.module_.head
+    np.testing.assert_allclose(head.feature_mean.numpy(), features.mean(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(head.feature_scale.numpy(), features.std(0), rtol=1e-3)
+    assert clf.module_.token_mean is None  # the tokens themselves stay raw
+
+
+def test_meanmax_linear_probe_does_not_collapse_on_large_tokens(multilabel_tokens):
+    """aiSFX-like inputs (large, non-centred max-pooled features) trained the raw probe into saturation."""
+    X, Y = multilabel_tokens
+    X = np.abs(X) * 12 + 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        clf = LinearProbeClassifier(pooling="meanmax", max_iter=10, random_state=0).fit(X, Y)
+    assert clf.loss_curve_[-1] < clf.loss_curve_[0]
+
+
+def test_saturated_fit_warns_with_probe_name_and_advice(multilabel_tokens):
+    X, Y = multilabel_tokens
+    X = np.abs(X) * 1e3
+    with pytest.warns(ConvergenceWarning, match=r"LinearProbeClassifier: .* saturated .* lower learning_rate"):
+        LinearProbeClassifier(pooling="meanmax", normalize_tokens="none", learning_rate=10.0, max_iter=5,
+                              random_state=0).fit(X, Y)
+
+
+def test_diverged_fit_raises(multilabel_tokens):
+    X, Y = multilabel_tokens
+    X = X * np.float32(2e38 / np.abs(X).max())  # finite, but sums over tokens overflow in float32
+    with pytest.raises(ValueError, match=r"LinearProbeClassifier: the training loss became nan in epoch 1 "
+                                         r"\(diverged\); lower learning_rate .* use normalize_tokens"):
+        LinearProbeClassifier(normalize_tokens="none", max_iter=3, random_state=0).fit(X, Y)
+
+
+def test_saturated_share():
+    logits = torch.tensor([[20.0, -20.0, 0.0], [-20.0, 20.0, 3.0]])
+    targets = torch.tensor([[1.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+    assert saturated_share(logits, targets, "asl") == pytest.approx(2 / 6)
+    assert saturated_share(torch.tensor([[0.0, 40.0], [40.0, 0.0]]), torch.tensor([0, 0]), "ce") == 0.5
+
+
+def test_auto_batch_size_gives_small_sets_enough_steps(multilabel_tokens):
+    assert [auto_batch_size(n) for n in (30, 200, 600, 1024, 20000)] == [32, 32, 75, 128, 128]
+    X, Y = multilabel_tokens  # 120 clips: 4 steps per epoch instead of 1 at batch_size=128
+    clf = PrototypicalProbeClassifier(max_iter=3, random_state=0).fit(X, Y)
+    assert clf.batch_size_ == 32 and clf.n_steps_ == 3 * 4
+    recipe = PrototypicalProbeClassifier(random_state=0).set_params(**PAPER_RECIPE).fit(X, Y)
+    assert recipe.batch_size_ == 128 and recipe.n_steps_ == 30
+
+
+@pytest.mark.parametrize("Probe", PROBES)
+def test_paper_recipe_is_one_set_params_away(Probe, multilabel_tokens):
+    """The recipe trains raw tokens with batches of 128 for 30 epochs: no normalisation buffers at all."""
+    X, Y = multilabel_tokens
+    clf = Probe(random_state=0).set_params(**PAPER_RECIPE).fit(X, Y)
+    assert clf.n_iter_ == 30 and clf.batch_size_ == 128
+    assert clf.module_.token_mean is None and clf.module_.token_scale is None
+    assert getattr(clf.module_.head, "feature_mean", None) is None

@@ -206,7 +206,7 @@ def test_budget_too_small_for_one_batch(multilabel_tokens):
     X, Y = multilabel_tokens
     with training_options(device_memory_budget=1000):
         with pytest.raises(ValueError, match=r"device_memory_budget=1,000 bytes cannot hold one batch of 120 clips"):
-            LinearProbeClassifier(**FAST).fit(X, Y)
+            LinearProbeClassifier(batch_size=128, **FAST).fit(X, Y)
     with pytest.raises(ValueError, match="device_memory_budget must be None"):
         set_training_options(device_memory_budget=2.5)
     with pytest.raises(TypeError, match="unknown training option"):

@@ -16,12 +16,16 @@ PROBES = [LinearProbeClassifier, AttentiveProbeClassifier, PrototypicalProbeClas
 PAPER_RECIPE = dict(normalize_tokens="none", batch_size=128, max_iter=30)
 
 
-@pytest.mark.parametrize("Probe", PROBES)
+@pytest.mark.parametrize(("Probe", "params"), [
+    (LinearProbeClassifier, {}),  # defaults: centred pooled features
+    (PrototypicalProbeClassifier, {}),  # defaults: raw tokens, cosine similarity ignores their scale
+    (AttentiveProbeClassifier, {"normalize_tokens": "center"}),  # opt-in (raw tokens by default, see defaults.md)
+])
 @pytest.mark.parametrize("factor", [100.0, 0.01])
-def test_default_normalisation_makes_predictions_scale_invariant(Probe, factor, multilabel_tokens):
+def test_normalisation_makes_predictions_scale_invariant(Probe, params, factor, multilabel_tokens):
     X, Y = multilabel_tokens
-    a = Probe(max_iter=5, random_state=0).fit(X, Y)
-    b = Probe(max_iter=5, random_state=0).fit(X * factor, Y)
+    a = Probe(max_iter=5, random_state=0, **params).fit(X, Y)
+    b = Probe(max_iter=5, random_state=0, **params).fit(X * factor, Y)
     np.testing.assert_allclose(a.decision_function(X), b.decision_function(X * factor), atol=1e-3, rtol=1e-3)
 
 
@@ -37,7 +41,7 @@ def test_raw_tokens_are_not_scale_invariant(Probe, multilabel_tokens):
 def test_center_keeps_one_global_scale(multilabel_tokens):
     X, Y = multilabel_tokens
     X = X * np.linspace(1, 10, X.shape[2], dtype=np.float32) + 7
-    clf = AttentiveProbeClassifier(max_iter=1, random_state=0).fit(X, Y)
+    clf = AttentiveProbeClassifier(normalize_tokens="center", max_iter=1, random_state=0).fit(X, Y)
     flat = X.reshape(-1, X.shape[2]).astype(np.float64)
     np.testing.assert_allclose(clf.module_.token_mean.numpy(), flat.mean(0), rtol=1e-4, atol=1e-4)
     scale = clf.module_.token_scale.numpy()

@@ -75,12 +75,13 @@ SHARED_PARAMETERS_DOC = """prefix_tokens : int, default=0
         subtracts the per-dimension mean and divides by one global scale
         (the root-mean-square deviation over all dimensions): it keeps the
         geometry of the tokens and makes the probe invariant to the
-        encoder's token offset and scale, so one learning rate fits every
-        encoder and layer. ``"standard"`` divides each dimension by its
+        encoder's token offset and scale, so one learning rate serves every
+        token scale. ``"standard"`` divides each dimension by its
         own standard deviation (``StandardScaler``). ``"none"`` feeds the raw
         tokens (the paper's recipe). The attentive and prototypical probes
         normalise the patch tokens; the linear probe normalises its pooled
-        feature vector. Defaults per probe were chosen on the panel of
+        feature vector. Defaults: ``"center"`` for the linear probe,
+        ``"none"`` for the attentive and prototypical probes, chosen on the panel of
         ``benchmarks/bench_defaults_panel.py`` (see ``docs/benchmarks/defaults.md``).
     device : str, default="auto"
         ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"`` or

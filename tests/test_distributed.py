@@ -192,3 +192,13 @@ def test_a_bad_file_names_worker_and_file_and_keeps_the_other_chunks(client, cli
         extract(files, tmp_path / "store", client=client, chunk_size=4, retries=0, **ENCODER)
     _, report = extract(clips[:8], tmp_path / "store", client=client, chunk_size=4, return_report=True, **ENCODER)
     assert report.n_forwarded == 0  # chunks 0 and 1 were committed before the error surfaced
+
+
+def test_workers_undo_dasks_malloc_trim_threshold(client, clips, tmp_path):
+    """Dask's MALLOC_TRIM_THRESHOLD_=65536 made torch CPU forwards 2.5x slower (docs/benchmarks/distributed.md)."""
+    from skprobe.distributed import _worker
+
+    extract(clips[:4], tmp_path / "store", client=client, chunk_size=2, **ENCODER)
+    state = client.run(lambda: (os.environ.get("MALLOC_TRIM_THRESHOLD_"), _worker.worker_stats()["malloc_tuned"]))
+    assert len(state) == 2
+    assert set(state.values()) == {("65536", True)}  # Dask's variable is there, and each worker overrode it

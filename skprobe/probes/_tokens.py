@@ -274,6 +274,13 @@ class TokenSource:
         idx = np.asarray(idx, dtype=np.intp)
         if len(idx) and np.all(idx[1:] == idx[:-1] + 1):
             return self.slice(int(idx[0]), int(idx[-1]) + 1)
+        if self._file is None and self._mmap is None and not isinstance(self.data, TokenView):
+            data = self.data
+            if (isinstance(data, np.ndarray) and data.ndim == 3 and self.tokens is None and data.dtype == self.np_dtype
+                    and data.flags.c_contiguous and data.flags.writeable):
+                # torch's gather runs on all cores, numpy's fancy indexing on one
+                return torch.from_numpy(data).index_select(0, torch.from_numpy(idx)).numpy()
+            return self._convert(self._read(idx))  # in memory: one gather, no sort and scatter
         order = np.argsort(idx, kind="stable")
         rows = self._convert(self._read(idx[order]))  # file order: sequential reads from a memory map
         out = np.empty_like(rows)

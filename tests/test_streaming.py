@@ -166,8 +166,7 @@ class _Exploding(TinyTransformerEncoder):
         return [torch.where(loud, torch.full_like(t, float("inf")), t) for t in out]
 
 
-EXPLODING = EncoderSpec(name="test-exploding", builder=_Exploding, sample_rate=16000, clip_seconds=1.0, dim=16,
-                        n_layers=3, prefix_tokens=1, token_grid=(24, 4), requires_checkpoint=False)
+EXPLODING = EncoderSpec(name="test-exploding", builder=_Exploding, sample_rate=16000, clip_seconds=1.0, requires_checkpoint=False)
 
 
 @pytest.mark.parametrize("cache", [False, True])
@@ -196,8 +195,7 @@ def test_reregistered_encoder_with_other_weights_gets_new_tokens(tmp_path):
     outs = []
     for seed in (0, 1):
         spec = EncoderSpec(name="test-reregistered", builder=lambda seed=seed: TinyTransformerEncoder(seed),
-                           sample_rate=16000, clip_seconds=1.0, dim=16, n_layers=3, prefix_tokens=1,
-                           token_grid=(24, 4), requires_checkpoint=False)
+                           sample_rate=16000, clip_seconds=1.0, requires_checkpoint=False)
         register_encoder(spec, overwrite=True)
         clear_encoder_cache()
         outs.append(FrozenEncoderTransformer(encoder="test-reregistered", cache=tmp_path).fit_transform(X))

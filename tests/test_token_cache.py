@@ -31,10 +31,8 @@ class CountingEncoder(TinyTransformerEncoder):
         return super().forward_layers(wav, layers)
 
 
-COUNTING = EncoderSpec(name="test-cache-counting", builder=CountingEncoder, sample_rate=16000, clip_seconds=1.0,
-                       dim=16, n_layers=3, prefix_tokens=1, token_grid=(24, 4), requires_checkpoint=False)
-CHECKPOINTED = EncoderSpec(name="test-cache-ckpt", builder=TinyConvEncoder, sample_rate=16000, clip_seconds=1.0,
-                           dim=16, n_layers=2, prefix_tokens=0, token_grid=(25, 8))
+COUNTING = EncoderSpec(name="test-cache-counting", builder=CountingEncoder, sample_rate=16000, clip_seconds=1.0, requires_checkpoint=False)
+CHECKPOINTED = EncoderSpec(name="test-cache-ckpt", builder=TinyConvEncoder, sample_rate=16000, clip_seconds=1.0)
 
 
 class FolderEncoder(TinyConvEncoder):
@@ -44,8 +42,7 @@ class FolderEncoder(TinyConvEncoder):
         self.load_state_dict(torch.load(Path(path) / "weights.pt", weights_only=True))
 
 
-FOLDER = EncoderSpec(name="test-cache-folder", builder=FolderEncoder, sample_rate=16000, clip_seconds=1.0,
-                     dim=16, n_layers=2, prefix_tokens=0, token_grid=(25, 8))
+FOLDER = EncoderSpec(name="test-cache-folder", builder=FolderEncoder, sample_rate=16000, clip_seconds=1.0)
 
 
 @pytest.fixture

@@ -240,3 +240,15 @@ def test_crc_matches_the_row_bytes(tmp_path):
         writer.commit(_keys(1), _tokens(1))
     record = _records(store)[0]
     assert record["crc"] == zlib.crc32(_tokens(1)[0].astype(np.float16).tobytes())
+
+
+def test_store_array_pickles_without_the_loaded_index(tmp_path):
+    """joblib/Dask ship a StoreArray to every task: its pickle holds the description and the keys, not the index."""
+    store = TokenStore(tmp_path, {"encoder": "demo"}, row_shape=(1, 4, 3))
+    keys = [clip_key(np.full(10, i, dtype="float32")) for i in range(2000)]
+    with store.writer() as writer:
+        writer.commit(keys, np.ones((2000, 1, 4, 3), dtype="float32"))
+    small = store.array(keys[:10], squeeze_layer=True)
+    copy = pickle.loads(pickle.dumps(small))
+    assert len(pickle.dumps(small)) < 2000  # 2,000 clips in the store, 10 keys in the array
+    np.testing.assert_array_equal(np.asarray(copy), np.asarray(small))

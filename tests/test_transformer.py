@@ -57,7 +57,6 @@ class RecordingEncoder(TinyTransformerEncoder):
 
 
 RECORDING = EncoderSpec(name="test-recording-vit", builder=RecordingEncoder, sample_rate=16000, clip_seconds=1.0,
-                        dim=16, n_layers=3, n_heads=2, prefix_tokens=1, token_grid=(24, 4),
                         requires_checkpoint=False)
 
 
@@ -74,8 +73,7 @@ class BigEncoder(TinyConvEncoder):
         return [t + self.bulk.bias[0] for t in super().forward_layers(wav, layers)]
 
 
-BIG = EncoderSpec(name="test-big-cnn", builder=BigEncoder, sample_rate=16000, clip_seconds=1.0, dim=16,
-                  n_layers=2, prefix_tokens=0, token_grid=(25, 8), weights_source="the test",
+BIG = EncoderSpec(name="test-big-cnn", builder=BigEncoder, sample_rate=16000, clip_seconds=1.0, weights_source="the test",
                   weights_file="big.pt")
 
 
@@ -111,8 +109,7 @@ class ConfiguredEncoder(AudioEncoder):
         return TokenLayout(0, n_samples // 160, 1, self.dim, 0.01)
 
 
-CONFIGURED = EncoderSpec(name="test-configured", builder=ConfiguredEncoder, sample_rate=16000, clip_seconds=0.5,
-                         dim=8, n_layers=12, prefix_tokens=0, token_grid=(50, 1))
+CONFIGURED = EncoderSpec(name="test-configured", builder=ConfiguredEncoder, sample_rate=16000, clip_seconds=0.5)
 
 
 @pytest.fixture

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..extraction.store import TokenStore
+from ..extraction.store import StoreArray, TokenStore
 from ..extraction.transformer import FrozenEncoderTransformer
 from . import _worker
-from ._arrays import ShippableStoreArray
 from ._client import ClusterSetupError, cluster_client
 
 __all__ = ["ExtractionReport", "extract", "list_audio_files"]
@@ -246,8 +245,8 @@ def _read_store(keys: list[str], description: tuple, params: dict, output: str):
     checkpoint nor the encoder.
     """
     root, config, row_shape, dtype = description
-    tokens = ShippableStoreArray(TokenStore(root, config, row_shape, dtype=dtype), keys,
-                                 squeeze_layer=isinstance(params.get("layers", -1), Integral))
+    tokens = StoreArray(TokenStore(root, config, row_shape, dtype=dtype), keys,
+                        squeeze_layer=isinstance(params.get("layers", -1), Integral))
     if output == "memmap":
         return tokens
     return np.asarray(tokens).astype(np.float16 if params.get("output_dtype") == "float16" else np.float32)

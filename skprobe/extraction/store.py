@@ -293,8 +293,12 @@ class TokenStore:
         return StoreWriter(self)
 
     def __getstate__(self):
+        # The description only: the receiving process re-reads the index on its first refresh(), so a
+        # StoreArray shipped to joblib/Dask workers pickles as a few hundred bytes plus its clip keys.
         state = self.__dict__.copy()
-        state["_maps"] = {}
+        state.update(_segments=set(), _parts=[], _part_shards=[], _shards=[], _keys=np.empty(0, "S32"),
+                     _shard_of=np.empty(0, np.int32), _row_of=np.empty(0, np.int64),
+                     _crc_of=np.empty(0, np.uint32), _maps={})
         return state
 
 

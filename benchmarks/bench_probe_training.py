@@ -86,14 +86,17 @@ def inference(args) -> None:
 
 
 _RSS_CHILD = """
-import json, resource, sys
+import json, sys
 import numpy as np
 from skprobe import LinearProbeClassifier
 path, n, t, d = sys.argv[1], *map(int, sys.argv[2:5])
 X = np.memmap(path, dtype=np.float16, mode="r", shape=(n, t, d))
 y = (np.arange(n) % 7 == 0).astype(int)
 LinearProbeClassifier(max_iter=1, random_state=0, device="cpu").fit(X, y).predict_proba(X[:4096])
-print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+# VmHWM, not getrusage's ru_maxrss: Linux keeps ru_maxrss across fork + exec, so a child started by a
+# parent that has just written the memmap would report the parent's resident size
+hwm_kb = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
+print(json.dumps({"peak_rss_mb": hwm_kb / 1024}))
 """
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -128,6 +127,7 @@ def memmap_rss(args) -> None:
 
 def grid_rss(args) -> None:
     """GridSearchCV(n_jobs=2) on a float16 memmap: the workers' peak RSS with and without TokenView."""
+    from joblib.externals.loky import get_reusable_executor
     from sklearn.model_selection import GridSearchCV
 
     from skprobe.probes import TokenView
@@ -136,7 +136,8 @@ def grid_rss(args) -> None:
     n = int(args.grid_rss * 2**30) // (t * d * 2)
 
     def worker_rss(estimator, X, y):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        # VmHWM: ru_maxrss would carry the parent's peak into a worker started by fork + exec
+        return int([line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM")][0]) / 1024
 
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         path = os.path.join(tmp, "tokens.f16")
@@ -149,6 +150,7 @@ def grid_rss(args) -> None:
                                   {"learning_rate": [1e-3, 1e-2]}, cv=3, n_jobs=2, scoring=worker_rss, refit=False)
             search.fit(data, y)
             peaks = search.cv_results_["mean_test_score"]
+            get_reusable_executor().shutdown(wait=True)  # fresh workers (and peaks) for the next variant
             print(f"{name:<22} worker peak RSS {max(peaks):,.0f} MB (mean over fits {np.mean(peaks):,.0f} MB)")
 
 

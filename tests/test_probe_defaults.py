@@ -18,8 +18,9 @@ PAPER_RECIPE = dict(normalize_tokens="none", batch_size=128, max_iter=30)
 
 @pytest.mark.parametrize(("Probe", "params"), [
     (LinearProbeClassifier, {}),  # defaults: centred pooled features
-    (PrototypicalProbeClassifier, {}),  # defaults: raw tokens, cosine similarity ignores their scale
-    (AttentiveProbeClassifier, {"normalize_tokens": "center"}),  # opt-in (raw tokens by default, see defaults.md)
+    (AttentiveProbeClassifier, {}),  # defaults: centred tokens
+    (PrototypicalProbeClassifier, {}),  # defaults: centred tokens
+    (PrototypicalProbeClassifier, {"normalize_tokens": "none"}),  # cosine similarity alone ignores the scale
 ])
 @pytest.mark.parametrize("factor", [100.0, 0.01])
 def test_normalisation_makes_predictions_scale_invariant(Probe, params, factor, multilabel_tokens):

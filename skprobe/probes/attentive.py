@@ -166,7 +166,7 @@ class AttentiveProbeClassifier(BaseProbeClassifier):
         validation_fraction: float = 0.1,
         n_iter_no_change: int = 5,
         tol: float = 1e-4,
-        normalize_tokens: str = "none",
+        normalize_tokens: str = "center",
         device: str = "auto",
         random_state=None,
         verbose: int = 0,

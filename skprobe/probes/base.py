@@ -80,8 +80,7 @@ SHARED_PARAMETERS_DOC = """prefix_tokens : int, default=0
         own standard deviation (``StandardScaler``). ``"none"`` feeds the raw
         tokens (the paper's recipe). The attentive and prototypical probes
         normalise the patch tokens; the linear probe normalises its pooled
-        feature vector. Defaults: ``"center"`` for the linear probe,
-        ``"none"`` for the attentive and prototypical probes, chosen on the panel of
+        feature vector. Default ``"center"`` for every probe, chosen on the panel of
         ``benchmarks/bench_defaults_panel.py`` (see ``docs/benchmarks/defaults.md``).
     device : str, default="auto"
         ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"`` or

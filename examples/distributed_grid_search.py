@@ -25,6 +25,7 @@ from distributed import Client, LocalCluster
 from sklearn.model_selection import GridSearchCV, KFold
 
 from skprobe import PrototypicalProbeClassifier
+from skprobe.datasets import make_click_waveforms
 from skprobe.distributed import extract
 from skprobe.metrics import get_scorer, macro_map
 
@@ -32,12 +33,7 @@ from skprobe.metrics import get_scorer, macro_map
 def load(quick: bool):
     """Waveforms, multi-label targets, the encoder name and extra probe parameters."""
     if quick:
-        rng = np.random.default_rng(0)
-        wavs = 0.05 * rng.normal(size=(60, 16000)).astype(np.float32)
-        Y = (rng.random((60, 3)) < 0.4).astype(int)
-        for i, j in zip(*np.nonzero(Y)):  # class j: a click train of its own period in a random quarter
-            start = rng.integers(0, 12000)
-            wavs[i, start : start + 4000 : 20 * (j + 1)] += 0.8
+        wavs, Y = make_click_waveforms(60, 3)  # class j: a click train of its own period
         return wavs, Y, 40, "tiny-cnn", 16000, {"max_iter": 5}
     from skprobe import fetch_weights
     from skprobe.datasets import make_event_scenes

@@ -11,7 +11,7 @@ from ..packages.debian import deb_info, fetch_deb
 from .folder import load_audio_folder
 from .scenes import make_event_clips, make_event_scenes, split_sources
 from .sources import EVENT_CLASSES, PACKAGES, SoundSource, debian_sources
-from .synthetic import make_token_scenes
+from .synthetic import make_click_waveforms, make_token_scenes
 
 __all__ = [
     "load_audio_folder",
@@ -23,6 +23,7 @@ __all__ = [
     "EVENT_CLASSES",
     "PACKAGES",
     "make_token_scenes",
+    "make_click_waveforms",
     "fetch_deb",
     "deb_info",
 ]

@@ -8,18 +8,20 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 
 from skprobe import AttentiveProbeClassifier, LinearProbeClassifier, PrototypicalProbeClassifier
-from skprobe.probes.base import auto_batch_size, feature_moments
+from skprobe.probes.base import AUTO_CENTER_OFFSET_RATIO, auto_batch_size, auto_learning_rate, feature_moments
 from skprobe.probes.losses import saturated_share
 
 PROBES = [LinearProbeClassifier, AttentiveProbeClassifier, PrototypicalProbeClassifier]
-#: The paper's recipe: 30 epochs of batches of 128 on raw tokens (plus the probe's fixed learning rate).
+#: The paper's recipe: 30 epochs of batches of 128 on raw tokens at a fixed learning rate.
 PAPER_RECIPE = dict(normalize_tokens="none", batch_size=128, max_iter=30)
+RECIPE_LR = {LinearProbeClassifier: 1e-2, AttentiveProbeClassifier: 1e-3, PrototypicalProbeClassifier: 2e-2}
 
 
 @pytest.mark.parametrize(("Probe", "params"), [
     (LinearProbeClassifier, {}),  # defaults: centred pooled features
     (AttentiveProbeClassifier, {}),  # defaults: centred tokens
-    (PrototypicalProbeClassifier, {}),  # defaults: centred tokens
+    (PrototypicalProbeClassifier, {}),  # defaults: "auto", raw zero-mean tokens here
+    (PrototypicalProbeClassifier, {"normalize_tokens": "center"}),
     (PrototypicalProbeClassifier, {"normalize_tokens": "none"}),  # cosine similarity alone ignores the scale
 ])
 @pytest.mark.parametrize("factor", [100.0, 0.01])
@@ -34,8 +36,9 @@ def test_normalisation_makes_predictions_scale_invariant(Probe, params, factor, 
 def test_raw_tokens_are_not_scale_invariant(Probe, multilabel_tokens):
     """normalize_tokens="none" really feeds raw tokens (what the invariance test would otherwise miss)."""
     X, Y = multilabel_tokens
-    a = Probe(normalize_tokens="none", max_iter=5, random_state=0).fit(X, Y)
-    b = Probe(normalize_tokens="none", max_iter=5, random_state=0).fit(X * 100, Y)
+    params = dict(normalize_tokens="none", learning_rate=RECIPE_LR[Probe], max_iter=5, random_state=0)
+    a = Probe(**params).fit(X, Y)
+    b = Probe(**params).fit(X * 100, Y)
     assert np.abs(a.decision_function(X) - b.decision_function(X * 100)).max() > 0.1
 
 
@@ -107,7 +110,7 @@ def test_auto_batch_size_gives_small_sets_enough_steps(multilabel_tokens):
     X, Y = multilabel_tokens  # 120 clips: 4 steps per epoch instead of 1 at batch_size=128
     clf = PrototypicalProbeClassifier(max_iter=3, random_state=0).fit(X, Y)
     assert clf.batch_size_ == 32 and clf.n_steps_ == 3 * 4
-    recipe = PrototypicalProbeClassifier(random_state=0).set_params(**PAPER_RECIPE).fit(X, Y)
+    recipe = PrototypicalProbeClassifier(random_state=0).set_params(**PAPER_RECIPE, learning_rate=2e-2).fit(X, Y)
     assert recipe.batch_size_ == 128 and recipe.n_steps_ == 30
 
 
@@ -115,7 +118,38 @@ def test_auto_batch_size_gives_small_sets_enough_steps(multilabel_tokens):
 def test_paper_recipe_is_one_set_params_away(Probe, multilabel_tokens):
     """The recipe trains raw tokens with batches of 128 for 30 epochs: no normalisation buffers at all."""
     X, Y = multilabel_tokens
-    clf = Probe(random_state=0).set_params(**PAPER_RECIPE).fit(X, Y)
-    assert clf.n_iter_ == 30 and clf.batch_size_ == 128
+    clf = Probe(random_state=0).set_params(**PAPER_RECIPE, learning_rate=RECIPE_LR[Probe]).fit(X, Y)
+    assert clf.n_iter_ == 30 and clf.batch_size_ == 128 and clf.learning_rate_ == RECIPE_LR[Probe]
+    assert clf.normalize_tokens_ == "none"
     assert clf.module_.token_mean is None and clf.module_.token_scale is None
     assert getattr(clf.module_.head, "feature_mean", None) is None
+
+
+def test_auto_learning_rate_scales_as_one_over_fan_in(multilabel_tokens):
+    assert auto_learning_rate(10.0, 1024) == pytest.approx(10 / 1024)
+    assert auto_learning_rate(10.0, 8) == auto_learning_rate(10.0, 64) == pytest.approx(10 / 64)  # floored at 64
+    X, Y = multilabel_tokens
+    wide = np.concatenate([X] * 16, axis=2)  # dim 16 * 16 = 256 > the floor
+    assert LinearProbeClassifier(max_iter=1).fit(wide, Y).learning_rate_ == pytest.approx(10 / 256)
+    assert LinearProbeClassifier(pooling="meanmax", max_iter=1).fit(wide, Y).learning_rate_ == pytest.approx(10 / 512)
+    assert AttentiveProbeClassifier(max_iter=1).fit(wide, Y).learning_rate_ == pytest.approx(0.8 / 256)
+    assert LinearProbeClassifier(learning_rate=3e-3, max_iter=1).fit(wide, Y).learning_rate_ == 3e-3
+    assert PrototypicalProbeClassifier(max_iter=1).fit(wide, Y).learning_rate_ == 2e-2
+    with pytest.raises(ValueError, match="learning_rate"):
+        PrototypicalProbeClassifier(learning_rate="auto").fit(X, Y)
+
+
+def test_auto_normalisation_centres_only_tokens_with_a_common_offset(multilabel_tokens):
+    X, Y = multilabel_tokens
+    raw = PrototypicalProbeClassifier(max_iter=3, random_state=0).fit(X, Y)
+    assert raw.normalize_tokens_ == "none" and raw.module_.token_mean is None
+    assert raw.module_.token_offset_ratio < AUTO_CENTER_OFFSET_RATIO
+    # A common offset makes every token point the same way; "auto" then centres, which removes it exactly.
+    offset = np.random.default_rng(1).normal(size=X.shape[2]).astype(np.float32) * 3 * X.std()
+    a = PrototypicalProbeClassifier(max_iter=3, random_state=0).fit(X + offset, Y)
+    b = PrototypicalProbeClassifier(max_iter=3, random_state=0).fit(X + 2 * offset, Y)
+    assert a.normalize_tokens_ == b.normalize_tokens_ == "center"
+    assert a.module_.token_offset_ratio > AUTO_CENTER_OFFSET_RATIO
+    np.testing.assert_allclose(a.decision_function(X + offset), b.decision_function(X + 2 * offset), atol=1e-3)
+    centred = PrototypicalProbeClassifier(normalize_tokens="center", max_iter=3, random_state=0).fit(X + offset, Y)
+    np.testing.assert_allclose(a.decision_function(X + offset), centred.decision_function(X + offset))

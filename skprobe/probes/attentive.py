@@ -97,8 +97,14 @@ class AttentiveProbeClassifier(BaseProbeClassifier):
     n_heads : int or "auto", default="auto"
         Attention heads; ``"auto"`` picks the largest of 12, 8, 6, 4, 2, 1
         dividing the embedding dimension. Must divide it.
-    learning_rate : float, default=1e-3
-        AdamW learning rate.
+    learning_rate : float or "auto", default="auto"
+        AdamW learning rate. ``"auto"`` is ``0.8 / D`` (floored at
+        ``D = 64``): about 1e-3 for 768-dimensional tokens, 1.25e-2 for
+        64-dimensional ones. The key and value projections are ``D x D``,
+        and with Adam the step size they need scales as ``1 / D``
+        (measured from 64 to 1,024 dimensions in
+        ``docs/benchmarks/defaults.md``). It assumes normalised tokens: with
+        ``normalize_tokens="none"`` pass a float.
     weight_decay : float, default=1e-4
     {shared_parameters}
 
@@ -111,7 +117,11 @@ class AttentiveProbeClassifier(BaseProbeClassifier):
         Heads used.
     module_ : torch.nn.Module
     loss_ : str
+    learning_rate_ : float
+        The learning rate used (``"auto"`` resolved).
     n_iter_ : int
+    normalize_tokens_ : str
+        The input normalisation used (``"auto"`` resolved).
     batch_size_ : int
         Training batch size used (``batch_size="auto"`` resolved).
     n_steps_ : int
@@ -158,7 +168,7 @@ class AttentiveProbeClassifier(BaseProbeClassifier):
         asl_gamma_neg: float = 4.0,
         asl_gamma_pos: float = 1.0,
         asl_clip: float = 0.05,
-        learning_rate: float = 1e-3,
+        learning_rate: float | str = "auto",
         weight_decay: float = 1e-4,
         max_iter: int = 30,
         batch_size: int | str = "auto",
@@ -172,6 +182,8 @@ class AttentiveProbeClassifier(BaseProbeClassifier):
         verbose: int = 0,
     ) -> None:
         store_parameters(self, locals())
+
+    _auto_lr_times_fan_in = 0.8
 
     def _build_head(self, dim: int, n_outputs: int) -> nn.Module:
         heads = auto_heads(dim) if self.n_heads == "auto" else self.n_heads

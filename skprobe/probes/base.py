@@ -28,13 +28,21 @@ from ._tokens import TokenSource, check_chunks, is_token_array
 from ._training import train_module
 from .losses import LOSSES, check_training, make_loss
 
-__all__ = ["BaseProbeClassifier", "NORMALIZATIONS", "ProbeNetwork", "auto_batch_size", "feature_moments", "SHARED_PARAMETERS_DOC", "store_parameters",
+__all__ = ["BaseProbeClassifier", "NORMALIZATIONS", "ProbeNetwork", "auto_batch_size", "auto_learning_rate",
+           "feature_moments", "SHARED_PARAMETERS_DOC", "store_parameters",
            "with_shared_parameters_doc"]
 
 _TOKEN_DTYPES = [np.float32, np.float16, np.float64]
 
 #: Input normalisations of the probes (``normalize_tokens``).
 NORMALIZATIONS = ("center", "standard", "none")
+
+#: ``normalize_tokens="auto"`` centres when the tokens' common offset carries more than this share of
+#: their variance (:func:`offset_ratio`); measured on the panel of ``docs/benchmarks/defaults.md``.
+AUTO_CENTER_OFFSET_RATIO = 0.25
+
+#: ``learning_rate="auto"`` uses the smallest dimension it was measured at for narrower inputs.
+_AUTO_LR_MIN_FAN_IN = 64
 
 #: Bounds of ``batch_size="auto"`` and the number of steps per epoch it aims at.
 _AUTO_BATCH = (32, 128, 8)
@@ -69,19 +77,22 @@ SHARED_PARAMETERS_DOC = """prefix_tokens : int, default=0
     validation_fraction : float, default=0.1
     n_iter_no_change : int, default=5
     tol : float, default=1e-4
-    normalize_tokens : {"center", "standard", "none"}
+    normalize_tokens : {"center", "standard", "none"}, or "auto" (prototypical probe)
         Input normalisation with statistics of the training set, fixed
-        before training and kept in the fitted network. ``"center"``
-        subtracts the per-dimension mean and divides by one global scale
-        (the root-mean-square deviation over all dimensions): it keeps the
-        geometry of the tokens and makes the probe invariant to the
-        encoder's token offset and scale, so one learning rate serves every
-        token scale. ``"standard"`` divides each dimension by its
-        own standard deviation (``StandardScaler``). ``"none"`` feeds the raw
-        tokens (the paper's recipe). The attentive and prototypical probes
-        normalise the patch tokens; the linear probe normalises its pooled
-        feature vector. Default ``"center"`` for every probe, chosen on the panel of
-        ``benchmarks/bench_defaults_panel.py`` (see ``docs/benchmarks/defaults.md``).
+        before training and kept in the fitted network (the choice made is
+        ``normalize_tokens_``). ``"center"`` subtracts the per-dimension mean
+        and divides by one global scale (the root-mean-square deviation over
+        all dimensions): it keeps the geometry of the tokens and makes the
+        probe invariant to the encoder's token offset and scale, so one
+        learning rate serves every token scale. ``"standard"`` divides each
+        dimension by its own standard deviation (``StandardScaler``).
+        ``"none"`` feeds the raw tokens (the paper's recipe). The attentive
+        and prototypical probes normalise the patch tokens; the linear probe
+        normalises its pooled feature vector. Default ``"center"`` for the
+        linear and attentive probes and ``"auto"`` for the prototypical
+        probe (centre only tokens with a common offset; see its Notes),
+        chosen on the panel of ``benchmarks/bench_defaults_panel.py`` (see
+        ``docs/benchmarks/defaults.md``).
     device : str, default="auto"
         ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"`` or
         ``"cuda:N"``. Resolved at each ``fit``/``predict``, so a probe fitted
@@ -100,6 +111,37 @@ def auto_batch_size(n_clips: int) -> int:
     """
     low, high, steps = _AUTO_BATCH
     return int(min(high, max(low, -(-n_clips // steps))))
+
+
+def auto_learning_rate(rate_times_fan_in: float, fan_in: int) -> float:
+    """``learning_rate="auto"``: ``rate_times_fan_in / fan_in``, the fan-in floored at 64.
+
+    With Adam every weight moves by about the learning rate per step, so a
+    unit's output moves by about ``learning_rate x fan_in`` on normalised
+    inputs; keeping that product fixed gives one setting for every embedding
+    dimension (the Adam rule of maximal-update parametrisation). Measured from
+    64 to 1,024 dimensions (``docs/benchmarks/defaults.md``); narrower inputs
+    get the 64-dimension rate.
+
+    >>> auto_learning_rate(10.0, 1024), auto_learning_rate(10.0, 64), auto_learning_rate(10.0, 2)
+    (0.009765625, 0.15625, 0.15625)
+    """
+    return float(rate_times_fan_in / max(int(fan_in), _AUTO_LR_MIN_FAN_IN))
+
+
+def offset_ratio(mean: torch.Tensor, scale: torch.Tensor) -> float:
+    """``|mean|^2 / sum of per-dimension variances`` from ``feature_moments(..., "center")``.
+
+    How far the tokens sit from the origin compared with how far they spread:
+    near 0 for zero-mean tokens, 0.5 when the common offset carries a third
+    of the second moment.
+
+    >>> import torch
+    >>> offset_ratio(torch.tensor([3.0, 4.0]), torch.tensor([5.0, 5.0]))
+    0.5
+    """
+    spread = float(scale[0]) ** 2 * mean.numel()
+    return float(mean.double().square().sum()) / spread if spread > 0 else 0.0
 
 
 def feature_moments(batches, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,7 +190,10 @@ class ProbeNetwork(nn.Module):
     ----------
     head : nn.Module
     prefix_tokens : int
-    normalize : {"center", "standard", "none"}, default="none"
+    normalize : {"center", "standard", "none", "auto"}, default="none"
+        ``"auto"`` becomes ``"center"`` when :func:`offset_ratio` of the
+        training tokens exceeds :data:`AUTO_CENTER_OFFSET_RATIO`, else
+        ``"none"`` (resolved in :meth:`calibrate`).
     """
 
     def __init__(self, head: nn.Module, prefix_tokens: int, normalize: str = "none") -> None:
@@ -158,19 +203,27 @@ class ProbeNetwork(nn.Module):
         self.normalize = normalize
         self.register_buffer("token_mean", None)
         self.register_buffer("token_scale", None)
+        self.token_offset_ratio: float | None = None  # set by calibrate() for normalize="auto"
 
     def calibrate(self, tokens: torch.Tensor, chunk: int = 256) -> ProbeNetwork:
         """Set the normalisation statistics from the training tokens ``(n, T, D)``."""
         if self.normalize == "none":
             return self
+        if self.normalize == "auto" and getattr(self.head, "normalizes_features", False):
+            self.normalize = "center"
         if getattr(self.head, "normalizes_features", False):
             batches = (self.split(tokens[i : i + chunk]) for i in range(0, len(tokens), chunk))
             self.head.calibrate(batches, self.normalize)
             return self
         has_patches = tokens.shape[1] > self.prefix_tokens
         patches = tokens[:, self.prefix_tokens :] if has_patches else tokens
-        mean, scale = feature_moments((patches[i : i + chunk] for i in range(0, len(patches), chunk)),
-                                      self.normalize)
+        mode = "center" if self.normalize == "auto" else self.normalize
+        mean, scale = feature_moments((patches[i : i + chunk] for i in range(0, len(patches), chunk)), mode)
+        if self.normalize == "auto":
+            self.token_offset_ratio = offset_ratio(mean, scale)
+            self.normalize = "center" if self.token_offset_ratio > AUTO_CENTER_OFFSET_RATIO else "none"
+            if self.normalize == "none":
+                return self
         self.token_mean, self.token_scale = mean, scale
         return self
 
@@ -198,7 +251,7 @@ class BaseProbeClassifier(ClassifierMixin, BaseEstimator):
         "asl_gamma_neg": [Interval(Real, 0, None, closed="left")],
         "asl_gamma_pos": [Interval(Real, 0, None, closed="left")],
         "asl_clip": [Interval(Real, 0, 1, closed="left")],
-        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
@@ -212,6 +265,8 @@ class BaseProbeClassifier(ClassifierMixin, BaseEstimator):
         "verbose": ["verbose"],
     }
     _no_decay: tuple[str, ...] = ()
+    #: ``learning_rate="auto"`` is ``_auto_lr_times_fan_in / fan in`` (see :func:`auto_learning_rate`).
+    _auto_lr_times_fan_in: float | None = None
 
     # -- to implement --------------------------------------------------------------
     def _build_head(self, dim: int, n_outputs: int) -> nn.Module:
@@ -219,6 +274,17 @@ class BaseProbeClassifier(ClassifierMixin, BaseEstimator):
 
     def _check_params(self) -> None:
         """Checks that depend on several parameters (after ``_validate_params``)."""
+
+    def _fan_in(self, dim: int) -> int:
+        """Inputs of the head's widest trained map for embedding dimension ``dim``."""
+        return dim
+
+    def _resolve_learning_rate(self, dim: int) -> float:
+        if self.learning_rate != "auto":
+            return float(self.learning_rate)
+        if self._auto_lr_times_fan_in is None:
+            raise ValueError(f"{type(self).__name__} has no learning_rate='auto' rule; pass a float")
+        return auto_learning_rate(self._auto_lr_times_fan_in, self._fan_in(dim))
 
     # -- input validation ------------------------------------------------------------
     def _validate_tokens(self, X, *, reset: bool) -> TokenSource:
@@ -311,18 +377,20 @@ class BaseProbeClassifier(ClassifierMixin, BaseEstimator):
         else:
             target_tensor = torch.from_numpy(targets.indicator)
         batch_size = self._train_batch_size(len(tokens))
+        self.learning_rate_ = self._resolve_learning_rate(tokens.shape[2])
         devices = [device.index or 0] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             network = ProbeNetwork(self._build_head(tokens.shape[2], len(self.classes_)), self.prefix_tokens,
-                                   self.normalize_tokens).calibrate(tokens)
+                                   self.normalize_tokens)
+            trainable, train_tokens = self._training_problem(network, tokens)
             result = train_module(
-                network,
-                tokens,
+                trainable,
+                train_tokens,
                 target_tensor,
                 criterion=make_loss(loss, gamma_neg=self.asl_gamma_neg, gamma_pos=self.asl_gamma_pos,
                                     clip=self.asl_clip),
-                learning_rate=self.learning_rate,
+                learning_rate=self.learning_rate_,
                 weight_decay=self.weight_decay,
                 no_decay=tuple(f"head.{p}" for p in self._no_decay),
                 max_iter=self.max_iter,
@@ -336,7 +404,10 @@ class BaseProbeClassifier(ClassifierMixin, BaseEstimator):
                 seed=seed,
                 stratify=targets.indices,
             )
-        self.module_ = result.module.cpu().eval()  # fitted attributes live on the CPU, whatever the device
+        if result.module is not trainable:
+            raise RuntimeError("the training engine trained a copy of the probe's network")  # skorch trains in place
+        self.normalize_tokens_ = network.normalize
+        self.module_ = network.cpu().eval()  # fitted attributes live on the CPU, whatever the device
         check_training(self, self.module_, tokens, target_tensor, loss, result.loss_curve)
         self.n_iter_ = result.n_iter
         self.batch_size_ = batch_size
@@ -347,6 +418,16 @@ class BaseProbeClassifier(ClassifierMixin, BaseEstimator):
         self.best_validation_loss_ = result.best_validation_loss
         self.n_trainable_parameters_ = sum(p.numel() for p in self.module_.parameters() if p.requires_grad)
         return self
+
+    def _training_problem(self, network: ProbeNetwork, tokens: TokenSource) -> tuple[nn.Module, TokenSource]:
+        """Calibrate ``network`` and return what to train and on which inputs.
+
+        By default the network itself on the tokens. A head whose first stage
+        has no trainable parameters may return a module sharing the trainable
+        parameters of ``network`` and precomputed inputs instead (the linear
+        probe trains on pooled features); ``network`` must end up trained.
+        """
+        return network.calibrate(tokens), tokens
 
     def _train_batch_size(self, n_clips: int) -> int:
         return auto_batch_size(n_clips) if self.batch_size == "auto" else self.batch_size

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from sklearn.utils._param_validation import StrOptions
 from torch import nn
 
-from .base import BaseProbeClassifier, feature_moments, store_parameters, with_shared_parameters_doc
+from ._tokens import TokenSource
+from .base import BaseProbeClassifier, ProbeNetwork, feature_moments, store_parameters, with_shared_parameters_doc
 
-__all__ = ["LinearProbeClassifier", "PooledLinearHead"]
+__all__ = ["LinearProbeClassifier", "PooledLinearHead", "POOLED_FEATURES_MAX_BYTES"]
 
 POOLINGS = ("cls", "mean", "max", "meanmax")
+
+#: The linear probe pools every clip once and trains on the pooled features when they fit in this many bytes
+#: (float32); larger sets stream the tokens and pool each batch, so host memory stays bounded.
+POOLED_FEATURES_MAX_BYTES = 256 * 2**20
 
 
 class PooledLinearHead(nn.Module):
@@ -47,11 +53,43 @@ class PooledLinearHead(nn.Module):
             return patches.amax(dim=1)
         return torch.cat([patches.mean(dim=1), patches.amax(dim=1)], dim=1)
 
-    def forward(self, prefix: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
-        features = self.pool(prefix, patches)
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits of pooled features ``(B, F)``: normalise, then ``Linear``."""
         if self.feature_mean is not None:
             features = (features - self.feature_mean) / self.feature_scale
         return self.linear(features)
+
+    def forward(self, prefix: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.pool(prefix, patches))
+
+
+class _PooledFeatureNetwork(nn.Module):
+    """The trainable part of a :class:`PooledLinearHead` on precomputed pooled features ``(B, 1, F)``.
+
+    It holds the head itself, so training it trains the head in place.
+    """
+
+    def __init__(self, head: PooledLinearHead) -> None:
+        super().__init__()
+        self.head = head
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head.classify(features[:, 0].float())
+
+
+def pooled_features(network: ProbeNetwork, tokens: TokenSource) -> np.ndarray:
+    """The pooled feature vector of every clip, ``(n_clips, F)`` float32, in one chunked pass."""
+    head = network.head
+    out = None
+    start = 0
+    with torch.inference_mode():
+        for chunk in tokens.tensor_chunks():
+            features = head.pool(*network.split(chunk))
+            if out is None:
+                out = np.empty((len(tokens), features.shape[1]), dtype=np.float32)
+            out[start : start + len(features)] = features.numpy()
+            start += len(features)
+    return out
 
 
 @with_shared_parameters_doc
@@ -66,8 +104,14 @@ class LinearProbeClassifier(BaseProbeClassifier):
     pooling : {"cls", "mean", "max", "meanmax"}, default="mean"
         ``"cls"`` uses the first token and needs ``prefix_tokens >= 1``;
         the others pool the patch tokens.
-    learning_rate : float, default=1e-2
-        AdamW learning rate.
+    learning_rate : float or "auto", default="auto"
+        AdamW learning rate. ``"auto"`` is ``10 / fan_in`` (``fan_in`` the
+        pooled feature size: ``D``, or ``2 D`` for ``"meanmax"``; floored
+        at 64), about 1e-2 for 1,024-dimensional tokens; the step size a
+        linear layer on normalised features needs scales as ``1 / fan_in``
+        with Adam (measured from 64 to 1,024 dimensions in
+        ``docs/benchmarks/defaults.md``). It assumes normalised features:
+        with ``normalize_tokens="none"`` pass a float.
     weight_decay : float, default=1e-4
     {shared_parameters}
 
@@ -81,8 +125,12 @@ class LinearProbeClassifier(BaseProbeClassifier):
         The trained network (on CPU after ``fit``).
     loss_ : str
         The resolved training loss.
+    learning_rate_ : float
+        The learning rate used (``"auto"`` resolved).
     n_iter_ : int
         Epochs run.
+    normalize_tokens_ : str
+        The input normalisation used (``"auto"`` resolved).
     batch_size_ : int
         Training batch size used (``batch_size="auto"`` resolved).
     n_steps_ : int
@@ -125,7 +173,7 @@ class LinearProbeClassifier(BaseProbeClassifier):
         asl_gamma_neg: float = 4.0,
         asl_gamma_pos: float = 1.0,
         asl_clip: float = 0.05,
-        learning_rate: float = 1e-2,
+        learning_rate: float | str = "auto",
         weight_decay: float = 1e-4,
         max_iter: int = 30,
         batch_size: int | str = "auto",
@@ -140,6 +188,11 @@ class LinearProbeClassifier(BaseProbeClassifier):
     ) -> None:
         store_parameters(self, locals())
 
+    _auto_lr_times_fan_in = 10.0
+
+    def _fan_in(self, dim: int) -> int:
+        return 2 * dim if self.pooling == "meanmax" else dim
+
     def _check_params(self) -> None:
         if self.pooling == "cls" and self.prefix_tokens < 1:
             raise ValueError(
@@ -152,3 +205,14 @@ class LinearProbeClassifier(BaseProbeClassifier):
 
     def _build_head(self, dim: int, n_outputs: int) -> nn.Module:
         return PooledLinearHead(dim, n_outputs, self.pooling)
+
+    def _training_problem(self, network: ProbeNetwork, tokens: TokenSource) -> tuple[nn.Module, TokenSource]:
+        # Pooling has no trainable parameters: pool every clip once instead of once per epoch, and take the
+        # normalisation statistics from the same pass.
+        if len(tokens) * self._fan_in(tokens.shape[2]) * 4 > POOLED_FEATURES_MAX_BYTES:
+            return super()._training_problem(network, tokens)
+        features = pooled_features(network, tokens)
+        if network.normalize != "none":
+            blocks = (torch.from_numpy(features[i : i + 4096]) for i in range(0, len(features), 4096))
+            network.head.feature_mean, network.head.feature_scale = feature_moments(blocks, network.normalize)
+        return _PooledFeatureNetwork(network.head), TokenSource(features)

@@ -126,8 +126,8 @@ def check_training(estimator, module: nn.Module, tokens: torch.Tensor, targets: 
     from sklearn.exceptions import ConvergenceWarning
 
     name = type(estimator).__name__
-    advice = f"lower learning_rate (now {estimator.learning_rate})"
-    if estimator.normalize_tokens == "none":
+    advice = f"lower learning_rate (now {getattr(estimator, 'learning_rate_', estimator.learning_rate):g})"
+    if getattr(estimator, "normalize_tokens_", estimator.normalize_tokens) == "none":
         advice += " or use normalize_tokens='center' (now 'none': raw tokens)"
     bad = [i for i, v in enumerate(loss_curve) if not torch.isfinite(torch.tensor(v))]
     if bad:

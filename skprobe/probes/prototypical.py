@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from numbers import Integral
+from numbers import Integral, Real
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
-from .base import BaseProbeClassifier, store_parameters, with_shared_parameters_doc
+from .base import NORMALIZATIONS, BaseProbeClassifier, store_parameters, with_shared_parameters_doc
 
 __all__ = ["PrototypicalProbeClassifier", "PrototypeHead"]
 
@@ -82,7 +82,11 @@ class PrototypicalProbeClassifier(BaseProbeClassifier):
         ``K = J * n_classes``.
     module_ : torch.nn.Module
     loss_ : str
+    learning_rate_ : float
+        The learning rate used.
     n_iter_ : int
+    normalize_tokens_ : str
+        The input normalisation used (``"auto"`` resolved).
     batch_size_ : int
         Training batch size used (``batch_size="auto"`` resolved).
     n_steps_ : int
@@ -119,6 +123,8 @@ class PrototypicalProbeClassifier(BaseProbeClassifier):
         **BaseProbeClassifier._parameter_constraints,
         "n_prototypes_per_class": [Interval(Integral, 1, None, closed="left")],
         "binarize": ["boolean"],
+        "normalize_tokens": [StrOptions({"auto", *NORMALIZATIONS})],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],  # scale-free head: no "auto" rule
     }
     _no_decay = ("prototypes",)
 
@@ -140,7 +146,7 @@ class PrototypicalProbeClassifier(BaseProbeClassifier):
         validation_fraction: float = 0.1,
         n_iter_no_change: int = 5,
         tol: float = 1e-4,
-        normalize_tokens: str = "center",
+        normalize_tokens: str = "auto",
         device: str = "auto",
         random_state=None,
         verbose: int = 0,

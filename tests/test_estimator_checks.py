@@ -14,7 +14,7 @@ ESTIMATORS = [
     LinearProbeClassifier(pooling="cls", prefix_tokens=1, random_state=0),
     AttentiveProbeClassifier(random_state=0),
     PrototypicalProbeClassifier(random_state=0),
-    PrototypicalProbeClassifier(binarize=False, loss="bce", random_state=0),
+    PrototypicalProbeClassifier(binarize=False, loss="bce", max_iter=30, random_state=0),  # the default length is checked above
     FrozenEncoderTransformer(encoder="tiny-cnn"),
     FrozenEncoderTransformer(encoder="tiny-vit", layers=[0, 2]),
 ]

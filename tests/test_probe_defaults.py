@@ -22,6 +22,7 @@ RECIPE_LR = {LinearProbeClassifier: 1e-2, AttentiveProbeClassifier: 1e-3, Protot
     (AttentiveProbeClassifier, {}),  # defaults: centred tokens
     (PrototypicalProbeClassifier, {}),  # defaults: "auto", raw zero-mean tokens here
     (PrototypicalProbeClassifier, {"normalize_tokens": "center"}),
+    (AttentiveProbeClassifier, {"normalize_tokens": "scale"}),
     (PrototypicalProbeClassifier, {"normalize_tokens": "none"}),  # cosine similarity alone ignores the scale
 ])
 @pytest.mark.parametrize("factor", [100.0, 0.01])
@@ -60,6 +61,9 @@ def test_feature_moments_modes():
     np.testing.assert_allclose(scale.numpy(), [1.0, 10.0, 1.0])  # a constant dimension keeps scale 1
     mean, scale = feature_moments([x], "center")
     np.testing.assert_allclose(scale.numpy(), np.full(3, np.sqrt((1 + 100 + 0) / 3)), rtol=1e-6)
+    mean, scale = feature_moments([x], "scale")  # no shift; the root mean square of all values
+    np.testing.assert_allclose(mean.numpy(), 0.0)
+    np.testing.assert_allclose(scale.numpy(), np.full(3, np.sqrt((0 + 100 + 25 + 4 + 900 + 25) / 6)), rtol=1e-6)
 
 
 def test_linear_probe_normalises_pooled_features(multilabel_tokens):
@@ -142,8 +146,13 @@ def test_auto_learning_rate_scales_as_one_over_fan_in(multilabel_tokens):
 def test_auto_normalisation_centres_only_tokens_with_a_common_offset(multilabel_tokens):
     X, Y = multilabel_tokens
     raw = PrototypicalProbeClassifier(max_iter=3, random_state=0).fit(X, Y)
-    assert raw.normalize_tokens_ == "none" and raw.module_.token_mean is None
+    assert raw.normalize_tokens_ == "scale" and not raw.module_.token_mean.any()
     assert raw.module_.token_offset_ratio < AUTO_CENTER_OFFSET_RATIO
+    flat = X.reshape(-1, X.shape[2]).astype(np.float64)
+    np.testing.assert_allclose(raw.module_.token_scale.numpy(), np.sqrt(np.mean(flat**2)), rtol=1e-4)
+    scaled = PrototypicalProbeClassifier(normalize_tokens="scale", max_iter=3, random_state=0).fit(X, Y)
+    np.testing.assert_allclose(raw.decision_function(X), scaled.decision_function(X), rtol=1e-5, atol=1e-6)
+    assert AttentiveProbeClassifier(max_iter=1).fit(X + 10 * X.std(), Y).normalize_tokens_ == "center"
     # A common offset makes every token point the same way; "auto" then centres, which removes it exactly.
     offset = np.random.default_rng(1).normal(size=X.shape[2]).astype(np.float32) * 3 * X.std()
     a = PrototypicalProbeClassifier(max_iter=3, random_state=0).fit(X + offset, Y)
@@ -153,3 +162,15 @@ def test_auto_normalisation_centres_only_tokens_with_a_common_offset(multilabel_
     np.testing.assert_allclose(a.decision_function(X + offset), b.decision_function(X + 2 * offset), atol=1e-3)
     centred = PrototypicalProbeClassifier(normalize_tokens="center", max_iter=3, random_state=0).fit(X + offset, Y)
     np.testing.assert_allclose(a.decision_function(X + offset), centred.decision_function(X + offset))
+
+
+def test_auto_training_length_gives_small_sets_a_minimum_of_steps(multilabel_tokens):
+    X, Y = multilabel_tokens  # 120 clips: batches of 32, 4 steps per epoch
+    assert LinearProbeClassifier().fit(X, Y).max_iter_ == 30  # no minimum
+    attentive = AttentiveProbeClassifier(random_state=0).fit(X, Y)
+    assert attentive.max_iter_ == attentive.n_iter_ == 90  # 480 steps would need 120 epochs: capped at 90
+    big = np.concatenate([X] * 30)  # 3,600 clips: 29 steps of 128 per epoch, 870 steps in 30 epochs
+    assert PrototypicalProbeClassifier(max_iter="auto")._resolve_max_iter(len(big), 128) == 30
+    assert PrototypicalProbeClassifier()._resolve_max_iter(600, 75) == 90  # 8 steps per epoch, 720 steps
+    assert AttentiveProbeClassifier()._resolve_max_iter(600, 75) == 60
+    assert AttentiveProbeClassifier(max_iter=7)._resolve_max_iter(600, 75) == 7

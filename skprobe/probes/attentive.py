@@ -9,7 +9,7 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
-from .base import BaseProbeClassifier, store_parameters, with_shared_parameters_doc
+from .base import NORMALIZATIONS, BaseProbeClassifier, store_parameters, with_shared_parameters_doc
 
 __all__ = ["AttentiveProbeClassifier", "AttentivePoolingHead", "auto_heads"]
 
@@ -122,6 +122,8 @@ class AttentiveProbeClassifier(BaseProbeClassifier):
     n_iter_ : int
     normalize_tokens_ : str
         The input normalisation used (``"auto"`` resolved).
+    max_iter_ : int
+        Epochs planned (``"auto"`` resolved; ``n_iter_`` is lower after early stopping).
     batch_size_ : int
         Training batch size used (``batch_size="auto"`` resolved).
     n_steps_ : int
@@ -154,6 +156,7 @@ class AttentiveProbeClassifier(BaseProbeClassifier):
 
     _parameter_constraints = {
         **BaseProbeClassifier._parameter_constraints,
+        "normalize_tokens": [StrOptions({"auto", *NORMALIZATIONS})],
         "n_queries": [Interval(Integral, 1, None, closed="left")],
         "n_heads": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
     }
@@ -170,19 +173,20 @@ class AttentiveProbeClassifier(BaseProbeClassifier):
         asl_clip: float = 0.05,
         learning_rate: float | str = "auto",
         weight_decay: float = 1e-4,
-        max_iter: int = 30,
+        max_iter: int | str = "auto",
         batch_size: int | str = "auto",
         early_stopping: bool = False,
         validation_fraction: float = 0.1,
         n_iter_no_change: int = 5,
         tol: float = 1e-4,
-        normalize_tokens: str = "center",
+        normalize_tokens: str = "auto",
         device: str = "auto",
         random_state=None,
         verbose: int = 0,
     ) -> None:
         store_parameters(self, locals())
 
+    _auto_min_steps = 480
     _auto_lr_times_fan_in = 0.8
 
     def _build_head(self, dim: int, n_outputs: int) -> nn.Module:

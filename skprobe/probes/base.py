@@ -35,7 +35,7 @@ __all__ = ["BaseProbeClassifier", "NORMALIZATIONS", "ProbeNetwork", "auto_batch_
 _TOKEN_DTYPES = [np.float32, np.float16, np.float64]
 
 #: Input normalisations of the probes (``normalize_tokens``).
-NORMALIZATIONS = ("center", "standard", "none")
+NORMALIZATIONS = ("center", "standard", "scale", "none")
 
 #: ``normalize_tokens="auto"`` centres when the tokens' common offset carries more than this share of
 #: their variance (:func:`offset_ratio`); measured on the panel of ``docs/benchmarks/defaults.md``.
@@ -43,6 +43,10 @@ AUTO_CENTER_OFFSET_RATIO = 0.25
 
 #: ``learning_rate="auto"`` uses the smallest dimension it was measured at for narrower inputs.
 _AUTO_LR_MIN_FAN_IN = 64
+
+#: ``max_iter="auto"``: this many epochs, or more (up to the second number) where a probe's minimum of
+#: optimiser steps needs them.
+_AUTO_EPOCHS = (30, 90)
 
 #: Bounds of ``batch_size="auto"`` and the number of steps per epoch it aims at.
 _AUTO_BATCH = (32, 128, 8)
@@ -60,8 +64,16 @@ SHARED_PARAMETERS_DOC = """prefix_tokens : int, default=0
         values). ``(0, 0, 0)`` equals ``"bce"``.
     weight_decay : float
         AdamW weight decay (prototypes are excluded).
-    max_iter : int, default=30
-        Training epochs.
+    max_iter : int or "auto", default="auto"
+        Training epochs. ``"auto"`` is 30 epochs (the paper's), or more on
+        small sets so that training takes at least a minimum number of
+        optimiser steps: 0 for the linear probe (always 30 epochs), 480 for
+        the attentive and 720 for the prototypical probe (their attention
+        and prototypes need more steps on long token maps than small sets
+        give in 30 epochs: see ``docs/benchmarks/defaults.md``), and at most
+        90 epochs. With the default batch size, 600 clips train for 60 / 90
+        epochs, and sets of about 3,000 clips or more for 30. The resolved
+        value is ``max_iter_``.
     batch_size : int or "auto", default="auto"
         Clips per optimisation step. ``"auto"`` is ``n_clips / 8`` clipped to
         [32, 128], so that an epoch has at least 8 steps where the set
@@ -77,21 +89,24 @@ SHARED_PARAMETERS_DOC = """prefix_tokens : int, default=0
     validation_fraction : float, default=0.1
     n_iter_no_change : int, default=5
     tol : float, default=1e-4
-    normalize_tokens : {"center", "standard", "none"}, or "auto" (prototypical probe)
+    normalize_tokens : {"auto", "center", "standard", "scale", "none"}
         Input normalisation with statistics of the training set, fixed
         before training and kept in the fitted network (the choice made is
         ``normalize_tokens_``). ``"center"`` subtracts the per-dimension mean
         and divides by one global scale (the root-mean-square deviation over
         all dimensions): it keeps the geometry of the tokens and makes the
         probe invariant to the encoder's token offset and scale, so one
-        learning rate serves every token scale. ``"standard"`` divides each
+        learning rate serves every token scale. ``"scale"`` only divides by
+        the root mean square of the values. ``"standard"`` divides each
         dimension by its own standard deviation (``StandardScaler``).
-        ``"none"`` feeds the raw tokens (the paper's recipe). The attentive
-        and prototypical probes normalise the patch tokens; the linear probe
-        normalises its pooled feature vector. Default ``"center"`` for the
-        linear and attentive probes and ``"auto"`` for the prototypical
-        probe (centre only tokens with a common offset; see its Notes),
-        chosen on the panel of ``benchmarks/bench_defaults_panel.py`` (see
+        ``"none"`` feeds the raw tokens (the paper's recipe). ``"auto"``
+        (attentive and prototypical probes only) is ``"center"`` when the
+        tokens share a common offset (``|mean|^2`` over a quarter of their
+        total variance) and ``"scale"`` otherwise. The attentive and
+        prototypical probes normalise the patch tokens; the linear probe
+        normalises its pooled feature vector. Defaults: ``"center"``
+        (linear), ``"auto"`` (attentive, prototypical), chosen on the panel
+        of ``benchmarks/bench_defaults_panel.py`` (see
         ``docs/benchmarks/defaults.md``).
     device : str, default="auto"
         ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"`` or
@@ -150,7 +165,8 @@ def feature_moments(batches, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
     ``mode="standard"``: per-dimension mean and standard deviation (a
     dimension with no spread keeps scale 1). ``mode="center"``: per-dimension
     mean and one global scale, the root of the mean per-dimension variance.
-    Accumulated in float64; returned as float32.
+    ``mode="scale"``: no shift, and one global scale, the root mean square of
+    the values. Accumulated in float64; returned as float32.
 
     >>> import torch
     >>> x = torch.tensor([[0.0, 10.0], [2.0, 30.0]])
@@ -172,10 +188,14 @@ def feature_moments(batches, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
     if mode == "standard":
         std = var.sqrt()
         scale = torch.where(std > 1e-6 * std.max().clamp(min=1e-12), std, torch.ones_like(std))
-    else:
-        rms = var.mean().sqrt()
-        scale = torch.full_like(mean, float(rms) if rms > 0 else 1.0)
-    return mean.float(), scale.float()
+        return mean.float(), scale.float()
+    if mode == "scale":
+        return torch.zeros_like(mean).float(), _global_scale((var + mean.square()).mean().sqrt(), mean)
+    return mean.float(), _global_scale(var.mean().sqrt(), mean)
+
+
+def _global_scale(rms: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return torch.full_like(like, float(rms) if rms > 0 else 1.0).float()
 
 
 class ProbeNetwork(nn.Module):
@@ -190,10 +210,10 @@ class ProbeNetwork(nn.Module):
     ----------
     head : nn.Module
     prefix_tokens : int
-    normalize : {"center", "standard", "none", "auto"}, default="none"
+    normalize : {"center", "standard", "scale", "none", "auto"}, default="none"
         ``"auto"`` becomes ``"center"`` when :func:`offset_ratio` of the
         training tokens exceeds :data:`AUTO_CENTER_OFFSET_RATIO`, else
-        ``"none"`` (resolved in :meth:`calibrate`).
+        ``"scale"`` (resolved in :meth:`calibrate`, from the same pass).
     """
 
     def __init__(self, head: nn.Module, prefix_tokens: int, normalize: str = "none") -> None:
@@ -221,9 +241,10 @@ class ProbeNetwork(nn.Module):
         mean, scale = feature_moments((patches[i : i + chunk] for i in range(0, len(patches), chunk)), mode)
         if self.normalize == "auto":
             self.token_offset_ratio = offset_ratio(mean, scale)
-            self.normalize = "center" if self.token_offset_ratio > AUTO_CENTER_OFFSET_RATIO else "none"
-            if self.normalize == "none":
-                return self
+            self.normalize = "center" if self.token_offset_ratio > AUTO_CENTER_OFFSET_RATIO else "scale"
+            if self.normalize == "scale":  # the root mean square of the raw values, from the same statistics
+                rms = (scale[0].double().square() + mean.double().square().mean()).sqrt()
+                mean, scale = torch.zeros_like(mean), _global_scale(rms, mean)
         self.token_mean, self.token_scale = mean, scale
         return self
 
@@ -253,7 +274,7 @@ class BaseProbeClassifier(ClassifierMixin, BaseEstimator):
         "asl_clip": [Interval(Real, 0, 1, closed="left")],
         "learning_rate": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
-        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "early_stopping": ["boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
@@ -265,6 +286,8 @@ class BaseProbeClassifier(ClassifierMixin, BaseEstimator):
         "verbose": ["verbose"],
     }
     _no_decay: tuple[str, ...] = ()
+    #: ``max_iter="auto"``: at least this many optimiser steps (and at least 30 epochs).
+    _auto_min_steps: int = 0
     #: ``learning_rate="auto"`` is ``_auto_lr_times_fan_in / fan in`` (see :func:`auto_learning_rate`).
     _auto_lr_times_fan_in: float | None = None
 
@@ -377,13 +400,15 @@ class BaseProbeClassifier(ClassifierMixin, BaseEstimator):
         else:
             target_tensor = torch.from_numpy(targets.indicator)
         batch_size = self._train_batch_size(len(tokens))
+        n_fit = len(tokens) - (max(1, round(self.validation_fraction * len(tokens))) if self.early_stopping else 0)
+        self.max_iter_ = self._resolve_max_iter(n_fit, batch_size)
         self.learning_rate_ = self._resolve_learning_rate(tokens.shape[2])
         devices = [device.index or 0] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             network = ProbeNetwork(self._build_head(tokens.shape[2], len(self.classes_)), self.prefix_tokens,
                                    self.normalize_tokens)
-            trainable, train_tokens = self._training_problem(network, tokens)
+            trainable, train_tokens = self._training_problem(network, tokens, device)
             result = train_module(
                 trainable,
                 train_tokens,
@@ -393,7 +418,7 @@ class BaseProbeClassifier(ClassifierMixin, BaseEstimator):
                 learning_rate=self.learning_rate_,
                 weight_decay=self.weight_decay,
                 no_decay=tuple(f"head.{p}" for p in self._no_decay),
-                max_iter=self.max_iter,
+                max_iter=self.max_iter_,
                 batch_size=batch_size,
                 early_stopping=self.early_stopping,
                 validation_fraction=self.validation_fraction,
@@ -411,7 +436,6 @@ class BaseProbeClassifier(ClassifierMixin, BaseEstimator):
         check_training(self, self.module_, tokens, target_tensor, loss, result.loss_curve)
         self.n_iter_ = result.n_iter
         self.batch_size_ = batch_size
-        n_fit = len(tokens) - (max(1, round(self.validation_fraction * len(tokens))) if self.early_stopping else 0)
         self.n_steps_ = result.n_iter * -(-n_fit // batch_size)
         self.loss_curve_ = result.loss_curve
         self.validation_loss_curve_ = result.validation_loss_curve if self.early_stopping else None
@@ -419,8 +443,9 @@ class BaseProbeClassifier(ClassifierMixin, BaseEstimator):
         self.n_trainable_parameters_ = sum(p.numel() for p in self.module_.parameters() if p.requires_grad)
         return self
 
-    def _training_problem(self, network: ProbeNetwork, tokens: TokenSource) -> tuple[nn.Module, TokenSource]:
-        """Calibrate ``network`` and return what to train and on which inputs.
+    def _training_problem(self, network: ProbeNetwork, tokens: TokenSource,
+                          device: torch.device) -> tuple[nn.Module, TokenSource]:
+        """Calibrate ``network`` and return what to train (on ``device``) and on which inputs.
 
         By default the network itself on the tokens. A head whose first stage
         has no trainable parameters may return a module sharing the trainable
@@ -428,6 +453,13 @@ class BaseProbeClassifier(ClassifierMixin, BaseEstimator):
         probe trains on pooled features); ``network`` must end up trained.
         """
         return network.calibrate(tokens), tokens
+
+    def _resolve_max_iter(self, n_fit: int, batch_size: int) -> int:
+        if self.max_iter != "auto":
+            return int(self.max_iter)
+        steps_per_epoch = -(-n_fit // batch_size)
+        low, high = _AUTO_EPOCHS
+        return min(high, max(low, -(-self._auto_min_steps // steps_per_epoch)))
 
     def _train_batch_size(self, n_clips: int) -> int:
         return auto_batch_size(n_clips) if self.batch_size == "auto" else self.batch_size

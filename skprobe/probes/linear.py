@@ -77,14 +77,14 @@ class _PooledFeatureNetwork(nn.Module):
         return self.head.classify(features[:, 0].float())
 
 
-def pooled_features(network: ProbeNetwork, tokens: TokenSource) -> np.ndarray:
-    """The pooled feature vector of every clip, ``(n_clips, F)`` float32, in one chunked pass."""
+def pooled_features(network: ProbeNetwork, tokens: TokenSource, device: torch.device | str = "cpu") -> np.ndarray:
+    """The pooled feature vector of every clip, ``(n_clips, F)`` float32, in one chunked pass on ``device``."""
     head = network.head
     out = None
     start = 0
     with torch.inference_mode():
         for chunk in tokens.tensor_chunks():
-            features = head.pool(*network.split(chunk))
+            features = head.pool(*network.split(chunk.to(device))).cpu()
             if out is None:
                 out = np.empty((len(tokens), features.shape[1]), dtype=np.float32)
             out[start : start + len(features)] = features.numpy()
@@ -131,6 +131,8 @@ class LinearProbeClassifier(BaseProbeClassifier):
         Epochs run.
     normalize_tokens_ : str
         The input normalisation used (``"auto"`` resolved).
+    max_iter_ : int
+        Epochs planned (``"auto"`` resolved; ``n_iter_`` is lower after early stopping).
     batch_size_ : int
         Training batch size used (``batch_size="auto"`` resolved).
     n_steps_ : int
@@ -175,7 +177,7 @@ class LinearProbeClassifier(BaseProbeClassifier):
         asl_clip: float = 0.05,
         learning_rate: float | str = "auto",
         weight_decay: float = 1e-4,
-        max_iter: int = 30,
+        max_iter: int | str = "auto",
         batch_size: int | str = "auto",
         early_stopping: bool = False,
         validation_fraction: float = 0.1,
@@ -206,12 +208,13 @@ class LinearProbeClassifier(BaseProbeClassifier):
     def _build_head(self, dim: int, n_outputs: int) -> nn.Module:
         return PooledLinearHead(dim, n_outputs, self.pooling)
 
-    def _training_problem(self, network: ProbeNetwork, tokens: TokenSource) -> tuple[nn.Module, TokenSource]:
+    def _training_problem(self, network: ProbeNetwork, tokens: TokenSource,
+                          device: torch.device) -> tuple[nn.Module, TokenSource]:
         # Pooling has no trainable parameters: pool every clip once instead of once per epoch, and take the
         # normalisation statistics from the same pass.
         if len(tokens) * self._fan_in(tokens.shape[2]) * 4 > POOLED_FEATURES_MAX_BYTES:
-            return super()._training_problem(network, tokens)
-        features = pooled_features(network, tokens)
+            return super()._training_problem(network, tokens, device)
+        features = pooled_features(network, tokens, device)
         if network.normalize != "none":
             blocks = (torch.from_numpy(features[i : i + 4096]) for i in range(0, len(features), 4096))
             network.head.feature_mean, network.head.feature_scale = feature_moments(blocks, network.normalize)

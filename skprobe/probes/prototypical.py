@@ -87,6 +87,8 @@ class PrototypicalProbeClassifier(BaseProbeClassifier):
     n_iter_ : int
     normalize_tokens_ : str
         The input normalisation used (``"auto"`` resolved).
+    max_iter_ : int
+        Epochs planned (``"auto"`` resolved; ``n_iter_`` is lower after early stopping).
     batch_size_ : int
         Training batch size used (``batch_size="auto"`` resolved).
     n_steps_ : int
@@ -126,6 +128,7 @@ class PrototypicalProbeClassifier(BaseProbeClassifier):
         "normalize_tokens": [StrOptions({"auto", *NORMALIZATIONS})],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],  # scale-free head: no "auto" rule
     }
+    _auto_min_steps = 720
     _no_decay = ("prototypes",)
 
     def __init__(
@@ -140,7 +143,7 @@ class PrototypicalProbeClassifier(BaseProbeClassifier):
         asl_clip: float = 0.05,
         learning_rate: float = 2e-2,
         weight_decay: float = 1e-4,
-        max_iter: int = 30,
+        max_iter: int | str = "auto",
         batch_size: int | str = "auto",
         early_stopping: bool = False,
         validation_fraction: float = 0.1,

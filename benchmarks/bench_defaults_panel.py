@@ -31,6 +31,11 @@ learning rate and normalisation.
 Run::
 
     PYTHONPATH=$PWD python benchmarks/bench_defaults_panel.py --sources all -o /tmp/panel.json
+    PYTHONPATH=$PWD python benchmarks/bench_defaults_panel.py --defaults-only /tmp/panel.json -o /tmp/d.json
+    PYTHONPATH=$PWD python benchmarks/bench_defaults_panel.py --report /tmp/d.json
+
+``--defaults-only`` re-measures today's defaults against the grids of an
+earlier run (after a change of defaults, without re-running the grids).
 """
 
 from __future__ import annotations

@@ -173,18 +173,22 @@ def feature_moments(batches, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
     >>> feature_moments([x], "standard")
     (tensor([ 1., 20.]), tensor([ 1., 10.]))
     """
-    total = total_sq = None
+    total = total_sq = shift = None
     count = 0
     for block in batches:
-        block = block.double().reshape(-1, block.shape[-1])
-        if total is None:
-            total, total_sq = torch.zeros(block.shape[-1], dtype=torch.float64), torch.zeros(block.shape[-1],
-                                                                                               dtype=torch.float64)
-        total += block.sum(0)
-        total_sq += block.square().sum(0)
+        block = block.reshape(-1, block.shape[-1])
+        if block.dtype != torch.float64:
+            block = block.float()
+        if shift is None:  # moments about the first block's mean: no cancellation for tokens far from zero
+            shift = block.mean(0)
+            total = torch.zeros(block.shape[-1], dtype=torch.float64)
+            total_sq = torch.zeros(block.shape[-1], dtype=torch.float64)
+        centred = block - shift
+        total += centred.sum(0).double()  # per-block sums in the block's precision, accumulated in float64
+        total_sq += centred.square_().sum(0).double()
         count += block.shape[0]
-    mean = total / count
-    var = (total_sq / count - mean.square()).clamp(min=0)
+    mean = shift.double() + total / count
+    var = ((total_sq - total.square() / count) / count).clamp(min=0)
     if mode == "standard":
         std = var.sqrt()
         scale = torch.where(std > 1e-6 * std.max().clamp(min=1e-12), std, torch.ones_like(std))
@@ -252,7 +256,10 @@ class ProbeNetwork(nn.Module):
         """Float32, normalised ``(prefix (B, P, D), patches (B, M, D))``."""
         tokens = tokens.float()
         if self.token_mean is not None:
-            tokens = (tokens - self.token_mean) / self.token_scale
+            if self.normalize == "scale":  # no shift: one multiplication
+                tokens = tokens * (1.0 / self.token_scale)
+            else:  # the difference is a fresh tensor: divide in place
+                tokens = torch.sub(tokens, self.token_mean).div_(self.token_scale)
         return tokens[:, : self.prefix_tokens], tokens[:, self.prefix_tokens :]
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:

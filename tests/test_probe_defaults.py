@@ -174,3 +174,13 @@ def test_auto_training_length_gives_small_sets_a_minimum_of_steps(multilabel_tok
     assert PrototypicalProbeClassifier()._resolve_max_iter(600, 75) == 90  # 8 steps per epoch, 720 steps
     assert AttentiveProbeClassifier()._resolve_max_iter(600, 75) == 60
     assert AttentiveProbeClassifier(max_iter=7)._resolve_max_iter(600, 75) == 7
+
+
+def test_feature_moments_stay_exact_far_from_zero():
+    """Tokens with an offset 1e5 times their spread: no cancellation in the float32 pass."""
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(20000, 8)) * 0.01 + 1000).astype(np.float32)
+    t = torch.from_numpy(x)
+    mean, scale = feature_moments([t[:5000], t[5000:12000], t[12000:]], "standard")
+    np.testing.assert_allclose(mean.numpy(), x.astype(np.float64).mean(0), rtol=1e-7)
+    np.testing.assert_allclose(scale.numpy(), x.astype(np.float64).std(0), rtol=1e-4)

@@ -28,8 +28,8 @@ from ._tokens import TokenSource, check_chunks, is_token_array
 from ._training import train_module
 from .losses import LOSSES, check_training, make_loss
 
-__all__ = ["BaseProbeClassifier", "NORMALIZATIONS", "ProbeNetwork", "auto_batch_size", "auto_learning_rate",
-           "feature_moments", "SHARED_PARAMETERS_DOC", "store_parameters",
+__all__ = ["BaseProbeClassifier", "NORMALIZATIONS", "ProbeNetwork", "SHARED_ATTRIBUTES_DOC", "SHARED_PARAMETERS_DOC",
+           "auto_batch_size", "auto_learning_rate", "feature_moments", "offset_ratio", "store_parameters",
            "with_shared_parameters_doc"]
 
 _TOKEN_DTYPES = [np.float32, np.float16, np.float64]
@@ -118,6 +118,31 @@ SHARED_PARAMETERS_DOC = """prefix_tokens : int, default=0
         1 prints a line per epoch, 2 adds a progress bar."""
 
 
+#: Fitted attributes every probe sets in ``fit`` (numpydoc lines, spliced into each probe's docstring).
+SHARED_ATTRIBUTES_DOC = """module_ : torch.nn.Module
+        The trained network (on CPU after ``fit``).
+    loss_ : str
+        The resolved training loss.
+    learning_rate_ : float
+        The learning rate used (``"auto"`` resolved).
+    normalize_tokens_ : str
+        The input normalisation used (``"auto"`` resolved).
+    max_iter_ : int
+        Epochs planned (``"auto"`` resolved; ``n_iter_`` is lower after early stopping).
+    n_iter_ : int
+        Epochs run.
+    batch_size_ : int
+        Training batch size used (``batch_size="auto"`` resolved).
+    n_steps_ : int
+        Optimiser steps taken.
+    loss_curve_ : list of float
+        Mean training loss per epoch.
+    validation_loss_curve_ : list of float or None
+        Validation loss per epoch when ``early_stopping``.
+    best_validation_loss_ : float or None
+    n_trainable_parameters_ : int"""
+
+
 def auto_batch_size(n_clips: int) -> int:
     """``batch_size="auto"``: ``ceil(n_clips / 8)`` clipped to [32, 128].
 
@@ -144,34 +169,27 @@ def auto_learning_rate(rate_times_fan_in: float, fan_in: int) -> float:
     return float(rate_times_fan_in / max(int(fan_in), _AUTO_LR_MIN_FAN_IN))
 
 
-def offset_ratio(mean: torch.Tensor, scale: torch.Tensor) -> float:
-    """``|mean|^2 / sum of per-dimension variances`` from ``feature_moments(..., "center")``.
+def offset_ratio(mean: torch.Tensor, var: torch.Tensor) -> float:
+    """``|mean|^2 / sum of per-dimension variances``, from :func:`raw_moments`.
 
     How far the tokens sit from the origin compared with how far they spread:
     near 0 for zero-mean tokens, 0.5 when the common offset carries a third
     of the second moment.
 
     >>> import torch
-    >>> offset_ratio(torch.tensor([3.0, 4.0]), torch.tensor([5.0, 5.0]))
+    >>> offset_ratio(torch.tensor([3.0, 4.0]), torch.tensor([25.0, 25.0]))
     0.5
     """
-    spread = float(scale[0]) ** 2 * mean.numel()
+    spread = float(var.double().sum())
     return float(mean.double().square().sum()) / spread if spread > 0 else 0.0
 
 
-def feature_moments(batches, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Shift and scale of rows ``(n, D)`` streamed in batches, for ``normalize_tokens=mode``.
+def raw_moments(batches) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and variance (float64) of rows ``(n, D)`` streamed in batches.
 
-    ``mode="standard"``: per-dimension mean and standard deviation (a
-    dimension with no spread keeps scale 1). ``mode="center"``: per-dimension
-    mean and one global scale, the root of the mean per-dimension variance.
-    ``mode="scale"``: no shift, and one global scale, the root mean square of
-    the values. Accumulated in float64; returned as float32.
-
-    >>> import torch
-    >>> x = torch.tensor([[0.0, 10.0], [2.0, 30.0]])
-    >>> feature_moments([x], "standard")
-    (tensor([ 1., 20.]), tensor([ 1., 10.]))
+    One pass in the batches' precision (float32 unless float64), accumulated
+    in float64 about the first batch's mean, so tokens far from zero lose no
+    precision to cancellation.
     """
     total = total_sq = shift = None
     count = 0
@@ -179,16 +197,27 @@ def feature_moments(batches, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
         block = block.reshape(-1, block.shape[-1])
         if block.dtype != torch.float64:
             block = block.float()
-        if shift is None:  # moments about the first block's mean: no cancellation for tokens far from zero
+        if shift is None:
             shift = block.mean(0)
             total = torch.zeros(block.shape[-1], dtype=torch.float64)
             total_sq = torch.zeros(block.shape[-1], dtype=torch.float64)
         centred = block - shift
-        total += centred.sum(0).double()  # per-block sums in the block's precision, accumulated in float64
+        total += centred.sum(0).double()
         total_sq += centred.square_().sum(0).double()
         count += block.shape[0]
     mean = shift.double() + total / count
     var = ((total_sq - total.square() / count) / count).clamp(min=0)
+    return mean, var
+
+
+def normalisation_stats(mean: torch.Tensor, var: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shift and scale (float32) for ``normalize_tokens=mode`` from :func:`raw_moments`.
+
+    ``"standard"``: per-dimension mean and standard deviation (a dimension
+    with no spread keeps scale 1). ``"center"``: per-dimension mean and one
+    global scale, the root of the mean per-dimension variance. ``"scale"``:
+    no shift, and one global scale, the root mean square of the values.
+    """
     if mode == "standard":
         std = var.sqrt()
         scale = torch.where(std > 1e-6 * std.max().clamp(min=1e-12), std, torch.ones_like(std))
@@ -196,6 +225,19 @@ def feature_moments(batches, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
     if mode == "scale":
         return torch.zeros_like(mean).float(), _global_scale((var + mean.square()).mean().sqrt(), mean)
     return mean.float(), _global_scale(var.mean().sqrt(), mean)
+
+
+def feature_moments(batches, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shift and scale of rows ``(n, D)`` streamed in batches, for ``normalize_tokens=mode``.
+
+    :func:`raw_moments` followed by :func:`normalisation_stats`.
+
+    >>> import torch
+    >>> x = torch.tensor([[0.0, 10.0], [2.0, 30.0]])
+    >>> feature_moments([x], "standard")
+    (tensor([ 1., 20.]), tensor([ 1., 10.]))
+    """
+    return normalisation_stats(*raw_moments(batches), mode)
 
 
 def _global_scale(rms: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -233,23 +275,17 @@ class ProbeNetwork(nn.Module):
         """Set the normalisation statistics from the training tokens ``(n, T, D)``."""
         if self.normalize == "none":
             return self
-        if self.normalize == "auto" and getattr(self.head, "normalizes_features", False):
-            self.normalize = "center"
         if getattr(self.head, "normalizes_features", False):
             batches = (self.split(tokens[i : i + chunk]) for i in range(0, len(tokens), chunk))
             self.head.calibrate(batches, self.normalize)
             return self
         has_patches = tokens.shape[1] > self.prefix_tokens
         patches = tokens[:, self.prefix_tokens :] if has_patches else tokens
-        mode = "center" if self.normalize == "auto" else self.normalize
-        mean, scale = feature_moments((patches[i : i + chunk] for i in range(0, len(patches), chunk)), mode)
+        mean, var = raw_moments(patches[i : i + chunk] for i in range(0, len(patches), chunk))
         if self.normalize == "auto":
-            self.token_offset_ratio = offset_ratio(mean, scale)
+            self.token_offset_ratio = offset_ratio(mean, var)
             self.normalize = "center" if self.token_offset_ratio > AUTO_CENTER_OFFSET_RATIO else "scale"
-            if self.normalize == "scale":  # the root mean square of the raw values, from the same statistics
-                rms = (scale[0].double().square() + mean.double().square().mean()).sqrt()
-                mean, scale = torch.zeros_like(mean), _global_scale(rms, mean)
-        self.token_mean, self.token_scale = mean, scale
+        self.token_mean, self.token_scale = normalisation_stats(mean, var, self.normalize)
         return self
 
     def split(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -593,9 +629,11 @@ def _exact_float32(device: torch.device):
 
 
 def with_shared_parameters_doc(cls):
-    """Class decorator: put :data:`SHARED_PARAMETERS_DOC` where the docstring says ``{shared_parameters}``."""
+    """Class decorator: put :data:`SHARED_PARAMETERS_DOC` and :data:`SHARED_ATTRIBUTES_DOC` where the
+    docstring says ``{shared_parameters}`` and ``{shared_attributes}``."""
     if cls.__doc__:
-        cls.__doc__ = cls.__doc__.replace("{shared_parameters}", SHARED_PARAMETERS_DOC)
+        cls.__doc__ = cls.__doc__.replace("{shared_parameters}", SHARED_PARAMETERS_DOC).replace(
+            "{shared_attributes}", SHARED_ATTRIBUTES_DOC)
     return cls
 
 

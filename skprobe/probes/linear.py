@@ -121,28 +121,7 @@ class LinearProbeClassifier(BaseProbeClassifier):
         Class labels (``arange(n_labels)`` for multi-label ``y``).
     n_features_in_ : int
         Token embedding dimension ``D`` seen in ``fit``.
-    module_ : torch.nn.Module
-        The trained network (on CPU after ``fit``).
-    loss_ : str
-        The resolved training loss.
-    learning_rate_ : float
-        The learning rate used (``"auto"`` resolved).
-    n_iter_ : int
-        Epochs run.
-    normalize_tokens_ : str
-        The input normalisation used (``"auto"`` resolved).
-    max_iter_ : int
-        Epochs planned (``"auto"`` resolved; ``n_iter_`` is lower after early stopping).
-    batch_size_ : int
-        Training batch size used (``batch_size="auto"`` resolved).
-    n_steps_ : int
-        Optimiser steps taken.
-    loss_curve_ : list of float
-        Mean training loss per epoch.
-    validation_loss_curve_ : list of float or None
-        Validation loss per epoch when ``early_stopping``.
-    best_validation_loss_ : float or None
-    n_trainable_parameters_ : int
+    {shared_attributes}
 
     See Also
     --------

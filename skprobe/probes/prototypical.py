@@ -80,23 +80,7 @@ class PrototypicalProbeClassifier(BaseProbeClassifier):
         Token embedding dimension ``D``.
     n_prototypes_ : int
         ``K = J * n_classes``.
-    module_ : torch.nn.Module
-    loss_ : str
-    learning_rate_ : float
-        The learning rate used.
-    n_iter_ : int
-    normalize_tokens_ : str
-        The input normalisation used (``"auto"`` resolved).
-    max_iter_ : int
-        Epochs planned (``"auto"`` resolved; ``n_iter_`` is lower after early stopping).
-    batch_size_ : int
-        Training batch size used (``batch_size="auto"`` resolved).
-    n_steps_ : int
-        Optimiser steps taken.
-    loss_curve_ : list of float
-    validation_loss_curve_ : list of float or None
-    best_validation_loss_ : float or None
-    n_trainable_parameters_ : int
+    {shared_attributes}
 
     Notes
     -----

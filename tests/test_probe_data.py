@@ -284,6 +284,55 @@ def test_cuda_predictions_are_order_and_subset_invariant(multilabel_tokens):
         assert all(t.device.type == "cpu" for t in clf.module_.state_dict().values())
 
 
+@cuda
+@pytest.mark.parametrize("budget", [None, 16 * 12 * 2 * 128], ids=["resident", "streamed"])
+def test_cuda_fit_names_the_first_bad_clip(budget, tmp_path):
+    """Resident tokens are checked on the device while they are copied; streamed ones on the host."""
+    X = np.memmap(tmp_path / "tokens.f16", dtype=np.float16, mode="w+", shape=(600, 12, 16))
+    X[:] = 0.5
+    X[437, 3, 5] = np.nan
+    X.flush()
+    y = np.arange(600) % 2
+    for Probe in PROBES:
+        with training_options(device_memory_budget=budget), pytest.raises(ValueError, match="NaN in clip 437 "):
+            Probe(device="cuda", **FAST).fit(X, y)
+    X64 = np.ones((40, 4, 8))
+    X64[7, 0, 0] = 1e300
+    with pytest.raises(ValueError, match="beyond the float32 range.*clip 7 "):
+        AttentiveProbeClassifier(device="cuda", **FAST).fit(X64, np.arange(40) % 2)
+
+
+@cuda
+@pytest.mark.parametrize("Probe", PROBES)
+def test_cuda_normalisation_statistics_match_the_cpu(Probe, multilabel_tokens):
+    """Statistics taken from the resident tokens on the GPU equal those of the host pass."""
+    X, Y = multilabel_tokens
+    X = (X * 3.0 + 2.0).astype(np.float32)  # an offset: normalize_tokens="auto" centres
+    gpu = Probe(device="cuda", **FAST).fit(X, Y)
+    cpu = Probe(device="cpu", **FAST).fit(X, Y)
+    assert gpu.normalize_tokens_ == cpu.normalize_tokens_
+    buffers = ("head.feature_mean", "head.feature_scale") if Probe is LinearProbeClassifier else (
+        "token_mean", "token_scale")
+    for name in buffers:
+        np.testing.assert_allclose(gpu.module_.state_dict()[name], cpu.module_.state_dict()[name], rtol=1e-5,
+                                   atol=1e-6)
+    np.testing.assert_allclose(gpu.loss_curve_, cpu.loss_curve_, rtol=2e-2)
+
+
+def test_loss_read_back_once_per_epoch_gives_skorch_history(multilabel_tokens, monkeypatch):
+    """The per-epoch loss sync records the same batch and epoch losses as skorch's per-batch ``item()``."""
+    X, Y = multilabel_tokens
+    for Probe in PROBES:
+        params = dict(max_iter=3, batch_size=32, early_stopping=True, random_state=0, device="cpu")
+        deferred = Probe(**params).fit(X, Y)
+        monkeypatch.setattr(_training, "DEFER_LOSS_SYNC", False)
+        per_batch = Probe(**params).fit(X, Y)
+        monkeypatch.undo()
+        assert deferred.loss_curve_ == per_batch.loss_curve_
+        assert deferred.validation_loss_curve_ == per_batch.validation_loss_curve_
+        assert len(deferred.loss_curve_) == 3
+
+
 @pytest.mark.parametrize("pooling", ["mean", "meanmax"])
 @pytest.mark.parametrize("early_stopping", [False, True])
 def test_linear_probe_trains_on_pooled_features_exactly_as_on_tokens(pooling, early_stopping, monkeypatch):

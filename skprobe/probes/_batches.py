@@ -27,7 +27,7 @@ import torch
 
 from ._tokens import TokenSource
 
-__all__ = ["HostPrefetcher", "inference_batches", "upload"]
+__all__ = ["HostPrefetcher", "NonFiniteTokens", "inference_batches", "upload"]
 
 _END = object()
 
@@ -165,16 +165,32 @@ def _pad(rows: torch.Tensor, n: int) -> torch.Tensor:
     return torch.cat([rows, rows.new_zeros((n - len(rows), *rows.shape[1:]))])
 
 
-def upload(source: TokenSource, device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:
+class NonFiniteTokens(Exception):
+    """Raised by :func:`upload` with ``check_finite=True``: a chunk starting at clip ``start`` is not finite."""
+
+    def __init__(self, start: int) -> None:
+        super().__init__(start)
+        self.start = start
+
+
+def upload(source: TokenSource, device: torch.device, dtype: torch.dtype,
+           check_finite: bool = False) -> torch.Tensor | None:
     """All clips of ``source`` on ``device`` as ``dtype``, copied chunk by chunk.
 
     Returns None when a value does not survive the cast (float32 tokens beyond
     the float16 range): the caller then streams the float32 tokens instead.
+    With ``check_finite`` every chunk is checked for NaN and infinity on the
+    device before the cast (the validation pass of ``fit`` then costs no CPU
+    pass); a bad chunk raises :class:`NonFiniteTokens`.
     """
     out = torch.empty(source.shape, dtype=dtype, device=device)
     start = 0
     for chunk in source.tensor_chunks():
-        part = chunk.to(device, non_blocking=False).to(dtype)
+        part = chunk.to(device, non_blocking=False)
+        if check_finite and not bool(torch.isfinite(part).all()):
+            del out
+            raise NonFiniteTokens(start)
+        part = part.to(dtype)
         if dtype == torch.float16 and chunk.dtype != torch.float16 and not torch.isfinite(part).all():
             del out
             return None

@@ -25,7 +25,7 @@ from .._torch import resolve_device
 from ._batches import inference_batches
 from ._targets import encode_targets
 from ._tokens import TokenSource, check_chunks, is_token_array
-from ._training import train_module
+from ._training import stage_tokens, train_module
 from .losses import LOSSES, check_training, make_loss
 
 __all__ = ["BaseProbeClassifier", "NORMALIZATIONS", "ProbeNetwork", "SHARED_ATTRIBUTES_DOC", "SHARED_PARAMETERS_DOC",
@@ -199,8 +199,8 @@ def raw_moments(batches) -> tuple[torch.Tensor, torch.Tensor]:
             block = block.float()
         if shift is None:
             shift = block.mean(0)
-            total = torch.zeros(block.shape[-1], dtype=torch.float64)
-            total_sq = torch.zeros(block.shape[-1], dtype=torch.float64)
+            total = torch.zeros(block.shape[-1], dtype=torch.float64, device=block.device)
+            total_sq = torch.zeros(block.shape[-1], dtype=torch.float64, device=block.device)
         centred = block - shift
         total += centred.sum(0).double()
         total_sq += centred.square_().sum(0).double()
@@ -353,13 +353,15 @@ class BaseProbeClassifier(ClassifierMixin, BaseEstimator):
         return auto_learning_rate(self._auto_lr_times_fan_in, self._fan_in(dim))
 
     # -- input validation ------------------------------------------------------------
-    def _validate_tokens(self, X, *, reset: bool) -> TokenSource:
+    def _validate_tokens(self, X, *, reset: bool, check_values: bool = True) -> TokenSource:
         """``X`` as a :class:`TokenSource` over finite float tokens ``(n, n_tokens, dim)``.
 
         Float ndarrays, memory maps and store-backed array-likes of 2 or 3
         dimensions are checked in chunks without a converted copy; anything
         else (lists, DataFrames, integer arrays) goes through scikit-learn's
-        validation. Both set the same fitted attributes.
+        validation. Both set the same fitted attributes. With
+        ``check_values=False`` the chunked check for NaN and infinity is left
+        to the caller (``fit`` does it while staging the tokens).
         """
         ndim = getattr(X, "ndim", None) if not isinstance(X, (list, tuple)) else np.ndim(X)
         if ndim is not None and ndim > 3:
@@ -380,7 +382,8 @@ class BaseProbeClassifier(ClassifierMixin, BaseEstimator):
             source = TokenSource(X)
         else:
             source = TokenSource(validate_data(self, X, reset=reset, dtype=_TOKEN_DTYPES))
-        check_chunks(source)  # after the cast to the compute dtype: float64 beyond float32 is caught too
+        if check_values:
+            check_chunks(source)  # after the cast to the compute dtype: float64 beyond float32 is caught too
         if source.shape[1] <= self.prefix_tokens and self._needs_patches():
             raise ValueError(
                 f"X has {source.shape[1]} token(s) per clip but prefix_tokens={self.prefix_tokens}: no patch tokens "
@@ -421,7 +424,7 @@ class BaseProbeClassifier(ClassifierMixin, BaseEstimator):
         """
         self._validate_params()
         self._check_params()
-        tokens = self._validate_tokens(X, reset=True)
+        tokens = self._validate_tokens(X, reset=True, check_values=False)  # values: stage_tokens below
         targets = encode_targets(y, len(tokens))
         if len(targets.classes) < 2 and targets.kind != "multilabel":
             raise ValueError(
@@ -446,12 +449,14 @@ class BaseProbeClassifier(ClassifierMixin, BaseEstimator):
         n_fit = len(tokens) - (max(1, round(self.validation_fraction * len(tokens))) if self.early_stopping else 0)
         self.max_iter_ = self._resolve_max_iter(n_fit, batch_size)
         self.learning_rate_ = self._resolve_learning_rate(tokens.shape[2])
+        resident = stage_tokens(tokens, batch_size, device)  # checks values; on a GPU: tokens kept there if they fit
         devices = [device.index or 0] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             network = ProbeNetwork(self._build_head(tokens.shape[2], len(self.classes_)), self.prefix_tokens,
                                    self.normalize_tokens)
-            trainable, train_tokens = self._training_problem(network, tokens, device)
+            trainable, train_tokens, train_resident = self._training_problem(network, tokens, device, resident)
+            del resident  # what stays on the device is train_resident
             result = train_module(
                 trainable,
                 train_tokens,
@@ -471,7 +476,9 @@ class BaseProbeClassifier(ClassifierMixin, BaseEstimator):
                 verbose=self.verbose,
                 seed=seed,
                 stratify=targets.indices,
+                resident=train_resident,
             )
+            del train_resident
         if result.module is not trainable:
             raise RuntimeError("the training engine trained a copy of the probe's network")  # skorch trains in place
         self.normalize_tokens_ = network.normalize
@@ -486,16 +493,21 @@ class BaseProbeClassifier(ClassifierMixin, BaseEstimator):
         self.n_trainable_parameters_ = sum(p.numel() for p in self.module_.parameters() if p.requires_grad)
         return self
 
-    def _training_problem(self, network: ProbeNetwork, tokens: TokenSource,
-                          device: torch.device) -> tuple[nn.Module, TokenSource]:
+    def _training_problem(self, network: ProbeNetwork, tokens: TokenSource, device: torch.device,
+                          resident: torch.Tensor | None = None,
+                          ) -> tuple[nn.Module, TokenSource, torch.Tensor | None]:
         """Calibrate ``network`` and return what to train (on ``device``) and on which inputs.
 
-        By default the network itself on the tokens. A head whose first stage
-        has no trainable parameters may return a module sharing the trainable
+        ``resident`` is ``tokens`` already on ``device`` (or None). Returns
+        the module to train, its inputs as a :class:`TokenSource` and those
+        inputs on ``device`` when they are there (or None). By default the
+        network itself on the tokens. A head whose first stage has no
+        trainable parameters may return a module sharing the trainable
         parameters of ``network`` and precomputed inputs instead (the linear
         probe trains on pooled features); ``network`` must end up trained.
         """
-        return network.calibrate(tokens), tokens
+        network.calibrate(tokens if resident is None else resident)
+        return network, tokens, resident
 
     def _resolve_max_iter(self, n_fit: int, batch_size: int) -> int:
         if self.max_iter != "auto":

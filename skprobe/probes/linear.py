@@ -7,7 +7,7 @@ import torch
 from sklearn.utils._param_validation import StrOptions
 from torch import nn
 
-from ._tokens import TokenSource
+from ._tokens import CHUNK_BYTES, TokenSource
 from .base import BaseProbeClassifier, ProbeNetwork, feature_moments, store_parameters, with_shared_parameters_doc
 
 __all__ = ["LinearProbeClassifier", "PooledLinearHead", "POOLED_FEATURES_MAX_BYTES"]
@@ -77,13 +77,22 @@ class _PooledFeatureNetwork(nn.Module):
         return self.head.classify(features[:, 0].float())
 
 
-def pooled_features(network: ProbeNetwork, tokens: TokenSource, device: torch.device | str = "cpu") -> np.ndarray:
-    """The pooled feature vector of every clip, ``(n_clips, F)`` float32, in one chunked pass on ``device``."""
+def pooled_features(network: ProbeNetwork, tokens: TokenSource | torch.Tensor,
+                    device: torch.device | str = "cpu") -> np.ndarray:
+    """The pooled feature vector of every clip, ``(n_clips, F)`` float32, in one chunked pass on ``device``.
+
+    ``tokens`` is a :class:`TokenSource` or a tensor (tokens already on ``device``).
+    """
     head = network.head
+    if isinstance(tokens, TokenSource):
+        chunks = tokens.tensor_chunks()
+    else:
+        step = max(1, CHUNK_BYTES // max(1, tokens[0].numel() * tokens.element_size()))
+        chunks = (tokens[i : i + step] for i in range(0, len(tokens), step))
     out = None
     start = 0
     with torch.inference_mode():
-        for chunk in tokens.tensor_chunks():
+        for chunk in chunks:
             features = head.pool(*network.split(chunk.to(device))).cpu()
             if out is None:
                 out = np.empty((len(tokens), features.shape[1]), dtype=np.float32)
@@ -187,14 +196,15 @@ class LinearProbeClassifier(BaseProbeClassifier):
     def _build_head(self, dim: int, n_outputs: int) -> nn.Module:
         return PooledLinearHead(dim, n_outputs, self.pooling)
 
-    def _training_problem(self, network: ProbeNetwork, tokens: TokenSource,
-                          device: torch.device) -> tuple[nn.Module, TokenSource]:
+    def _training_problem(self, network: ProbeNetwork, tokens: TokenSource, device: torch.device,
+                          resident: torch.Tensor | None = None,
+                          ) -> tuple[nn.Module, TokenSource, torch.Tensor | None]:
         # Pooling has no trainable parameters: pool every clip once instead of once per epoch, and take the
         # normalisation statistics from the same pass.
         if len(tokens) * self._fan_in(tokens.shape[2]) * 4 > POOLED_FEATURES_MAX_BYTES:
-            return super()._training_problem(network, tokens, device)
-        features = pooled_features(network, tokens, device)
+            return super()._training_problem(network, tokens, device, resident)
+        features = pooled_features(network, tokens if resident is None else resident, device)
         if network.normalize != "none":
             blocks = (torch.from_numpy(features[i : i + 4096]) for i in range(0, len(features), 4096))
             network.head.feature_mean, network.head.feature_scale = feature_moments(blocks, network.normalize)
-        return _PooledFeatureNetwork(network.head), TokenSource(features)
+        return _PooledFeatureNetwork(network.head), TokenSource(features), None

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# skprobe's GPU checks in one run: the CUDA tests of the probes, training at AudioSet-20k size, bf16 autocast
+# quality, batched inference. Each step has its own time limit and writes its log to $OUT/<step>.log.
+#
+# On a CUDA machine, from the repository root (torch, scikit-learn installed; skorch and soundfile may come as
+# wheels in .whl/, installed into /tmp/site; the autocast step needs .gpu/event_scenes_yamnet.npz, written by
+# `python benchmarks/bench_autocast.py --save .gpu/event_scenes_yamnet.npz` on a machine that has the tokens):
+#
+#     OUT=/tmp/gpu-logs bash benchmarks/gpu_suite.sh            # all steps
+#     OUT=/tmp/gpu-logs bash benchmarks/gpu_suite.sh suite      # chosen steps: env tests scale autocast inference suite
+set -u
+OUT=${OUT:-gpu-logs}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+if ls .whl/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        && export PYTHONPATH=$PYTHONPATH:/tmp/site
+fi
+PY=${PYTHON:-python3}
+
+step() {  # step NAME LIMIT_S COMMAND...
+    local name=$1 limit=$2 start rc
+    shift 2
+    echo "=== $name (limit ${limit} s): $*"
+    start=$(date +%s)
+    timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+    rc=$?
+    echo "=== $name: exit $rc after $(($(date +%s) - start)) s"
+    tail -n "${TAIL:-30}" "$OUT/$name.log"
+}
+
+steps=${*:-env tests scale autocast inference}
+for s in $steps; do
+    case $s in
+    env) step env 60 bash -c "nvidia-smi; $PY -c 'import torch, sklearn, skorch; print(torch.__version__, \
+torch.cuda.get_device_name(), sklearn.__version__, skorch.__version__)'" ;;
+    tests) step tests 100 $PY -m pytest -q -x -p no:cacheprovider tests/test_probe_data.py tests/test_probes.py \
+        tests/test_probe_defaults.py tests/test_estimator_checks.py ;;
+    scale) step scale 250 $PY benchmarks/bench_gpu_scale.py --epochs 3 --probes prototypical attentive linear \
+        --item-sync linear ;;
+    autocast) step autocast 90 $PY benchmarks/bench_autocast.py .gpu/event_scenes_yamnet.npz ;;
+    inference) step inference 40 $PY benchmarks/bench_probe_training.py --device cuda --inference ;;
+    suite) step suite 200 $PY -m pytest -q -n 8 -p no:cacheprovider ;;
+    *) echo "unknown step $s" ;;
+    esac
+done

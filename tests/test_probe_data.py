@@ -58,6 +58,22 @@ def test_memmap_and_array_like_fit_like_the_array(Probe, multilabel_tokens, tmp_
         np.testing.assert_array_equal(clf.predict(data), reference.predict(X16))
 
 
+def test_take_into_writes_the_clips_of_take(tmp_path):
+    """Gathering into a given buffer (the pinned staging path on a GPU) equals take() for every kind of X."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 5, 6)).astype(np.float16)
+    idx = np.array([3, 17, 4, 39, 0])
+    sources = [TokenSource(X), TokenSource(_memmap(tmp_path, X)), TokenSource(StoreArray(X)),
+               TokenSource(TokenView(X, np.arange(40)[::-1].copy())), TokenSource(X.astype(np.float64)),
+               TokenSource(X[:, 0]), TokenSource(X, tokens=slice(1, 4))]
+    for source in sources:
+        out = torch.full((len(idx), *source.shape[1:]), -1.0, dtype=source.dtype)
+        assert source.take_into(idx, out) is out
+        np.testing.assert_array_equal(out.numpy(), source.take(idx))
+    fast = TokenSource(X)
+    assert fast._gatherable() is not None and TokenSource(_memmap(tmp_path, X, "c.dat"))._gatherable() is None
+
+
 def test_float_dtypes_are_read_in_place(multilabel_tokens):
     X, Y = multilabel_tokens
     clf = LinearProbeClassifier(**FAST).fit(X, Y)

@@ -39,9 +39,10 @@ class _Stopped(Exception):
 class HostPrefetcher:
     """Gather batches of clips on the host in a background thread, ``depth`` batches ahead.
 
-    With ``device`` a CUDA device the batches are staged in reused pinned
-    buffers and arrive on the device through non-blocking copies; a buffer is
-    reused only after the copy out of it has completed (a CUDA event).
+    With ``device`` a CUDA device the batches are gathered straight into
+    reused pinned buffers and arrive on the device through non-blocking
+    copies on a side stream, queued one batch ahead; a buffer is reused only
+    after the copy out of it has completed (a CUDA event).
 
     Parameters
     ----------
@@ -89,17 +90,19 @@ class HostPrefetcher:
         return buffer
 
     def _host_batch(self, idx: np.ndarray) -> torch.Tensor:
-        rows = torch.from_numpy(self.source.take(idx))
-        if self.pad_to is not None and len(rows) < self.pad_to:
-            rows = torch.cat([rows, rows.new_zeros((self.pad_to - len(rows), *rows.shape[1:]))])
         if not self.pin:
+            rows = torch.from_numpy(self.source.take(idx))
+            if self.pad_to is not None and len(rows) < self.pad_to:
+                rows = torch.cat([rows, rows.new_zeros((self.pad_to - len(rows), *rows.shape[1:]))])
             return rows
-        full = (max(len(rows), self.pad_to or 0), *rows.shape[1:])
-        buffer = self._buffer(full, rows.dtype)
-        if buffer.shape[0] < len(rows) or buffer.shape[1:] != rows.shape[1:]:
-            buffer = torch.empty(rows.shape, dtype=rows.dtype).pin_memory()
-        out = buffer[: len(rows)]
-        out.copy_(rows)
+        full = (max(len(idx), self.pad_to or 0), *self.source.shape[1:])
+        buffer = self._buffer(full, self.source.dtype)
+        if buffer.shape[0] < full[0] or buffer.shape[1:] != full[1:]:
+            buffer = torch.empty(full, dtype=self.source.dtype).pin_memory()
+        out = buffer[: full[0]]
+        self.source.take_into(idx, out[: len(idx)])  # straight into pinned memory
+        if full[0] > len(idx):
+            out[len(idx) :].zero_()
         return out
 
     def _produce(self) -> None:
@@ -122,21 +125,26 @@ class HostPrefetcher:
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         self._thread.start()
+        # On CUDA each batch's copy is queued on a side stream one batch ahead of its use, so it runs while
+        # the device computes on the previous batch; the compute stream waits for it by an event.
+        copy_stream = torch.cuda.Stream(self.device) if self.pin else None
+        pending = None
         try:
             while True:
                 item = self._ready.get()
                 if item is _END:
-                    return
+                    break
                 if isinstance(item, BaseException):
                     raise item
                 if not self.pin:
                     yield item
                     continue
-                on_device = item.to(self.device, non_blocking=True)
-                event = torch.cuda.Event()
-                event.record()
-                self._free.put((item if item._base is None else item._base, event))
-                yield on_device
+                launched = self._launch(item, copy_stream)
+                if pending is not None:
+                    yield self._hand_over(*pending)
+                pending = launched
+            if pending is not None:
+                yield self._hand_over(*pending)
         finally:
             self._stop.set()
             while self._thread.is_alive():
@@ -144,6 +152,22 @@ class HostPrefetcher:
                     self._ready.get(timeout=0.1)
                 except queue.Empty:
                     pass
+
+    def _launch(self, item: torch.Tensor, stream: torch.cuda.Stream) -> tuple[torch.Tensor, torch.cuda.Event]:
+        """Queue the copy of a pinned batch to the device on ``stream``; its buffer is free once it is done."""
+        with torch.cuda.stream(stream):
+            on_device = item.to(self.device, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record(stream)
+        self._free.put((item if item._base is None else item._base, done))
+        return on_device, done
+
+    def _hand_over(self, on_device: torch.Tensor, done: torch.cuda.Event) -> torch.Tensor:
+        """The batch for use on the current stream, which first waits for its copy."""
+        current = torch.cuda.current_stream(self.device)
+        current.wait_event(done)
+        on_device.record_stream(current)  # the allocator must not reuse it before the compute stream is done
+        return on_device
 
 
 def inference_batches(source: TokenSource, batch_size: int, device: torch.device,

@@ -269,17 +269,36 @@ class TokenSource:
         # torch cannot share read-only memory (a memmap opened with mode="r"): copy the batch
         return rows if rows.flags.writeable else rows.copy()
 
+    def _gatherable(self) -> torch.Tensor | None:
+        """The tokens as a CPU tensor sharing their memory, when torch can gather clips from them directly."""
+        data = self.data
+        if (self._file is None and self._mmap is None and isinstance(data, np.ndarray) and data.ndim == 3
+                and self.tokens is None and data.dtype == self.np_dtype and data.flags.c_contiguous
+                and data.flags.writeable):
+            return torch.from_numpy(data)
+        return None
+
+    def take_into(self, idx: np.ndarray, out: torch.Tensor) -> torch.Tensor:
+        """Clips ``idx`` written into the CPU tensor ``out`` (for instance a pinned buffer); returns ``out``.
+
+        Tokens in memory are gathered straight into ``out`` by torch on all
+        cores: no intermediate array, whose fresh pages would cost more to
+        fault in than the copy itself.
+        """
+        tensor = self._gatherable()
+        if tensor is not None:
+            return torch.index_select(tensor, 0, torch.from_numpy(np.asarray(idx, dtype=np.int64)), out=out)
+        return out.copy_(torch.from_numpy(self.take(idx)))
+
     def take(self, idx: np.ndarray) -> np.ndarray:
         """Clips ``idx`` (any order), converted, as a contiguous ndarray ``(len(idx), n_tokens, dim)``."""
         idx = np.asarray(idx, dtype=np.intp)
         if len(idx) and np.all(idx[1:] == idx[:-1] + 1):
             return self.slice(int(idx[0]), int(idx[-1]) + 1)
         if self._file is None and self._mmap is None and not isinstance(self.data, TokenView):
-            data = self.data
-            if (isinstance(data, np.ndarray) and data.ndim == 3 and self.tokens is None and data.dtype == self.np_dtype
-                    and data.flags.c_contiguous and data.flags.writeable):
-                # torch's gather runs on all cores, numpy's fancy indexing on one
-                return torch.from_numpy(data).index_select(0, torch.from_numpy(idx)).numpy()
+            tensor = self._gatherable()
+            if tensor is not None:  # torch's gather runs on all cores, numpy's fancy indexing on one
+                return tensor.index_select(0, torch.from_numpy(idx)).numpy()
             return self._convert(self._read(idx))  # in memory: one gather, no sort and scatter
         order = np.argsort(idx, kind="stable")
         rows = self._convert(self._read(idx[order]))  # file order: sequential reads from a memory map

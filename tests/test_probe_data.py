@@ -359,7 +359,8 @@ def test_linear_probe_trains_on_pooled_features_exactly_as_on_tokens(pooling, ea
     rng = np.random.default_rng(0)
     X = rng.normal(size=(96, 6, 8)).astype(np.float16)
     Y = (rng.random((96, 3)) < 0.3).astype(int)
-    params = dict(pooling=pooling, max_iter=4, random_state=0, early_stopping=early_stopping, device="cpu")
+    params = dict(pooling=pooling, max_iter=4, random_state=0, early_stopping=early_stopping, device="cpu",
+                  cv=None)  # the selection runs on pooled features only
     pooled = LinearProbeClassifier(**params).fit(X, Y)
     monkeypatch.setattr(linear, "POOLED_FEATURES_MAX_BYTES", 0)
     streamed = LinearProbeClassifier(**params).fit(X, Y)

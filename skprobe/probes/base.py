@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from dataclasses import dataclass
 from numbers import Integral, Real
 
 import numpy as np
@@ -28,7 +29,7 @@ from ._tokens import TokenSource, check_chunks, is_token_array
 from ._training import stage_tokens, train_module
 from .losses import LOSSES, check_training, make_loss
 
-__all__ = ["BaseProbeClassifier", "NORMALIZATIONS", "ProbeNetwork", "SHARED_ATTRIBUTES_DOC", "SHARED_PARAMETERS_DOC",
+__all__ = ["BaseProbeClassifier", "FitProblem", "NORMALIZATIONS", "ProbeNetwork", "SHARED_ATTRIBUTES_DOC", "SHARED_PARAMETERS_DOC",
            "auto_batch_size", "auto_learning_rate", "feature_moments", "offset_ratio", "store_parameters",
            "with_shared_parameters_doc"]
 
@@ -67,8 +68,9 @@ SHARED_PARAMETERS_DOC = """prefix_tokens : int, default=0
     max_iter : int or "auto", default="auto"
         Training epochs. ``"auto"`` is 30 epochs (the paper's), or more on
         small sets so that training takes at least a minimum number of
-        optimiser steps: 0 for the linear probe (always 30 epochs), 480 for
-        the attentive and 720 for the prototypical probe (their attention
+        optimiser steps: 0 for the linear probe (30 epochs, or 90 where its
+        ``cv`` chooses them), 480 for the attentive and 720 for the
+        prototypical probe (their attention
         and prototypes need more steps on long token maps than small sets
         give in 30 epochs: see ``docs/benchmarks/defaults.md``), and at most
         90 epochs. With the default batch size, 600 clips train for 60 / 90
@@ -100,13 +102,14 @@ SHARED_PARAMETERS_DOC = """prefix_tokens : int, default=0
         the root mean square of the values. ``"standard"`` divides each
         dimension by its own standard deviation (``StandardScaler``).
         ``"none"`` feeds the raw tokens (the paper's recipe). ``"auto"``
-        (attentive and prototypical probes only) is ``"center"`` when the
-        tokens share a common offset (``|mean|^2`` over a quarter of their
-        total variance) and ``"scale"`` otherwise. The attentive and
+        (the default) is, for the attentive and prototypical probes,
+        ``"center"`` when the tokens share a common offset (``|mean|^2``
+        over a quarter of their total variance) and ``"scale"`` otherwise;
+        for the linear probe, ``"center"`` or ``"standard"`` as its ``cv``
+        chooses (``"center"`` without ``cv``). The attentive and
         prototypical probes normalise the patch tokens; the linear probe
-        normalises its pooled feature vector. Defaults: ``"center"``
-        (linear), ``"auto"`` (attentive, prototypical), chosen on the panel
-        of ``benchmarks/bench_defaults_panel.py`` (see
+        normalises its pooled feature vector. Chosen on the panel of
+        ``benchmarks/bench_defaults_panel.py`` (see
         ``docs/benchmarks/defaults.md``).
     device : str, default="auto"
         ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"`` or
@@ -141,6 +144,21 @@ SHARED_ATTRIBUTES_DOC = """module_ : torch.nn.Module
         Validation loss per epoch when ``early_stopping``.
     best_validation_loss_ : float or None
     n_trainable_parameters_ : int"""
+
+
+@dataclass
+class FitProblem:
+    """What ``fit`` trains on, handed to :meth:`BaseProbeClassifier._training_problem`.
+
+    ``targets``: class indices ``(n,)`` for the softmax loss, else a 0/1
+    indicator ``(n, n_outputs)``; ``criterion``: the training loss.
+    """
+
+    targets: torch.Tensor
+    n_outputs: int
+    criterion: nn.Module
+    batch_size: int
+    seed: int
 
 
 def auto_batch_size(n_clips: int) -> int:
@@ -455,14 +473,18 @@ class BaseProbeClassifier(ClassifierMixin, BaseEstimator):
             torch.manual_seed(seed)
             network = ProbeNetwork(self._build_head(tokens.shape[2], len(self.classes_)), self.prefix_tokens,
                                    self.normalize_tokens)
-            trainable, train_tokens, train_resident = self._training_problem(network, tokens, device, resident)
+            criterion = make_loss(loss, gamma_neg=self.asl_gamma_neg, gamma_pos=self.asl_gamma_pos,
+                                  clip=self.asl_clip)
+            problem = FitProblem(targets=target_tensor, n_outputs=len(self.classes_), criterion=criterion,
+                                 batch_size=batch_size, seed=seed)
+            trainable, train_tokens, train_resident = self._training_problem(network, tokens, device, resident,
+                                                                             problem)
             del resident  # what stays on the device is train_resident
             result = train_module(
                 trainable,
                 train_tokens,
                 target_tensor,
-                criterion=make_loss(loss, gamma_neg=self.asl_gamma_neg, gamma_pos=self.asl_gamma_pos,
-                                    clip=self.asl_clip),
+                criterion=criterion,
                 learning_rate=self.learning_rate_,
                 weight_decay=self.weight_decay,
                 no_decay=tuple(f"head.{p}" for p in self._no_decay),
@@ -494,17 +516,20 @@ class BaseProbeClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def _training_problem(self, network: ProbeNetwork, tokens: TokenSource, device: torch.device,
-                          resident: torch.Tensor | None = None,
+                          resident: torch.Tensor | None = None, problem: FitProblem | None = None,
                           ) -> tuple[nn.Module, TokenSource, torch.Tensor | None]:
         """Calibrate ``network`` and return what to train (on ``device``) and on which inputs.
 
-        ``resident`` is ``tokens`` already on ``device`` (or None). Returns
-        the module to train, its inputs as a :class:`TokenSource` and those
-        inputs on ``device`` when they are there (or None). By default the
-        network itself on the tokens. A head whose first stage has no
-        trainable parameters may return a module sharing the trainable
-        parameters of ``network`` and precomputed inputs instead (the linear
-        probe trains on pooled features); ``network`` must end up trained.
+        ``resident`` is ``tokens`` already on ``device`` (or None); ``problem``
+        holds the targets and training settings (for heads that choose
+        settings of their own). Returns the module to train, its inputs as a
+        :class:`TokenSource` and those inputs on ``device`` when they are there
+        (or None). By default the network itself on the tokens. A head whose
+        first stage has no trainable parameters may return a module sharing
+        the trainable parameters of ``network`` and precomputed inputs instead
+        (the linear probe trains on pooled features); ``network`` must end up
+        trained. It may also update ``learning_rate_``, ``max_iter_`` and
+        ``network.normalize`` before returning.
         """
         network.calibrate(tokens if resident is None else resident)
         return network, tokens, resident

@@ -136,7 +136,7 @@ def test_auto_learning_rate_scales_as_one_over_fan_in(multilabel_tokens):
     wide = np.concatenate([X] * 16, axis=2)  # dim 16 * 16 = 256 > the floor
     assert LinearProbeClassifier(max_iter=1, cv=None).fit(wide, Y).learning_rate_ == pytest.approx(10 / 256)
     assert LinearProbeClassifier(pooling="meanmax", max_iter=1, cv=None).fit(wide, Y).learning_rate_ == pytest.approx(10 / 512)
-    assert AttentiveProbeClassifier(max_iter=1).fit(wide, Y).learning_rate_ == pytest.approx(0.8 / 256)
+    assert AttentiveProbeClassifier(max_iter=1).fit(wide, Y).learning_rate_ == pytest.approx(1.6 / 256)
     assert LinearProbeClassifier(learning_rate=3e-3, max_iter=1).fit(wide, Y).learning_rate_ == 3e-3
     assert PrototypicalProbeClassifier(max_iter=1).fit(wide, Y).learning_rate_ == 2e-2
     with pytest.raises(ValueError, match="learning_rate"):

@@ -98,8 +98,8 @@ class AttentiveProbeClassifier(BaseProbeClassifier):
         Attention heads; ``"auto"`` picks the largest of 12, 8, 6, 4, 2, 1
         dividing the embedding dimension. Must divide it.
     learning_rate : float or "auto", default="auto"
-        AdamW learning rate. ``"auto"`` is ``0.8 / D`` (floored at
-        ``D = 64``): about 1e-3 for 768-dimensional tokens, 1.25e-2 for
+        AdamW learning rate. ``"auto"`` is ``1.6 / D`` (floored at
+        ``D = 64``): about 2e-3 for 768-dimensional tokens, 2.5e-2 for
         64-dimensional ones. The key and value projections are ``D x D``,
         and with Adam the step size they need scales as ``1 / D``
         (measured from 64 to 1,024 dimensions in
@@ -171,7 +171,7 @@ class AttentiveProbeClassifier(BaseProbeClassifier):
         store_parameters(self, locals())
 
     _auto_min_steps = 480
-    _auto_lr_times_fan_in = 0.8
+    _auto_lr_times_fan_in = 1.6
 
     def _build_head(self, dim: int, n_outputs: int) -> nn.Module:
         heads = auto_heads(dim) if self.n_heads == "auto" else self.n_heads

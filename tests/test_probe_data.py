@@ -206,9 +206,12 @@ def test_peak_memory_does_not_grow_with_the_memmap(tmp_path):
         mm[:] = np.random.default_rng(0).normal(size=(1, 16, 32))
         mm.flush()
         del mm
-        out = subprocess.run([sys.executable, "-c", script, str(tmp_path / f"{n}.dat"), str(n)], check=True,
-                             capture_output=True, text=True, cwd=str(tmp_path), env=_env())
-        growth[n] = json.loads(out.stdout.strip().splitlines()[-1])["growth_mb"]
+        runs = []
+        for _ in range(2):  # the peak of one process varies by several MB (allocator, page faults): take the lower
+            out = subprocess.run([sys.executable, "-c", script, str(tmp_path / f"{n}.dat"), str(n)], check=True,
+                                 capture_output=True, text=True, cwd=str(tmp_path), env=_env())
+            runs.append(json.loads(out.stdout.strip().splitlines()[-1])["growth_mb"])
+        growth[n] = min(runs)
     # 48 MB more tokens; the linear probe keeps its pooled features (n x 32 float32: 6 MB more) in memory
     assert growth[65536] - growth[16384] < 16, growth
 

@@ -92,9 +92,23 @@ def set_training_options(**options) -> TrainingOptions:
     return previous
 
 
+class _Unchanged:
+    """Default of :func:`training_options`' parameters: the option keeps its current value."""
+
+    def __repr__(self) -> str:
+        return "unchanged"
+
+
+_UNCHANGED = _Unchanged()
+
+
 @contextlib.contextmanager
-def training_options(**options):
+def training_options(*, device_memory_budget: float | int | None | _Unchanged = _UNCHANGED,
+                     autocast_bf16: bool | _Unchanged = _UNCHANGED, prefetch: int | _Unchanged = _UNCHANGED):
     """Set training-engine options of the probes for a ``with`` block.
+
+    Options not given keep their current value; the defaults below are the
+    process's settings until :func:`set_training_options` changes them.
 
     Parameters
     ----------
@@ -110,9 +124,9 @@ def training_options(**options):
         Run the heads' forward pass under bfloat16 autocast on CUDA during
         training (no effect on the CPU or at inference, which stays float32).
         On by default: on an H200 it left the event-scene macro mAP within
-        0.0012 of float32 for every probe (3 seeds) and it is what brings the
-        prototypical probe's AudioSet-20k-sized epoch from 4.0 s to under the
-        1.5 s target (``docs/benchmarks/training.md``).
+        0.0012 of float32 for every probe (3 seeds) and brought the
+        prototypical probe's AudioSet-20k-sized epoch from 4.0 s to 1.52 s
+        (``docs/benchmarks/training.md``).
     prefetch : int, default=2
         Batches read ahead by the streaming thread.
 
@@ -123,7 +137,8 @@ def training_options(**options):
     ...     get_training_options().device_memory_budget
     0.25
     """
-    previous = set_training_options(**options)
+    given = {"device_memory_budget": device_memory_budget, "autocast_bf16": autocast_bf16, "prefetch": prefetch}
+    previous = set_training_options(**{k: v for k, v in given.items() if v is not _UNCHANGED})
     try:
         yield get_training_options()
     finally:

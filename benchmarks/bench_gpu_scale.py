@@ -202,13 +202,13 @@ def main() -> None:
         if not args.skip_stream and device.type == "cuda" and key != "linear":  # linear: features pooled once
             budget = 2 * args.batch_size * args.n_tokens * args.dim * 2
             stream_s, _ = fit_epoch(make(max_iter=2, **common), X, Y, device_memory_budget=budget)
-        default_total = default_epoch = float("nan")
+        default_total = float("nan")
         default_iter = 0
         if not args.skip_default_fit:
             default = make(device=str(device), random_state=0)
-            default_epoch, default_total = fit_epoch(default, X, Y)
+            _, default_total = fit_epoch(default, X, Y)
             default_iter = default.n_iter_
-        rows.append((key, fit_s, item_s, bare_s, stream_s, fit_total, default_iter, default_epoch, default_total))
+        rows.append((key, fit_s, item_s, bare_s, stream_s, default_iter, default_total))
         print(f"{key}: fit epoch {fit_s:.3f} s (item() per batch {item_s:.3f} s), bare epoch {bare_s:.3f} s, "
               f"streamed epoch {stream_s:.3f} s; {args.epochs}-epoch fit {fit_total:.1f} s; default fit "
               f"({default_iter} epochs) {default_total:.1f} s", flush=True)
@@ -218,7 +218,7 @@ def main() -> None:
           f"batch {args.batch_size}; epoch times are medians of epochs 2..{args.epochs}")
     print(f"{'probe':<14}{'fit epoch s':>12}{'clips/s':>10}{'bare epoch s':>13}{'fit/bare':>9}"
           f"{'item() epoch s':>15}{'streamed s':>11}{'stream/res':>11}{'default fit s':>14}{'epochs':>7}")
-    for key, fit_s, item_s, bare_s, stream_s, _, default_iter, _, default_total in rows:
+    for key, fit_s, item_s, bare_s, stream_s, default_iter, default_total in rows:
         print(f"{key:<14}{fit_s:>12.3f}{n / fit_s:>10,.0f}{bare_s:>13.3f}{bare_s / fit_s:>9.2f}"
               f"{item_s:>15.3f}{stream_s:>11.3f}{fit_s / stream_s:>11.2f}{default_total:>14.1f}{default_iter:>7}")
 

@@ -92,9 +92,7 @@ class HostPrefetcher:
     def _host_batch(self, idx: np.ndarray) -> torch.Tensor:
         if not self.pin:
             rows = torch.from_numpy(self.source.take(idx))
-            if self.pad_to is not None and len(rows) < self.pad_to:
-                rows = torch.cat([rows, rows.new_zeros((self.pad_to - len(rows), *rows.shape[1:]))])
-            return rows
+            return rows if self.pad_to is None else _pad(rows, self.pad_to)
         full = (max(len(idx), self.pad_to or 0), *self.source.shape[1:])
         buffer = self._buffer(full, self.source.dtype)
         if buffer.shape[0] < full[0] or buffer.shape[1:] != full[1:]:
@@ -190,11 +188,7 @@ def _pad(rows: torch.Tensor, n: int) -> torch.Tensor:
 
 
 class NonFiniteTokens(Exception):
-    """Raised by :func:`upload` with ``check_finite=True``: a chunk starting at clip ``start`` is not finite."""
-
-    def __init__(self, start: int) -> None:
-        super().__init__(start)
-        self.start = start
+    """Raised by :func:`upload` with ``check_finite=True``: a chunk holds NaN or infinity."""
 
 
 def upload(source: TokenSource, device: torch.device, dtype: torch.dtype,
@@ -213,7 +207,7 @@ def upload(source: TokenSource, device: torch.device, dtype: torch.dtype,
         part = chunk.to(device, non_blocking=False)
         if check_finite and not bool(torch.isfinite(part).all()):
             del out
-            raise NonFiniteTokens(start)
+            raise NonFiniteTokens
         part = part.to(dtype)
         if dtype == torch.float16 and chunk.dtype != torch.float16 and not torch.isfinite(part).all():
             del out

@@ -18,6 +18,7 @@ selection costs about as much as a few fits of one linear layer.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,12 +76,12 @@ class _Fold:
 
 def _macro_ap(indicator: np.ndarray, scores: np.ndarray) -> float:
     """Mean average precision over the classes with positives and negatives (NaN if there is none)."""
-    from sklearn.metrics import average_precision_score
+    from ..metrics import per_class_ap
 
     keep = (indicator.sum(0) > 0) & (indicator.sum(0) < len(indicator))
     if not keep.any() or not np.isfinite(scores).all():
         return float("nan")
-    return float(average_precision_score(indicator[:, keep], scores[:, keep], average="macro"))
+    return float(np.mean(per_class_ap(indicator[:, keep], scores[:, keep])))
 
 
 def _train_group(candidates: list[Candidate], fold: _Fold, y_train: torch.Tensor, criterion: nn.Module, *,
@@ -204,12 +205,9 @@ def select_settings(features: np.ndarray, targets: torch.Tensor, kind: str, crit
             for i, out in zip(group, outputs):
                 out = out if kind == "multilabel" else torch.log_softmax(out, dim=1)
                 scores[f, i] = _macro_ap(indicator[valid], out.double().cpu().numpy())
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # a candidate without any scored fold: NaN
-            mean, std = np.nanmean(scores, axis=0), np.nanstd(scores, axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a candidate without any scored fold: NaN
+        mean, std = np.nanmean(scores, axis=0), np.nanstd(scores, axis=0)
     ranked = np.where(np.isfinite(mean), mean, -np.inf)
     best = int(np.argmax(ranked))  # first of the best: candidates come in order of preference
     order = np.argsort(-ranked, kind="stable")

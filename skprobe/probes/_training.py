@@ -346,26 +346,25 @@ def stage_tokens(source: TokenSource, batch_size: int, device: torch.device, nam
     :func:`~skprobe.probes._tokens.check_chunks` naming the first bad clip;
     running out of GPU memory raises ``MemoryError`` naming the budget.
     """
-    resident = None
-    if device.type == "cuda":
-        options = get_training_options()
-        budget = device_budget(source, batch_size, device, options.device_memory_budget)
-        try:
-            resident = _resident_tokens(source, device, budget, check_finite=True)
-        except NonFiniteTokens:
-            torch.cuda.empty_cache()
-            check_chunks(source, name)  # the host check words the error (NaN, infinity, beyond float32)
-            raise RuntimeError("a token chunk was not finite on the device but passed the host check") from None
-        except torch.OutOfMemoryError:
-            message = _oom_message(source, device, batch_size, options)
-        else:
-            if resident is None:
-                check_chunks(source, name)
-            return resident
+    if device.type != "cuda":
+        check_chunks(source, name)
+        return None
+    options = get_training_options()
+    budget = device_budget(source, batch_size, device, options.device_memory_budget)
+    try:
+        resident = _resident_tokens(source, device, budget, check_finite=True)
+    except NonFiniteTokens:
         torch.cuda.empty_cache()
-        raise MemoryError(message)
-    check_chunks(source, name)
-    return resident
+        check_chunks(source, name)  # the host check words the error (NaN, infinity, beyond float32)
+        raise RuntimeError("a token chunk was not finite on the device but passed the host check") from None
+    except torch.OutOfMemoryError:
+        message = _oom_message(source, device, batch_size, options)
+    else:
+        if resident is None:  # streamed: checked on the host
+            check_chunks(source, name)
+        return resident
+    torch.cuda.empty_cache()  # outside the except block, so the failed upload's tensors are already freed
+    raise MemoryError(message)
 
 
 def train_module(

@@ -12,6 +12,7 @@ from torch import nn
 from ._selection import Candidate, select_settings
 from ._tokens import CHUNK_BYTES, TokenSource
 from .base import (
+    _AUTO_EPOCHS,
     NORMALIZATIONS,
     BaseProbeClassifier,
     FitProblem,
@@ -33,7 +34,7 @@ POOLED_FEATURES_MAX_BYTES = 256 * 2**20
 #: ``normalize_tokens="auto"``, and the longer training tried for ``max_iter="auto"``.
 _CV_RATE_FACTORS = (0.3, 3.0)
 _CV_NORMALIZATIONS = ("center", "standard")
-_CV_LONG_EPOCHS = 90
+_CV_LONG_EPOCHS = _AUTO_EPOCHS[1]
 #: ``cv`` selects on a random subset of this many clips of larger sets (its cost grows with the clips).
 _CV_MAX_CLIPS = 2048
 

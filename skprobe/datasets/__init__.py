@@ -4,11 +4,13 @@
 - :func:`make_event_scenes`: polyphonic multi-label scenes of real sound events.
 - :func:`make_event_clips`: the single-label control set from the same sources.
 - :func:`fetch_deb`: a Debian package's files, unpacked without installing it.
+- :func:`make_note_scenes`: pitched notes scattered in noise, labelled by pitch band (pitch encoders).
 - :func:`make_token_scenes`: synthetic token maps with short, scattered events (tests, demos).
 """
 
 from ..packages.debian import deb_info, fetch_deb
 from .folder import load_audio_folder
+from .notes import make_note_scenes
 from .scenes import make_event_clips, make_event_scenes, split_sources
 from .sources import EVENT_CLASSES, PACKAGES, SoundSource, debian_sources
 from .synthetic import make_click_waveforms, make_token_scenes
@@ -22,6 +24,7 @@ __all__ = [
     "debian_sources",
     "EVENT_CLASSES",
     "PACKAGES",
+    "make_note_scenes",
     "make_token_scenes",
     "make_click_waveforms",
     "fetch_deb",

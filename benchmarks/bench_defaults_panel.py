@@ -12,11 +12,12 @@ Token sources (tokens cached as ``.npz`` under ``--cache``, default
 - ``yamnet-l11``: YAMNet's layer 11 (last 512-dim block) on the event scenes.
 - ``yamnet-clips``: YAMNet's last layer on the single-label event clips (340 / 170).
 - ``aisfx``: aiSFX's default layer on the first 300 / 150 event scenes.
-- ``crepe-pitched``: CREPE tiny's last layer on single-label event clips of the
-  pitched classes (speech, bird, animal, glass, cowbell, metal: voiced or
-  ringing sounds with a fundamental frequency, the material a pitch network's
-  features describe; the Debian packages hold too few tonal instrument
-  recordings for a file-disjoint split).
+- ``crepe-notes``: CREPE tiny's last layer (101 frames x 256) on
+  :func:`skprobe.datasets.make_note_scenes` (600 / 300 two-second clips of
+  1-3 short harmonic notes in noise; 8 classes, pitch bands of 4 semitones
+  from 110 Hz). Pitch is what CREPE's features describe; an earlier source of
+  real pitched event clips (speech, bird, glass, ...) left every probe at
+  chance, so it told nothing about the defaults.
 - ``synth-*``: :func:`skprobe.datasets.make_token_scenes` maps (class evidence
   on 1-3 of 64 tokens under a strong shared background) with dims 64 / 768,
   token scales 0.01 / 1 / 100, and sizes 200 / 20,000 clips (the 20,000-clip
@@ -54,11 +55,10 @@ from skprobe.metrics import macro_map, top1_accuracy
 
 PROBES = {"linear": LinearProbeClassifier, "attentive": AttentiveProbeClassifier,
           "prototypical": PrototypicalProbeClassifier}
-PITCHED = ("speech", "bird", "animal", "glass", "cowbell", "metal")
-REAL = ("yamnet-last", "yamnet-l11", "yamnet-clips", "aisfx", "crepe-pitched")
+REAL = ("yamnet-last", "yamnet-l11", "yamnet-clips", "aisfx", "crepe-notes")
 #: Run order of ``--sources all`` (cheapest and most informative first).
 ORDER = ("yamnet-last", "synth-d64-s0.01", "synth-d64-s100", "yamnet-l11", "synth-n200", "yamnet-clips",
-         "synth-d64-s1", "synth-d768-s1", "synth-n20000", "crepe-pitched", "aisfx")
+         "synth-d64-s1", "synth-d768-s1", "synth-n20000", "crepe-notes", "aisfx")
 SYNTH = {  # name: (n_clips, n_tokens, dim, scale)
     "synth-d64-s1": (1000, 64, 64, 1.0),
     "synth-d64-s0.01": (1000, 64, 64, 0.01),
@@ -74,8 +74,8 @@ SYNTH = {  # name: (n_clips, n_tokens, dim, scale)
 def _real_source(name: str):
     from skprobe.benchmark import BenchmarkConfig, extract_tokens, load_benchmark_data
 
-    if name == "crepe-pitched":
-        return _crepe_pitched()
+    if name == "crepe-notes":
+        return _crepe_notes()
     encoder, dataset, layer, sizes = {
         "yamnet-last": ("yamnet", "event-scenes", -1, {}),
         "yamnet-l11": ("yamnet", "event-scenes", 11, {}),
@@ -97,19 +97,18 @@ def _ensure_weights(encoder: str) -> None:
         fetch_weights(spec, verbose=True)
 
 
-def _crepe_pitched():
-    from skprobe.datasets import make_event_clips
+def _crepe_notes():
+    from skprobe.datasets import make_note_scenes
     from skprobe.encoders import find_weights, get_encoder_spec
     from skprobe.extraction import FrozenEncoderTransformer
 
     _ensure_weights("crepe-tiny")
     spec = get_encoder_spec("crepe-tiny")
-    data = make_event_clips(n_train=240, n_test=120, classes=PITCHED, sample_rate=spec.sample_rate)
+    data = make_note_scenes(900, sample_rate=spec.sample_rate, random_state=0)
     encoder = FrozenEncoderTransformer(encoder="crepe-tiny", checkpoint=str(find_weights(spec)), device="cpu",
                                        sample_rate=spec.sample_rate, batch_size=8)
-    X_train = encoder.fit_transform(list(data.X_train))
-    X_test = encoder.transform(list(data.X_test))
-    return X_train, data.Y_train, X_test, data.Y_test, False
+    X = encoder.fit_transform(list(data.X))
+    return X[:600], data.y[:600], X[600:], data.y[600:], True
 
 
 def _synthetic(name: str):
@@ -247,7 +246,7 @@ def ordering(rows: list[dict]) -> list[str]:
     out = []
     for source in dict.fromkeys(r["source"] for r in rows):
         by = {r["probe"]: r for r in rows if r["source"] == source}
-        if set(by) != set(PROBES) or source in ("yamnet-clips", "crepe-pitched"):
+        if set(by) != set(PROBES) or source == "yamnet-clips":
             continue
         order = ("prototypical", "attentive", "linear")
         default = all(by[a]["default"] > by[b]["default"] for a, b in zip(order, order[1:]))

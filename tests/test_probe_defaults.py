@@ -8,7 +8,15 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 
 from skprobe import AttentiveProbeClassifier, LinearProbeClassifier, PrototypicalProbeClassifier
-from skprobe.probes.base import AUTO_CENTER_OFFSET_RATIO, auto_batch_size, auto_learning_rate, feature_moments
+from skprobe.probes.base import (
+    AUTO_CENTER_COHERENCE,
+    AUTO_CENTER_OFFSET_RATIO,
+    auto_batch_size,
+    auto_learning_rate,
+    direction_coherence,
+    feature_moments,
+    raw_moments,
+)
 from skprobe.probes.losses import saturated_share
 
 PROBES = [LinearProbeClassifier, AttentiveProbeClassifier, PrototypicalProbeClassifier]
@@ -162,6 +170,35 @@ def test_auto_normalisation_centres_only_tokens_with_a_common_offset(multilabel_
     np.testing.assert_allclose(a.decision_function(X + offset), b.decision_function(X + 2 * offset), atol=1e-3)
     centred = PrototypicalProbeClassifier(normalize_tokens="center", max_iter=3, random_state=0).fit(X + offset, Y)
     np.testing.assert_allclose(a.decision_function(X + offset), centred.decision_function(X + offset))
+
+
+def test_direction_coherence_is_the_mean_cosine_to_the_mean_direction():
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(4000, 32)) * rng.uniform(0.1, 10, size=(4000, 1)) + 0.7  # norms vary 100-fold
+    moments = raw_moments([torch.from_numpy(rows[:1500]), torch.from_numpy(rows[1500:])], directions=True)
+    mean = rows.mean(axis=0)
+    cosines = rows @ mean / np.linalg.norm(rows, axis=1) / np.linalg.norm(mean)
+    assert direction_coherence(moments.mean, moments.unit_mean) == pytest.approx(cosines.mean(), rel=1e-9)
+    assert raw_moments([torch.from_numpy(rows)]).unit_mean is None
+    assert direction_coherence(torch.zeros(3), torch.zeros(3)) == 0.0
+
+
+@pytest.mark.parametrize("offset_ratio, prototypical, attentive", [(0.5, "scale", "center"), (2.0, "center", "center")])
+def test_prototypical_auto_normalisation_follows_directions_not_the_offset(multilabel_tokens, offset_ratio,
+                                                                          prototypical, attentive):
+    # Isotropic tokens plus an offset: offset ratio r, mean cosine to the mean about sqrt(r / (1 + r)):
+    # 0.58 for r = 0.5 (cosines still tell tokens apart: no centring), 0.82 for r = 2.
+    X, Y = multilabel_tokens
+    rng = np.random.default_rng(0)
+    tokens = rng.normal(size=X.shape).astype(np.float32)
+    direction = rng.normal(size=X.shape[2])
+    tokens += (direction / np.linalg.norm(direction) * np.sqrt(offset_ratio * X.shape[2])).astype(np.float32)
+    proto = PrototypicalProbeClassifier(max_iter=1, random_state=0).fit(tokens, Y)
+    assert proto.module_.token_offset_ratio == pytest.approx(offset_ratio, rel=0.05)
+    assert proto.module_.token_coherence == pytest.approx(np.sqrt(offset_ratio / (1 + offset_ratio)), abs=0.02)
+    assert (proto.module_.token_coherence > AUTO_CENTER_COHERENCE) == (prototypical == "center")
+    assert proto.normalize_tokens_ == prototypical
+    assert AttentiveProbeClassifier(max_iter=1).fit(tokens, Y).normalize_tokens_ == attentive
 
 
 def test_auto_training_length_gives_small_sets_a_minimum_of_steps(multilabel_tokens):

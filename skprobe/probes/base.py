@@ -12,6 +12,7 @@ import contextlib
 import copy
 from dataclasses import dataclass
 from numbers import Integral, Real
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -30,7 +31,8 @@ from ._training import stage_tokens, train_module
 from .losses import LOSSES, check_training, make_loss
 
 __all__ = ["BaseProbeClassifier", "FitProblem", "NORMALIZATIONS", "ProbeNetwork", "SHARED_ATTRIBUTES_DOC", "SHARED_PARAMETERS_DOC",
-           "auto_batch_size", "auto_learning_rate", "feature_moments", "offset_ratio", "store_parameters",
+           "TokenMoments", "auto_batch_size", "auto_learning_rate", "direction_coherence", "feature_moments", "offset_ratio",
+           "store_parameters",
            "with_shared_parameters_doc"]
 
 _TOKEN_DTYPES = [np.float32, np.float16, np.float64]
@@ -41,6 +43,10 @@ NORMALIZATIONS = ("center", "standard", "scale", "none")
 #: ``normalize_tokens="auto"`` centres when the tokens' common offset carries more than this share of
 #: their variance (:func:`offset_ratio`); measured on the panel of ``docs/benchmarks/defaults.md``.
 AUTO_CENTER_OFFSET_RATIO = 0.25
+
+#: The prototypical probe's ``normalize_tokens="auto"`` centres when a token's mean cosine similarity to the
+#: tokens' mean direction exceeds this (:func:`direction_coherence`); its head compares directions only.
+AUTO_CENTER_COHERENCE = 0.67
 
 #: ``learning_rate="auto"`` uses the smallest dimension it was measured at for narrower inputs.
 _AUTO_LR_MIN_FAN_IN = 64
@@ -202,14 +208,39 @@ def offset_ratio(mean: torch.Tensor, var: torch.Tensor) -> float:
     return float(mean.double().square().sum()) / spread if spread > 0 else 0.0
 
 
-def raw_moments(batches) -> tuple[torch.Tensor, torch.Tensor]:
+def direction_coherence(mean: torch.Tensor, unit_mean: torch.Tensor) -> float:
+    """Mean cosine similarity between a token and the tokens' mean, from :func:`raw_moments`.
+
+    ``E[x / |x|] . m / |m|``: near 0 when tokens point every way, 1 when
+    they all point along their mean. Unlike :func:`offset_ratio` it ignores
+    how the norms vary, which is what a cosine-similarity head sees.
+
+    >>> import torch
+    >>> direction_coherence(torch.tensor([1.0, 1.0]), torch.tensor([0.5, 0.5]))
+    0.7071067811865475
+    """
+    norm = float(mean.double().norm())
+    return float(unit_mean.double() @ mean.double()) / norm if norm > 0 else 0.0
+
+
+class TokenMoments(NamedTuple):
+    """Per-dimension statistics (float64) of rows ``(n, D)``; see :func:`raw_moments`."""
+
+    mean: torch.Tensor
+    var: torch.Tensor
+    unit_mean: torch.Tensor | None = None
+    """Mean of the rows scaled to unit length (``directions=True`` only)."""
+
+
+def raw_moments(batches, directions: bool = False) -> TokenMoments:
     """Per-dimension mean and variance (float64) of rows ``(n, D)`` streamed in batches.
 
     One pass in the batches' precision (float32 unless float64), accumulated
     in float64 about the first batch's mean, so tokens far from zero lose no
-    precision to cancellation.
+    precision to cancellation. ``directions=True`` also averages the rows
+    scaled to unit length, in the same pass (for :func:`direction_coherence`).
     """
-    total = total_sq = shift = None
+    total = total_sq = shift = unit_total = None
     count = 0
     for block in batches:
         block = block.reshape(-1, block.shape[-1])
@@ -219,13 +250,16 @@ def raw_moments(batches) -> tuple[torch.Tensor, torch.Tensor]:
             shift = block.mean(0)
             total = torch.zeros(block.shape[-1], dtype=torch.float64, device=block.device)
             total_sq = torch.zeros(block.shape[-1], dtype=torch.float64, device=block.device)
+            unit_total = torch.zeros_like(total)
+        if directions:
+            unit_total += torch.nn.functional.normalize(block, dim=1).sum(0).double()
         centred = block - shift
         total += centred.sum(0).double()
         total_sq += centred.square_().sum(0).double()
         count += block.shape[0]
     mean = shift.double() + total / count
     var = ((total_sq - total.square() / count) / count).clamp(min=0)
-    return mean, var
+    return TokenMoments(mean, var, unit_total / count if directions else None)
 
 
 def normalisation_stats(mean: torch.Tensor, var: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -255,7 +289,8 @@ def feature_moments(batches, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
     >>> feature_moments([x], "standard")
     (tensor([ 1., 20.]), tensor([ 1., 10.]))
     """
-    return normalisation_stats(*raw_moments(batches), mode)
+    moments = raw_moments(batches)
+    return normalisation_stats(moments.mean, moments.var, mode)
 
 
 def _global_scale(rms: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -275,9 +310,10 @@ class ProbeNetwork(nn.Module):
     head : nn.Module
     prefix_tokens : int
     normalize : {"center", "standard", "scale", "none", "auto"}, default="none"
-        ``"auto"`` becomes ``"center"`` when :func:`offset_ratio` of the
-        training tokens exceeds :data:`AUTO_CENTER_OFFSET_RATIO`, else
-        ``"scale"`` (resolved in :meth:`calibrate`, from the same pass).
+        ``"auto"`` becomes ``"center"`` or ``"scale"`` in :meth:`calibrate`,
+        from the same pass: by the head's ``centres_tokens(offset_ratio,
+        coherence)`` if it has one, else when :func:`offset_ratio` of the
+        training tokens exceeds :data:`AUTO_CENTER_OFFSET_RATIO`.
     """
 
     def __init__(self, head: nn.Module, prefix_tokens: int, normalize: str = "none") -> None:
@@ -287,7 +323,14 @@ class ProbeNetwork(nn.Module):
         self.normalize = normalize
         self.register_buffer("token_mean", None)
         self.register_buffer("token_scale", None)
-        self.token_offset_ratio: float | None = None  # set by calibrate() for normalize="auto"
+        # set by calibrate() for normalize="auto"
+        self.token_offset_ratio: float | None = None
+        self.token_coherence: float | None = None
+
+    @staticmethod
+    def centres_tokens(offset: float, coherence: float) -> bool:
+        """The ``"auto"`` rule of heads without their own ``centres_tokens``: a common offset."""
+        return offset > AUTO_CENTER_OFFSET_RATIO
 
     def calibrate(self, tokens: torch.Tensor, chunk: int = 256) -> ProbeNetwork:
         """Set the normalisation statistics from the training tokens ``(n, T, D)``."""
@@ -299,11 +342,16 @@ class ProbeNetwork(nn.Module):
             return self
         has_patches = tokens.shape[1] > self.prefix_tokens
         patches = tokens[:, self.prefix_tokens :] if has_patches else tokens
-        mean, var = raw_moments(patches[i : i + chunk] for i in range(0, len(patches), chunk))
-        if self.normalize == "auto":
-            self.token_offset_ratio = offset_ratio(mean, var)
-            self.normalize = "center" if self.token_offset_ratio > AUTO_CENTER_OFFSET_RATIO else "scale"
-        self.token_mean, self.token_scale = normalisation_stats(mean, var, self.normalize)
+        auto = self.normalize == "auto"
+        moments = raw_moments((patches[i : i + chunk] for i in range(0, len(patches), chunk)), directions=auto)
+        if auto:
+            self.token_offset_ratio = offset_ratio(moments.mean, moments.var)
+            self.token_coherence = direction_coherence(moments.mean, moments.unit_mean)
+            centre = getattr(self.head, "centres_tokens", None)
+            if centre is None:
+                centre = self.centres_tokens
+            self.normalize = "center" if centre(self.token_offset_ratio, self.token_coherence) else "scale"
+        self.token_mean, self.token_scale = normalisation_stats(moments.mean, moments.var, self.normalize)
         return self
 
     def split(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

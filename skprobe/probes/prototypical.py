@@ -10,7 +10,13 @@ import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
-from .base import NORMALIZATIONS, BaseProbeClassifier, store_parameters, with_shared_parameters_doc
+from .base import (
+    AUTO_CENTER_COHERENCE,
+    NORMALIZATIONS,
+    BaseProbeClassifier,
+    store_parameters,
+    with_shared_parameters_doc,
+)
 
 __all__ = ["PrototypicalProbeClassifier", "PrototypeHead"]
 
@@ -33,6 +39,15 @@ class PrototypeHead(nn.Module):
         self.binarize = binarize
         self.prototypes = nn.Parameter(torch.randn(n_prototypes_per_class * n_outputs, dim) * 0.02)
         self.linear = nn.Linear(n_prototypes_per_class * n_outputs, n_outputs)
+
+    @staticmethod
+    def centres_tokens(offset_ratio: float, coherence: float) -> bool:
+        """``normalize_tokens="auto"``: centre when the tokens crowd around one direction.
+
+        Cosine similarity sees directions only, so the rule looks at
+        :func:`~skprobe.probes.base.direction_coherence` rather than the offset.
+        """
+        return coherence > AUTO_CENTER_COHERENCE
 
     def effective_prototypes(self) -> torch.Tensor:
         """The prototypes used in the forward pass (binary when ``binarize``), ``(K, D)``."""
@@ -85,11 +100,12 @@ class PrototypicalProbeClassifier(BaseProbeClassifier):
     Notes
     -----
     ``normalize_tokens="auto"`` (the default) centres the tokens when they
-    share a common offset and otherwise only rescales them. Cosine
-    similarity ignores the token scale but not the offset: on YAMNet's
-    layer 11 (offset ratio 0.53) centring lifted macro mAP from 0.311 (raw)
-    to 0.447, while on YAMNet's last layer (0.08) it cost 0.04 (0.431 raw,
-    0.391 centred). ``max_iter="auto"`` gives small sets at least 720
+    crowd around one direction (a token's mean cosine similarity to their
+    mean direction above 0.67) and otherwise only rescales them. Cosine
+    similarity ignores the token scale but not a shared direction: on
+    YAMNet's layer 11 (coherence 0.76) centring lifted macro mAP from 0.311
+    (raw) to 0.447, while on YAMNet's last layer (0.42) it cost 0.04 (0.431
+    raw, 0.391 centred) and on aiSFX (0.59) 0.005. ``max_iter="auto"`` gives small sets at least 720
     optimiser steps (90 epochs for 600 clips: 0.552 on layer 11 against
     0.455 after 30). See ``docs/benchmarks/defaults.md``.
     ``set_params(normalize_tokens="none", batch_size=128, max_iter=30)`` is

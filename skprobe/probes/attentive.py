@@ -213,9 +213,11 @@ class AttentiveProbeClassifier(BaseProbeClassifier):
             def train(module, source, targets, *, max_iter, resident):
                 return self._train(module, source, targets, problem, device, max_iter=max_iter, resident=resident)
 
-            self.max_iter_, self.length_results_ = select_length(
-                network, tokens, resident, problem.targets, lengths, train=train, batch_size=problem.batch_size,
-                seed=problem.seed, device=device)
+            # the choice leaves the random state as it found it: the final fit is the fit at the chosen length
+            with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+                self.max_iter_, self.length_results_ = select_length(
+                    network, tokens, resident, problem.targets, lengths, train=train,
+                    batch_size=problem.batch_size, seed=problem.seed, device=device)
         return network, tokens, resident
 
     def _candidate_lengths(self, n_clips: int) -> list[int]:

@@ -112,9 +112,11 @@ SHARED_PARAMETERS_DOC = """prefix_tokens : int, default=0
         the root mean square of the values. ``"standard"`` divides each
         dimension by its own standard deviation (``StandardScaler``).
         ``"none"`` feeds the raw tokens (the paper's recipe). ``"auto"``
-        (the default) is, for the attentive and prototypical probes,
-        ``"center"`` when the tokens share a common offset (``|mean|^2``
-        over a quarter of their total variance) and ``"scale"`` otherwise;
+        (the default) is, for the attentive probe, ``"center"`` when the
+        tokens share a common offset (``|mean|^2`` over a quarter of their
+        total variance), for the prototypical probe ``"center"`` when they
+        crowd around one direction (mean cosine similarity to their mean
+        above 0.67), and ``"scale"`` otherwise;
         for the linear probe, ``"center"`` or ``"standard"`` as its ``cv``
         chooses (``"center"`` without ``cv``). The attentive and
         prototypical probes normalise the patch tokens; the linear probe

@@ -105,8 +105,8 @@ class PrototypicalProbeClassifier(BaseProbeClassifier):
     similarity ignores the token scale but not a shared direction: on
     YAMNet's layer 11 (coherence 0.76) centring lifted macro mAP from 0.311
     (raw) to 0.447, while on YAMNet's last layer (0.42) it cost 0.04 (0.431
-    raw, 0.391 centred) and on aiSFX (0.59) 0.005. ``max_iter="auto"`` gives small sets at least 720
-    optimiser steps (90 epochs for 600 clips: 0.552 on layer 11 against
+    raw, 0.391 centred) and on aiSFX (0.59) 0.005. ``max_iter="auto"``
+    gives small sets at least 720 optimiser steps (90 epochs for 600 clips: 0.552 on layer 11 against
     0.455 after 30). See ``docs/benchmarks/defaults.md``.
     ``set_params(normalize_tokens="none", batch_size=128, max_iter=30)`` is
     the paper's recipe.

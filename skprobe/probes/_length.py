@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._selection import _macro_ap
 from ._tokens import TokenSource, TokenView
 
 __all__ = ["HOLDOUT_FRACTION", "select_length"]
@@ -44,8 +45,6 @@ def select_length(network: nn.Module, tokens: TokenSource, resident: torch.Tenso
     results : dict
         ``{"max_iter": lengths, "holdout_score": scores, "n_holdout": n}``.
     """
-    from ..metrics import per_class_ap
-
     n = len(tokens)
     kept, held = _split(targets, n, seed)
     fit_source, fit_resident = _rows(tokens, resident, kept)
@@ -55,10 +54,8 @@ def select_length(network: nn.Module, tokens: TokenSource, resident: torch.Tenso
         candidate = copy.deepcopy(network)
         train(candidate, fit_source, targets[torch.from_numpy(kept)], max_iter=length, resident=fit_resident)
         logits = _logits(candidate.eval(), eval_source, eval_resident, batch_size, device)
-        indicator = _indicator(targets[torch.from_numpy(held)], logits.shape[1])
-        keep = (indicator.sum(0) > 0) & (indicator.sum(0) < len(indicator))
-        finite = np.isfinite(logits).all() and keep.any()
-        scores.append(float(np.mean(per_class_ap(indicator[:, keep], logits[:, keep]))) if finite else -np.inf)
+        score = _macro_ap(_indicator(targets[torch.from_numpy(held)], logits.shape[1]), logits)
+        scores.append(score if np.isfinite(score) else -np.inf)
     best = lengths[int(np.argmax(scores))]
     return best, {"max_iter": list(lengths), "holdout_score": scores, "n_holdout": len(held)}
 

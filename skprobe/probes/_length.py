@@ -20,8 +20,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._batches import inference_batches
 from ._selection import _macro_ap
 from ._tokens import TokenSource, TokenView
+from ._training import validation_split
 
 __all__ = ["HOLDOUT_FRACTION", "select_length"]
 
@@ -46,7 +48,7 @@ def select_length(network: nn.Module, tokens: TokenSource, resident: torch.Tenso
         ``{"max_iter": lengths, "holdout_score": scores, "n_holdout": n}``.
     """
     n = len(tokens)
-    kept, held = _split(targets, n, seed)
+    kept, held = validation_split(n, HOLDOUT_FRACTION, targets.numpy() if targets.ndim == 1 else None, seed)
     fit_source, fit_resident = _rows(tokens, resident, kept)
     eval_source, eval_resident = _rows(tokens, resident, held)
     scores = []
@@ -58,14 +60,6 @@ def select_length(network: nn.Module, tokens: TokenSource, resident: torch.Tenso
         scores.append(score if np.isfinite(score) else -np.inf)
     best = lengths[int(np.argmax(scores))]
     return best, {"max_iter": list(lengths), "holdout_score": scores, "n_holdout": len(held)}
-
-
-def _split(targets: torch.Tensor, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.model_selection import train_test_split
-
-    stratify = targets.numpy() if targets.ndim == 1 and np.bincount(targets.numpy()).min() >= 2 else None
-    kept, held = train_test_split(np.arange(n), test_size=HOLDOUT_FRACTION, random_state=seed, stratify=stratify)
-    return np.sort(kept), np.sort(held)
 
 
 def _rows(tokens: TokenSource, resident: torch.Tensor | None, idx: np.ndarray):
@@ -85,11 +79,8 @@ def _indicator(targets: torch.Tensor, n_outputs: int) -> np.ndarray:
 @torch.no_grad()
 def _logits(network: nn.Module, source: TokenSource, resident: torch.Tensor | None, batch_size: int,
             device: torch.device) -> np.ndarray:
-    out = []
-    for start in range(0, len(source), batch_size):
-        if resident is not None:
-            batch = resident[start : start + batch_size]
-        else:
-            batch = torch.from_numpy(source.slice(start, min(start + batch_size, len(source)))).to(device)
-        out.append(network(batch).float().cpu())
-    return torch.cat(out).numpy()
+    if resident is not None:
+        batches = ((len(batch), batch) for batch in resident.split(batch_size))
+    else:
+        batches = inference_batches(source, batch_size, device)
+    return torch.cat([network(batch.to(device))[:n].float().cpu() for n, batch in batches]).numpy()

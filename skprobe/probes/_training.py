@@ -280,7 +280,9 @@ class TrainResult:
     resident_dtype: torch.dtype | None = None
 
 
-def _split(n: int, fraction: float, stratify: np.ndarray | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def validation_split(n: int, fraction: float, stratify: np.ndarray | None, seed: int,
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted training and held-out clip indices, ``fraction`` of ``n`` held out (stratified where it can)."""
     from sklearn.model_selection import train_test_split
 
     idx = np.arange(n)
@@ -291,9 +293,10 @@ def _split(n: int, fraction: float, stratify: np.ndarray | None, seed: int) -> t
             "set early_stopping=False"
         )
     try:
-        return train_test_split(idx, test_size=n_valid, random_state=seed, stratify=stratify)
+        parts = train_test_split(idx, test_size=n_valid, random_state=seed, stratify=stratify)
     except ValueError:  # too few samples per class to stratify
-        return train_test_split(idx, test_size=n_valid, random_state=seed)
+        parts = train_test_split(idx, test_size=n_valid, random_state=seed)
+    return np.sort(parts[0]), np.sort(parts[1])
 
 
 def device_budget(source: TokenSource, batch_size: int, device: torch.device,
@@ -403,7 +406,7 @@ def train_module(
     budget = None if resident is not None else device_budget(source, batch_size, device,
                                                              options.device_memory_budget)
     if early_stopping:
-        train_idx, valid_idx = (np.sort(i) for i in _split(len(source), validation_fraction, stratify, seed))
+        train_idx, valid_idx = validation_split(len(source), validation_fraction, stratify, seed)
     else:
         train_idx, valid_idx = np.arange(len(source)), None
     try:

@@ -202,12 +202,12 @@ class AttentiveProbeClassifier(BaseProbeClassifier):
     _auto_lr_times_fan_in = 1.6
 
     def _training_problem(self, network: ProbeNetwork, tokens: TokenSource, device: torch.device,
-                          resident: torch.Tensor | None = None, problem: FitProblem | None = None,
+                          resident: torch.Tensor | None, problem: FitProblem,
                           ) -> tuple[nn.Module, TokenSource, torch.Tensor | None]:
         network, tokens, resident = super()._training_problem(network, tokens, device, resident, problem)
         self.length_results_ = None
         lengths = self._candidate_lengths(len(tokens))
-        if problem is not None and len(lengths) > 1:
+        if len(lengths) > 1:
             if self.verbose:
                 print(f"{type(self).__name__}: choosing max_iter among {lengths} epochs on a held-out split")
 

@@ -353,9 +353,7 @@ class ProbeNetwork(nn.Module):
         if auto:
             self.token_offset_ratio = offset_ratio(moments.mean, moments.var)
             self.token_coherence = direction_coherence(moments.mean, moments.unit_mean)
-            centre = getattr(self.head, "centres_tokens", None)
-            if centre is None:
-                centre = self.centres_tokens
+            centre = getattr(self.head, "centres_tokens", self.centres_tokens)
             self.normalize = "center" if centre(self.token_offset_ratio, self.token_coherence) else "scale"
         self.token_mean, self.token_scale = normalisation_stats(moments.mean, moments.var, self.normalize)
         return self
@@ -578,7 +576,7 @@ class BaseProbeClassifier(ClassifierMixin, BaseEstimator):
         )
 
     def _training_problem(self, network: ProbeNetwork, tokens: TokenSource, device: torch.device,
-                          resident: torch.Tensor | None = None, problem: FitProblem | None = None,
+                          resident: torch.Tensor | None, problem: FitProblem,
                           ) -> tuple[nn.Module, TokenSource, torch.Tensor | None]:
         """Calibrate ``network`` and return what to train (on ``device``) and on which inputs.
 

@@ -243,7 +243,7 @@ class LinearProbeClassifier(BaseProbeClassifier):
         return PooledLinearHead(dim, n_outputs, self.pooling)
 
     def _training_problem(self, network: ProbeNetwork, tokens: TokenSource, device: torch.device,
-                          resident: torch.Tensor | None = None, problem: FitProblem | None = None,
+                          resident: torch.Tensor | None, problem: FitProblem,
                           ) -> tuple[nn.Module, TokenSource, torch.Tensor | None]:
         # Pooling has no trainable parameters: pool every clip once instead of once per epoch, and take the
         # normalisation statistics from the same pass.
@@ -254,7 +254,7 @@ class LinearProbeClassifier(BaseProbeClassifier):
             return super()._training_problem(network, tokens, device, resident, problem)
         features = pooled_features(network, tokens if resident is None else resident, device)
         candidates = self._candidates()
-        if problem is not None and len(candidates) > 1 and self.cv is not None and len(features) >= 2 * self.cv:
+        if len(candidates) > 1 and self.cv is not None and len(features) >= 2 * self.cv:
             kind = "multilabel" if problem.targets.ndim == 2 else "single-label"
             best, self.cv_results_ = select_settings(
                 features, problem.targets, kind, problem.criterion, candidates, n_outputs=problem.n_outputs,

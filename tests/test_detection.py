@@ -1,7 +1,6 @@
 """Event detection in recordings of any length (issue 24): streaming, stitching, post-processing, events, metrics."""
 
 import tracemalloc
-import warnings
 
 import numpy as np
 import pytest
@@ -325,3 +324,34 @@ def test_detection_metrics_reward_localisation():
     assert flat["segment_f1"] < good["segment_f1"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="lacks recordings"):
         detection_metrics(located, {}, durations, hop_seconds=0.32, class_names=names)
+
+
+# -- the command ----------------------------------------------------------------------------------------------------
+def test_detect_command(tiny_model, tmp_path, capsys):
+    import joblib
+
+    from skprobe.cli import main
+
+    model, clips, _ = tiny_model
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    sf.write(folder / "a.wav", np.concatenate(list(clips[:4])), 16000)
+    sf.write(folder / "b.flac", np.stack([clips[4], clips[5]], axis=1), 22050)  # stereo, another rate
+    joblib.dump(model, tmp_path / "model.joblib")
+    joblib.dump(model[-1], tmp_path / "probe.joblib")
+    out = tmp_path / "events.csv"
+    assert main(["detect", str(folder), "--model", str(tmp_path / "model.joblib"), "-o", str(out), "-q",
+                 "--class-names", "burst,quiet", "--threshold", '{"burst": 0.6}', "--median-filter", "0.12"]) == 0
+    assert out.read_text().splitlines()[0] == "file,onset,offset,event_label,score"
+    assert "2 recording(s)" in capsys.readouterr().err
+    assert main(["detect", str(folder / "a.wav"), "--probe", str(tmp_path / "probe.joblib"), "--encoder",
+                 "tiny-vit", "--device", "cpu", "-q"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].split("\t") == ["filename", "onset", "offset", "event_label"]
+    (folder / "broken.wav").write_bytes(b"RIFF....WAVEfmt nothing")
+    assert main(["detect", str(folder), "--model", str(tmp_path / "model.joblib"), "-o", str(out), "-q"]) == 1
+    assert f"skipped {folder / 'broken.wav'}" in capsys.readouterr().err
+    assert main(["detect", str(folder), "--model", str(tmp_path / "model.joblib"), "--threshold", "high"]) == 2
+    assert "--threshold must be a number" in capsys.readouterr().err
+    assert main(["detect", str(folder), "--model", str(tmp_path / "nothing.joblib")]) == 2
+    assert "file not found" in capsys.readouterr().err

@@ -14,7 +14,7 @@
 
 from .detect import detect_events, list_recordings, stream_frame_scores
 from .evaluation import PSDS_SCENARIOS, detection_metrics, ground_truth_events, score_table
-from .events import events_frame, read_events, write_events
+from .events import events_frame, events_text, read_events, write_events
 from .postprocess import Event, EventTracker, MedianFilter
 from .scorer import FrameScorer, FrameScores, frame_scores
 from .thresholds import best_f1_threshold, choose_thresholds
@@ -35,6 +35,7 @@ __all__ = [
     "detect_events",
     "detection_metrics",
     "events_frame",
+    "events_text",
     "frame_scores",
     "ground_truth_events",
     "list_recordings",

@@ -21,27 +21,34 @@ __all__ = ["detect_events", "stream_frame_scores", "list_recordings"]
 
 
 def list_recordings(recordings) -> list:
-    """The recordings to process: a file, every audio file of a folder (sorted, recursively), or a list.
+    """The recordings to process: files and waveforms as given, folders replaced by their audio files.
+
+    A folder contributes every audio file below it (recursively, sorted by
+    path) whose suffix soundfile knows.
 
     Raises
     ------
     ValueError
-        If a path does not exist or a folder holds no audio file soundfile reads.
+        If a path does not exist, a folder holds no audio file, or ``recordings`` is empty.
     """
-    if isinstance(recordings, (str, os.PathLike)):
-        path = Path(recordings)
+    if isinstance(recordings, (str, os.PathLike)) or (isinstance(recordings, np.ndarray) and recordings.ndim == 1):
+        recordings = [recordings]
+    items = []
+    for item in recordings:
+        if not isinstance(item, (str, os.PathLike)):
+            items.append(item)
+            continue
+        path = Path(item)
         if path.is_dir():
             known = {f".{ext.lower()}" for ext in sf.available_formats()} | {".mp3", ".oga", ".opus"}
             files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in known)
             if not files:
                 raise ValueError(f"folder {path} holds no audio file (known suffixes: {sorted(known)})")
-            return files
-        if not path.exists():
+            items += files
+        elif not path.exists():
             raise ValueError(f"recording not found: {path}")
-        return [path]
-    if isinstance(recordings, np.ndarray) and recordings.ndim == 1:
-        return [recordings]
-    items = list(recordings)
+        else:
+            items.append(path)
     if not items:
         raise ValueError("recordings is empty")
     return items

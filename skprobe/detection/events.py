@@ -17,7 +17,7 @@ from pathlib import Path
 from .._files import atomic_write
 from .postprocess import Event
 
-__all__ = ["COLUMNS", "events_frame", "write_events", "read_events"]
+__all__ = ["COLUMNS", "events_frame", "events_text", "write_events", "read_events"]
 
 COLUMNS = ("file", "onset", "offset", "event_label", "score")
 
@@ -60,19 +60,30 @@ def write_events(events, path: str | os.PathLike) -> Path:
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".tsv"):
         raise ValueError(f"events file {path}: write .csv (every column) or .tsv (DCASE), not {suffix or 'no suffix'!r}")
+    text = events_text(events, suffix[1:])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda fh: fh.write(text.encode()))
+    return path
+
+
+def events_text(events, fmt: str = "tsv") -> str:
+    """Events as the text of a ``"tsv"`` (DCASE: filename, onset, offset, event_label) or ``"csv"`` file.
+
+    Times are written to the microsecond, so hour-long recordings keep their precision.
+    """
     rows = _rows(events)
     text = io.StringIO()
-    if suffix == ".tsv":
+    if fmt == "tsv":
         writer = csv.writer(text, delimiter="\t", lineterminator="\n")
         writer.writerow(["filename", "onset", "offset", "event_label"])
         writer.writerows([r[0], _num(r[1]), _num(r[2]), r[3]] for r in rows)
-    else:
+    elif fmt == "csv":
         writer = csv.writer(text, lineterminator="\n")
         writer.writerow(COLUMNS)
         writer.writerows([r[0], _num(r[1]), _num(r[2]), r[3], _num(r[4])] for r in rows)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda fh: fh.write(text.getvalue().encode()))
-    return path
+    else:
+        raise ValueError(f"fmt must be 'tsv' or 'csv', got {fmt!r}")
+    return text.getvalue()
 
 
 def read_events(path: str | os.PathLike) -> list[Event]:

@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also save the seed-0 probes as joblib files (pickles: loading one runs the code it "
                             "holds, so only load files you trust)")
     bench.add_argument("--refit", action="store_true", help="retrain probes even when a cached fit exists")
+    bench.add_argument("--events", action="store_true",
+                       help="also score event detection: each probe's frame scores and its clip scores broadcast to "
+                            "every frame against the annotated events (PSDS1/2, event- and segment-based F1), a "
+                            "plot, and test scenes concatenated into 10-minute recordings detected end to end "
+                            "(needs pip install 'skprobe[detection]')")
 
     extract = sub.add_parser("extract", help="extract token maps of a data set to a .npz file")
     _data_arguments(extract)
@@ -133,6 +138,7 @@ def _config(args):
         seeds=getattr(args, "seeds", 1), test_size=args.test_size, n_train=args.n_train, n_test=args.n_test,
         output=getattr(args, "output", "skprobe-results"), device=args.device, batch_size=args.batch_size,
         refit=getattr(args, "refit", False), save_probes=getattr(args, "save_probes", False), verbose=0 if args.quiet else 1, probe_params=probe_params,
+        events=getattr(args, "events", False),
     )
 
 
@@ -156,6 +162,10 @@ def _benchmark(args) -> int:
           f"{result['data']['n_train']} train / {result['data']['n_test']} test clips, "
           f"{len(result['data']['class_names'])} classes, {config.seeds} seed(s)")
     print(format_table(result))
+    if "detection" in result:
+        from .detection.benchmark import format_detection_table
+
+        print(format_detection_table(result))
     print(f"\nwrote {', '.join(result['files'])}")
     return 0
 

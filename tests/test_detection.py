@@ -355,3 +355,64 @@ def test_detect_command(tiny_model, tmp_path, capsys):
     assert "--threshold must be a number" in capsys.readouterr().err
     assert main(["detect", str(folder), "--model", str(tmp_path / "nothing.joblib")]) == 2
     assert "file not found" in capsys.readouterr().err
+
+
+# -- the benchmark's detection part ----------------------------------------------------------------------------------
+def _tone(path, seconds, freq, sr=16000, noise=False, seed=0):
+    t = np.arange(int(seconds * sr)) / sr
+    wav = np.random.default_rng(seed).standard_normal(t.size) if noise else np.sin(2 * np.pi * freq * t)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, (0.3 * wav).astype(np.float32), sr)
+
+
+@pytest.mark.slow
+def test_benchmark_events(tmp_path, monkeypatch):
+    import json
+
+    from sklearn.utils import Bunch
+
+    import skprobe.benchmark as bench
+    from skprobe.datasets import SoundSource, make_event_scenes
+    from skprobe.detection.benchmark import format_detection_table
+
+    sources = []
+    for c, (label, seconds) in enumerate([("short", 0.1), ("mid", 0.4), ("long", 0.7)]):
+        for g in range(2):
+            path = tmp_path / "src" / label / f"g{g}.wav"
+            _tone(path, seconds, 300.0 * (c + 1) + 50 * g)
+            sources.append(SoundSource(path, label, f"{label}-g{g}", "fake", "CC0-1.0", name=f"fake:{label}/{g}"))
+    for g in range(2):
+        _tone(tmp_path / "src" / f"bed{g}.wav", 2.0, 0, noise=True, seed=g)
+        sources.append(SoundSource(tmp_path / "src" / f"bed{g}.wav", None, f"bed{g}", "fake", "CC0-1.0",
+                                   name=f"fake:bed{g}"))
+    scenes = make_event_scenes(24, 12, sources=sources, sample_rate=16000, clip_seconds=1.0, max_event_seconds=0.7,
+                               burst_below=0.2, burst_hits=(2, 3), cache=False)
+
+    def fake_data(config):
+        return Bunch(X_train=scenes.X_train, X_test=scenes.X_test, Y_train=scenes.Y_train, Y_test=scenes.Y_test,
+                     class_names=list(scenes.class_names), multilabel=True, sample_rate=16000,
+                     events_test=scenes.events_test, name="event-scenes", description="fake scenes")
+
+    monkeypatch.setenv("SKPROBE_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(bench, "load_benchmark_data", fake_data)
+    config = bench.BenchmarkConfig(encoder="tiny-vit", probes=("linear", "prototypical"), seeds=2, events=True,
+                                   output=str(tmp_path / "out"), device="cpu", verbose=0, long_minutes=0.1,
+                                   probe_params={"linear": {"max_iter": 3, "cv": None},
+                                                 "prototypical": {"max_iter": 3}})
+    result = bench.run_benchmark(config)
+    row = result["runs"][0]
+    for metric in ("psds1", "psds2", "event_f1", "segment_f1"):
+        assert 0 <= row[metric] <= 1 and 0 <= row[f"{metric}_broadcast"] <= 1
+        assert f"{metric}_broadcast" in result["summary"]["prototypical"]
+    margins = result["detection"]["margins"]["prototypical"]["psds1"]
+    assert len(margins["per_seed"]) == 2 and margins["mean"] == pytest.approx(np.mean(margins["per_seed"]))
+    long_run = result["detection"]["long_recordings"]
+    assert long_run["n_recordings"] == 2 and long_run["audio_seconds"] == pytest.approx(12.0)
+    assert long_run["n_true_events"] == sum(len(e) for e in scenes.events_test)
+    assert "frame_scores.png" in result["files"] and (tmp_path / "out" / "frame_scores.png").stat().st_size > 0
+    assert "psds1_broadcast" in (tmp_path / "out" / "results.csv").read_text().splitlines()[0]
+    assert "detection" in json.loads((tmp_path / "out" / "results.json").read_text())
+    table = format_detection_table(result)
+    assert "prototypical frames - broadcast" in table and "audio-s/s" in table
+    with pytest.raises(ValueError, match="--events"):
+        bench.validate_config(bench.BenchmarkConfig(dataset=str(tmp_path), events=True, output=str(tmp_path / "o")))

@@ -126,7 +126,7 @@ def _score_batch(scorer, batch, stitcher):
 def detect_events(model, recordings, *, threshold=0.5, median_filter=None, overlap: float = 0.5,
                   class_names=None, sample_rate: int | None = None, batch_size: int | None = None,
                   on_error: str = "skip", output: str | os.PathLike | None = None, as_frame: bool = True,
-                  block_seconds: float = BLOCK_SECONDS, verbose: int = 0):
+                  keep_scores: bool = False, block_seconds: float = BLOCK_SECONDS, verbose: int = 0):
     """Detect sound events in recordings of any length with a probe trained on clip labels.
 
     Each recording is streamed through the encoder in overlapping windows of
@@ -175,6 +175,11 @@ def detect_events(model, recordings, *, threshold=0.5, median_filter=None, overl
     as_frame : bool, default=True
         Return a pandas DataFrame; False returns a list of
         :class:`~skprobe.detection.Event` rows.
+    keep_scores : bool, default=False
+        Also keep every recording's stitched frame probabilities (before
+        the median filter) in ``attrs["frame_scores"]``, for evaluation with
+        :func:`~skprobe.detection.detection_metrics`. They grow with the
+        recordings' length (``n_frames x n_classes`` float64 per recording).
     block_seconds : float, default=60
         Audio read per block.
     verbose : int, default=0
@@ -186,7 +191,8 @@ def detect_events(model, recordings, *, threshold=0.5, median_filter=None, overl
         Columns ``file``, ``onset``, ``offset``, ``event_label``, ``score``,
         sorted by file, onset and class. A DataFrame's ``attrs`` hold
         ``skipped`` (``(file, message)`` pairs), ``durations``
-        (``{file: seconds}``) and ``seconds`` (wall time).
+        (``{file: seconds}``), ``seconds`` (wall time), ``hop_seconds``
+        and, with ``keep_scores``, ``frame_scores`` (``{file: (n_frames, n_classes)}``).
 
     Examples
     --------
@@ -215,7 +221,7 @@ def detect_events(model, recordings, *, threshold=0.5, median_filter=None, overl
     lengths = filter_lengths(median_filter, names, scorer.hop_seconds)
     WindowPlan(scorer.window_samples, scorer.n_frames, scorer.hop_seconds, scorer.sample_rate, overlap)  # validate
     items = list_recordings(recordings)
-    durations, skipped, events = {}, [], []
+    durations, skipped, events, kept = {}, [], [], {}
     sizes = []
     for item in items:
         try:
@@ -231,8 +237,8 @@ def detect_events(model, recordings, *, threshold=0.5, median_filter=None, overl
         for i, item in enumerate(items):
             name = _name(item, i)
             try:
-                found, duration = _detect_one(scorer, item, name, thresholds, lengths, overlap, sample_rate,
-                                              batch_size, block_seconds)
+                found, duration, scores = _detect_one(scorer, item, name, thresholds, lengths, overlap,
+                                                      sample_rate, batch_size, block_seconds, keep_scores)
             except (ValueError, RuntimeError, OSError) as exc:
                 if on_error == "raise":
                     raise ValueError(f"{name}: {exc}") from exc
@@ -241,6 +247,8 @@ def detect_events(model, recordings, *, threshold=0.5, median_filter=None, overl
             else:
                 events += found
                 durations[name] = duration
+                if keep_scores:
+                    kept[name] = scores
             done += sizes[i]
             progress.update(sizes[i])
             elapsed = time.perf_counter() - start
@@ -253,23 +261,29 @@ def detect_events(model, recordings, *, threshold=0.5, median_filter=None, overl
     if not as_frame:
         return events
     frame = events_frame(events)
-    frame.attrs.update(skipped=skipped, durations=durations, seconds=time.perf_counter() - start)
+    frame.attrs.update(skipped=skipped, durations=durations, seconds=time.perf_counter() - start,
+                       hop_seconds=scorer.hop_seconds)
+    if keep_scores:
+        frame.attrs["frame_scores"] = kept
     return frame
 
 
-def _detect_one(scorer, item, name, thresholds, lengths, overlap, sample_rate, batch_size,
-                block_seconds) -> tuple[list[Event], float]:
+def _detect_one(scorer, item, name, thresholds, lengths, overlap, sample_rate, batch_size, block_seconds,
+                keep_scores) -> tuple[list[Event], float, np.ndarray | None]:
     n, rate = recording_info(item, sample_rate)
     duration = n / rate
     tracker = EventTracker(name, scorer.class_names, thresholds, scorer.hop_seconds, duration)
     smoother = MedianFilter(lengths)
     events: list[Event] = []
     next_frame = 0
+    kept = []
     for _, block in stream_frame_scores(scorer, item, overlap=overlap, sample_rate=sample_rate,
                                         batch_size=batch_size, block_seconds=block_seconds):
+        if keep_scores:
+            kept.append(block)
         smoothed = smoother.push(block)
         events += tracker.push(next_frame, smoothed)
         next_frame += len(smoothed)
     events += tracker.push(next_frame, smoother.flush())
     events += tracker.finish()
-    return events, duration
+    return events, duration, (np.concatenate(kept) if keep_scores else None)

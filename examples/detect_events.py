@@ -55,11 +55,11 @@ def load(quick: bool):
     """Training clips, their clip labels, validation clips, a long test recording and its events."""
     if quick:
         rng = np.random.default_rng(0)
-        X, Y, _, classes = synthetic_scenes(200, 1.0, rng)
+        X, Y, _, classes = synthetic_scenes(160, 1.0, rng)
         X_val, Y_val, _, _ = synthetic_scenes(60, 1.0, rng)
-        parts, _, scene_events, _ = synthetic_scenes(180, 1.0, rng)  # 180 one-second scenes: a 3-minute recording
+        parts, _, scene_events, _ = synthetic_scenes(120, 1.0, rng)  # 120 one-second scenes: a 2-minute recording
         encoder = FrozenEncoderTransformer(encoder="tiny-vit")
-        return X, Y, X_val, Y_val, parts, scene_events, 1.0, classes, encoder, 1
+        return X, Y, X_val, Y_val, parts, scene_events, 1.0, classes, encoder, 1, {"max_iter": 30}
     from skprobe import fetch_weights
     from skprobe.datasets import make_event_scenes
 
@@ -69,12 +69,12 @@ def load(quick: bool):
     X, Y = data.X_train[:500], data.Y_train[:500]
     X_val, Y_val = data.X_train[500:], data.Y_train[500:]  # validation clips for the thresholds
     return (X, Y, X_val, Y_val, data.X_test[:60], data.events_test[:60], 10.0, list(data.class_names), encoder,
-            encoder.fit(None).prefix_tokens_)
+            encoder.fit(None).prefix_tokens_, {})
 
 
 def main(quick: bool = False) -> dict:
-    X, Y, X_val, Y_val, parts, scene_events, seconds, classes, encoder, prefix = load(quick)
-    model = make_pipeline(encoder, PrototypicalProbeClassifier(prefix_tokens=prefix, random_state=0))
+    X, Y, X_val, Y_val, parts, scene_events, seconds, classes, encoder, prefix, params = load(quick)
+    model = make_pipeline(encoder, PrototypicalProbeClassifier(prefix_tokens=prefix, random_state=0, **params))
     model.fit(list(X), Y)  # clip labels only: which classes, not when
 
     # The probe's thresholds, chosen on validation clips (clip labels again) for the best F1 per class.

@@ -11,6 +11,7 @@ import pytest
 from skprobe.extraction import StoreArray, StoreError, TokenStore
 from skprobe.extraction.cache import clip_key
 from skprobe.extraction.store import StoreWriter
+from skprobe.extraction.store.index import scan_records
 
 
 def _keys(n, start=0):
@@ -26,7 +27,7 @@ def _store(root, **kw):
 
 
 def _records(store):
-    return np.concatenate([np.load(p) for p in (store.folder / "index").glob("*.npy")])
+    return scan_records(store.folder)
 
 
 def _temp_files(root):
@@ -234,12 +235,15 @@ def test_store_array_indexing(tmp_path):
         store.array(_keys(1, start=10))
 
 
-def test_crc_matches_the_row_bytes(tmp_path):
+def test_check_value_is_the_crc_of_row_and_key(tmp_path):
     store = _store(tmp_path)
+    store.compaction = None  # keep the segment
     with store.writer() as writer:
         writer.commit(_keys(1), _tokens(1))
-    record = _records(store)[0]
-    assert record["crc"] == zlib.crc32(_tokens(1)[0].astype(np.float16).tobytes())
+    record = np.load(next((store.folder / "index").glob("*.npy")))[0]
+    row = _tokens(1)[0].astype(np.float16).tobytes()
+    key = bytes.fromhex(_keys(1)[0])
+    assert record["check"] == zlib.crc32(key, zlib.crc32(row)) == zlib.crc32(row + key)
 
 
 def test_store_array_pickles_without_the_loaded_index(tmp_path):

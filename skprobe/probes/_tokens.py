@@ -24,6 +24,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from .._indexing import lazy_getitem, row_selection
+
 __all__ = ["TokenSource", "TokenView", "check_chunks", "is_token_array"]
 
 #: Clips read per validation chunk are chosen to hold about this many bytes.
@@ -169,19 +171,17 @@ class TokenView:
         return out
 
     def __getitem__(self, key):
-        if isinstance(key, tuple):  # scikit-learn indexes with (indices, Ellipsis)
-            if len(key) == 2 and key[1] is Ellipsis:
-                key = key[0]
-            else:
-                return np.asarray(self)[key]
-        if isinstance(key, (int, np.integer)):
-            return np.asarray(self.data[int(self.indices[key])])
-        if isinstance(key, slice):
-            return TokenView(self.data, self.indices[key])
-        key = np.asarray(key)
-        if key.dtype == bool:
-            key = np.flatnonzero(key)
-        return TokenView(self.data, self.indices[key])
+        """``np.asarray(view)[key]``; an index that only selects clips returns a lazy ``TokenView`` instead.
+
+        Every index numpy accepts gives numpy's values, shape and errors
+        (:func:`skprobe._indexing.lazy_getitem`); a slice, an integer array or
+        a boolean mask along the clips (optionally followed by ``...``) keeps
+        the view lazy.
+        """
+        rows = row_selection(key, len(self), self.ndim)
+        if rows is not None:
+            return TokenView(self.data, self.indices[rows])
+        return lazy_getitem(key, self.shape, self.rows)
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         out = self.rows(np.arange(len(self)))

@@ -191,7 +191,7 @@ def _merge_runs(index: StoreIndex, runs: list[Run], report: CompactionReport) ->
 
 
 def _collect_garbage(index: StoreIndex) -> None:
-    """Delete runs covered by others and temporary files left by killed processes."""
+    """Delete files whose records a larger run holds and temporary files left by killed processes."""
     for name in index.redundant:
         _unlink(index.dir / name)
     now = time.time()

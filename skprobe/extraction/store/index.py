@@ -138,7 +138,7 @@ class StoreIndex:
         self._runs: dict[str, Run] = {}
         self._listing: frozenset = frozenset()
         self.view = View()
-        self.redundant: set[str] = set()  # runs covered by other runs (left by an interrupted compaction)
+        self.redundant: set[str] = set()  # files whose records a larger run holds (a compaction was interrupted)
         self._lock = threading.RLock()
         self._serials = itertools.count()
 
@@ -208,6 +208,7 @@ class StoreIndex:
             if name not in segments_listed and not covers(cover, seg.shard, seg.number):
                 raise _Changed  # compacted into a run this listing missed
         needed = {name for name, (shard, k) in segments_listed.items() if not covers(cover, shard, k)}
+        redundant |= segments_listed.keys() - needed  # segments a run holds (left by an interrupted compaction)
         new_records = []
         for name in sorted(needed - held.keys()):
             try:

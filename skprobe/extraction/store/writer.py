@@ -244,3 +244,42 @@ class StoreWriter:
             exc, self._compaction_error = self._compaction_error, None
             warnings.warn(f"compacting the index of token store {self.store.folder} failed ({exc}); every commit "
                           "is kept and readable. Compact it later with `skprobe store compact`", stacklevel=2)
+
+
+class DeferredWriter:
+    """A :class:`StoreWriter` made on the first claim or commit, so reading a store needs no write access.
+
+    A store on a read-only filesystem (or folder) then serves the clips it
+    holds; only a clip that must be computed and stored raises the
+    :class:`StoreError` naming the folder.
+    """
+
+    def __init__(self, store: TokenStore, **kwargs) -> None:
+        self.store = store
+        self._kwargs = kwargs
+        self._writer: StoreWriter | None = None
+
+    @property
+    def writer(self) -> StoreWriter:
+        if self._writer is None:
+            self._writer = StoreWriter(self.store, **self._kwargs)
+        return self._writer
+
+    def claim(self, keys: Sequence[str]) -> tuple[list[str], list[str]]:
+        return self.writer.claim(keys)
+
+    def commit(self, keys: Sequence[str], tokens: np.ndarray) -> int:
+        return self.writer.commit(keys, tokens)
+
+    def wait(self, keys: Sequence[str], poll: float = 0.05) -> list[str]:
+        return self.writer.wait(keys, poll)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+    def __enter__(self) -> DeferredWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

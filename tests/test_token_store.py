@@ -368,3 +368,48 @@ def test_stray_or_broken_file_in_the_index_names_it(tmp_path, name, content):
         np.save(path, content)
     with pytest.raises(StoreError, match=f"token store {store.folder}: .*{path}"):
         _store(tmp_path).contains(_keys(1))
+
+
+_WRITER = """
+import sys, numpy as np
+from skprobe.extraction.cache import clip_key
+from skprobe.extraction.store import CompactionPolicy, TokenStore
+root, start, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+TokenStore.compaction = CompactionPolicy(segments=4, fanout=2, base_rows=16)  # compactions race the commits too
+keys = [clip_key(np.full(4, i, np.float32)) for i in range(start, start + n)]
+value = {k: np.full((2, 5, 3), i % 97, np.float32) for i, k in zip(range(start, start + n), keys)}
+computed, deferred = 0, []
+with TokenStore(root, {"encoder": "x"}, (2, 5, 3)).writer() as writer:
+    for at in range(0, n, 8):
+        todo, elsewhere = writer.claim(keys[at: at + 8])
+        deferred += elsewhere
+        computed += writer.commit(todo, np.stack([value[k] for k in todo])) if todo else 0
+    while deferred:
+        orphans = writer.wait(deferred)
+        deferred = []
+        if orphans:
+            todo, elsewhere = writer.claim(orphans)
+            deferred = elsewhere
+            computed += writer.commit(todo, np.stack([value[k] for k in todo])) if todo else 0
+print(computed)
+"""
+
+
+@pytest.mark.slow
+def test_three_processes_with_overlapping_clips_store_each_once(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    ranges = [(0, 160), (60, 160), (120, 160)]  # clips 0-279, overlapping two by two and all three
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path), str(a), str(n)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for a, n in ranges]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in results]
+    assert sum(int(out) for out, _ in results) == 280  # every clip committed by exactly one writer
+    store = _store(tmp_path)
+    shard_rows = sum(p.stat().st_size for p in (store.folder / "shards").glob("*.bin")) // store.row_bytes
+    assert len(store) == shard_rows == 280 and len(np.unique(_records(store)["key"])) == 280
+    expected = np.stack([np.full((2, 5, 3), i % 97, np.float16) for i in range(280)])
+    np.testing.assert_array_equal(store.read(_keys(280)), expected)

@@ -112,6 +112,8 @@ def test_extract_then_evaluate(home, audio_folder, capsys):
     (["benchmark", "--encoder", "tiny-cnn", "--dataset", "/no/such/folder"], "neither a built-in set"),
     (["benchmark", "--encoder", "tiny-cnn", "--probes", "linear,svm", "--dataset", "{folder}"], "unknown probe"),
     (["benchmark", "--encoder", "tiny-cnn", "--dataset", "{folder}", "--labels", "{folder}/missing.csv"], "missing.csv"),
+    (["benchmark", "--encoder", "tiny-cnn", "--dataset", "{folder}", "--labels", "{folder}"],
+     "is a folder, not a file; expected a labels CSV"),
     (["evaluate", "--probe", "nope.joblib", "--tokens", "t.npz"], "file not found"),
     (["benchmark", "--encoder", "tiny-cnn", "--dataset", "{folder}", "--probes", ""], "probes is empty"),
     (["benchmark", "--encoder", "tiny-cnn", "--dataset", "{folder}", "--probe-params", '{"linear": {"foo": 1}}'],

@@ -248,8 +248,38 @@ class TokenBatchIterator:
             yield xb, data.targets[torch.from_numpy(idx).to(targets_on)]
 
 
+class _Interrupted(BaseException):
+    """Carries a Ctrl-C (``KeyboardInterrupt``, its ``__cause__``) past skorch, which would swallow it."""
+
+
+class _StopTraining(Exception):
+    """The early-stopping rule met: training ends normally."""
+
+
+class _EarlyStopping(EarlyStopping):
+    """skorch's ``EarlyStopping``, signalling the stop with :class:`_StopTraining`.
+
+    skorch stops by raising ``KeyboardInterrupt``; giving the rule its own
+    exception lets ``_ProbeNet`` tell it apart from the user's Ctrl-C.
+    """
+
+    def on_epoch_end(self, net, **kwargs):
+        try:
+            super().on_epoch_end(net, **kwargs)
+        except KeyboardInterrupt:
+            if self.misses_ != self.patience:  # not the rule: the user pressed Ctrl-C
+                raise
+            raise _StopTraining from None
+
+
 class _ProbeNet(NeuralNet):
-    """skorch ``NeuralNet`` with two changes to its loop.
+    """skorch ``NeuralNet`` with three changes to its loop.
+
+    A ``KeyboardInterrupt`` (Ctrl-C) leaves ``fit``: skorch's ``partial_fit``
+    catches it and returns a half-trained network as if training had ended,
+    so the loop turns it into :class:`_Interrupted`, which skorch lets pass
+    and :func:`train_module` raises as the original ``KeyboardInterrupt``
+    (early stopping ends the loop with :class:`_StopTraining` instead).
 
     The batch losses are read back once per epoch instead of once per batch:
     skorch's ``loss.item()`` after every step makes the host wait for the
@@ -262,6 +292,14 @@ class _ProbeNet(NeuralNet):
 
     autocast_dtype: torch.dtype | None = None
     defer_loss_sync: bool = True
+
+    def fit_loop(self, X, y=None, **fit_params):
+        try:
+            return super().fit_loop(X, y, **fit_params)
+        except _StopTraining:
+            return self
+        except KeyboardInterrupt as exc:
+            raise _Interrupted from exc
 
     def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
         if iterator is None or not self.defer_loss_sync:
@@ -466,7 +504,7 @@ def _fit(module, source, y, resident, train_idx, valid_idx, *, criterion, learni
     train_split = None
     if valid_idx is not None:
         train_split = predefined_split(TokenDataset(source, y, valid_idx, device, resident, options.prefetch))
-        callbacks.append(("early_stopping", EarlyStopping(
+        callbacks.append(("early_stopping", _EarlyStopping(
             monitor="valid_loss", patience=n_iter_no_change, threshold=tol,
             threshold_mode="rel", lower_is_better=True, load_best=True, sink=_sink(verbose))))
     if verbose >= 2:
@@ -494,7 +532,10 @@ def _fit(module, source, y, resident, train_idx, valid_idx, *, criterion, learni
     net.defer_loss_sync = DEFER_LOSS_SYNC and verbose < 2  # the progress bar shows each batch's loss as it comes
     if verbose == 0:
         net.set_params(callbacks__print_log=None)
-    net.fit(TokenDataset(source, y, train_idx, device, resident, options.prefetch), None)
+    try:
+        net.fit(TokenDataset(source, y, train_idx, device, resident, options.prefetch), None)
+    except _Interrupted as exc:
+        raise exc.__cause__ from None
 
     history = net.history
     loss_curve = [float(v) for v in history[:, "train_loss"]]

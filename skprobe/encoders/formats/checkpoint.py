@@ -9,7 +9,6 @@ rebuild functions and plain containers are resolved for real.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import pickle
@@ -21,6 +20,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from ..identity import file_sha256  # moved to skprobe.encoders.identity; importable from here as before
 
 __all__ = [
     "read_checkpoint",
@@ -313,15 +314,3 @@ def load_state_dict_strict(
     module.load_state_dict(dict(state_dict), strict=True)
 
 
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, or of every file below a folder (sorted by path)."""
-    path = Path(path)
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        if path.is_dir():
-            digest.update(str(file.relative_to(path)).encode())
-        with open(file, "rb") as fh:
-            for block in iter(lambda: fh.read(chunk), b""):
-                digest.update(block)
-    return digest.hexdigest()

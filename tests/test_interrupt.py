@@ -25,6 +25,7 @@ from torch.nn.modules.module import register_module_forward_pre_hook
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from skprobe import AttentiveProbeClassifier, LinearProbeClassifier, PrototypicalProbeClassifier
+from skprobe._signed import load_signed
 from skprobe.datasets.synthetic import make_token_scenes
 from skprobe.probes.base import ProbeNetwork
 
@@ -148,13 +149,14 @@ def audio_folder(tmp_path):
 
 
 def test_benchmark_interrupted_while_training_exits_130_and_caches_nothing(tmp_path, audio_folder):
+    """The linear probe finishes and is cached; Ctrl-C arrives while the prototypical probe trains."""
     home, out = tmp_path / "home", tmp_path / "results"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SKPROBE_HOME": str(home), "CUDA_VISIBLE_DEVICES": "",
            "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(  # verbose=1: skorch prints a line per epoch, so we know when training runs
         [sys.executable, "-m", "skprobe", "benchmark", "--encoder", "tiny-cnn", "--dataset", str(audio_folder),
-         "--probes", "prototypical", "--seeds", "1", "--output", str(out), "--quiet",
-         "--probe-params", '{"prototypical": {"max_iter": 100000, "verbose": 1}}'],
+         "--probes", "linear,prototypical", "--seeds", "1", "--output", str(out), "--quiet",
+         "--probe-params", '{"linear": {"max_iter": 2}, "prototypical": {"max_iter": 100000, "verbose": 1}}'],
         env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     streams = {"out": bytearray(), "err": bytearray()}
     readers = [threading.Thread(target=_drain, args=(pipe, streams[name]))
@@ -175,7 +177,10 @@ def test_benchmark_interrupted_while_training_exits_130_and_caches_nothing(tmp_p
     text = streams["err"].decode(errors="replace")
     assert code == 130, text
     assert text.strip().splitlines()[-1] == "skprobe: interrupted"
-    assert list(home.glob("probes/*")) == []  # nothing signed or cached for the interrupted fit
+    cached = sorted(home.glob("probes/*.joblib"))
+    assert len(cached) == 1  # the finished linear fit only: nothing for the interrupted one
+    assert type(load_signed(cached[0])["probe"]) is LinearProbeClassifier  # complete and verified
+    assert sorted(p.name for p in (home / "probes").iterdir()) == [".hmac-key", cached[0].name]  # no temporary
     assert not (out / "results.json").exists()
 
 

@@ -74,9 +74,9 @@ def tokens():
 
 
 CASES = {
-    "linear, cv then the final fit": (lambda: LinearProbeClassifier(max_iter=5, random_state=0),
+    "linear, cv then the final fit": (lambda: LinearProbeClassifier(max_iter=2, random_state=0),
                                       [(1, 1), ("last", 3)]),
-    "linear without cv": (lambda: LinearProbeClassifier(max_iter=5, cv=None, random_state=0), [(1, 1), ("last", 3)]),
+    "linear without cv": (lambda: LinearProbeClassifier(max_iter=2, cv=None, random_state=0), [(1, 1), ("last", 3)]),
     "attentive": (lambda: AttentiveProbeClassifier(max_iter=5, random_state=0), [(1, 1), ("last", 3)]),
     "prototypical": (lambda: PrototypicalProbeClassifier(max_iter=5, random_state=0), [(1, 1), ("last", 3)]),
     "prototypical with early stopping": (
@@ -148,6 +148,7 @@ def audio_folder(tmp_path):
     return folder
 
 
+@pytest.mark.slow
 def test_benchmark_interrupted_while_training_exits_130_and_caches_nothing(tmp_path, audio_folder):
     """The linear probe finishes and is cached; Ctrl-C arrives while the prototypical probe trains."""
     home, out = tmp_path / "home", tmp_path / "results"

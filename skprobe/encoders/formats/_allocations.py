@@ -252,9 +252,9 @@ def pickle_allocations(source: str | Path | bytes, limit: int) -> int:
 def _replay_file(fh, data, budget: _Budget) -> None:
     if zipfile.is_zipfile(fh):
         with zipfile.ZipFile(fh) as archive:
-            names = [n for n in archive.namelist() if n == "data.pkl" or n.endswith("/data.pkl")]
-            if names:
-                _replay(_BoundedReader(archive.read(names[0]), budget), budget)
+            for name in archive.namelist():  # every candidate: which one torch reads depends on the archive's name
+                if name == "data.pkl" or name.endswith("/data.pkl"):
+                    _replay(_BoundedReader(archive.read(name), budget), budget)
         return
     fh.seek(0)
     if tarfile.is_tarfile(fh):

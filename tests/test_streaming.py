@@ -204,6 +204,30 @@ def test_reregistered_encoder_with_other_weights_gets_new_tokens(tmp_path):
     assert not np.allclose(outs[0], outs[1], atol=1e-2)
 
 
+@pytest.mark.parametrize("store", [False, True])
+def test_reregistered_encoder_many_times_without_clearing_gets_each_weights_tokens(tmp_path, store):
+    """Issue 19, item 2: a builder freed and replaced by a new one may get the old one's ``id()``; the encoder kept
+    in memory (and the store's key, which hashes its weights) must still follow the new builder."""
+    import gc
+
+    X = list(_gen(2))
+    expected = {}
+    for seed in range(5):  # each seed's own tokens, computed on a fresh encoder
+        expected[seed] = FrozenEncoderTransformer(encoder=_seeded_spec(seed), device="cpu").fit_transform(X)
+        clear_encoder_cache()
+    for seed in range(5):
+        gc.collect()  # the previous builder is freed here: the new one is likely to get its address
+        register_encoder(_seeded_spec(seed), overwrite=True)
+        out = FrozenEncoderTransformer(encoder="test-reregistered-many", device="cpu",
+                                       cache=tmp_path / "store" if store else None).fit_transform(X)
+        np.testing.assert_allclose(out, expected[seed], rtol=2e-3, atol=2e-3, err_msg=f"registration {seed + 1}")
+
+
+def _seeded_spec(seed):
+    return EncoderSpec(name="test-reregistered-many", builder=lambda: TinyTransformerEncoder(seed),
+                       sample_rate=16000, clip_seconds=1.0, requires_checkpoint=False)
+
+
 # -- processes -------------------------------------------------------------------------
 
 _WORKER = textwrap.dedent("""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import warnings
@@ -23,6 +22,7 @@ from .._torch import resolve_device
 from .._version import __version__
 from ..audio import fix_length, read_audio, resample, to_mono_float
 from ..encoders.base import AudioEncoder
+from ..encoders.identity import checkpoint_fingerprint, weights_id
 from ..encoders.layers import resolve_layers
 from ..encoders.loading import load_encoder, resolve_checkpoint
 from ..encoders.registry import EncoderSpec, get_encoder_spec, skeleton
@@ -36,7 +36,6 @@ __all__ = ["FrozenEncoderTransformer", "clear_encoder_cache", "extract_to_store"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _LOADED: OrderedDict[tuple, AudioEncoder] = OrderedDict()
 _LOADED_MAX = 2
-_CHECKPOINT_HASHES: dict[tuple, str] = {}
 
 
 def clear_encoder_cache() -> None:
@@ -106,24 +105,23 @@ def extract_to_store(X, cache: str | os.PathLike, **params) -> ExtractionResult:
     return FrozenEncoderTransformer(cache=cache, **params).fit(None).extract_to_store(X)
 
 
-def _file_stats(path: Path) -> tuple:
-    """Size and mtime of a checkpoint file, or of every file below a checkpoint folder.
+class _Same:
+    """A key part equal only to the same object, which it keeps alive.
 
-    A folder's own mtime does not change when a file inside is rewritten in place.
+    Keying on ``id(obj)`` alone would let a new builder that happens to get a
+    freed builder's address find that builder's encoder.
     """
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    return tuple((str(f), st.st_size, st.st_mtime_ns) for f in files for st in [f.stat()])
 
+    __slots__ = ("obj",)
 
-def _checkpoint_hash(path: Path | None) -> str:
-    if path is None:
-        return "seeded-random"
-    from ..encoders.formats.checkpoint import file_sha256
+    def __init__(self, obj: object) -> None:
+        self.obj = obj
 
-    key = (str(path.resolve()), _file_stats(path))
-    if key not in _CHECKPOINT_HASHES:
-        _CHECKPOINT_HASHES[key] = file_sha256(path)
-    return _CHECKPOINT_HASHES[key]
+    def __hash__(self) -> int:
+        return id(self.obj)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Same) and other.obj is self.obj
 
 
 class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
@@ -663,8 +661,8 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
     def _load(self, device: torch.device, spec: EncoderSpec | None = None) -> AudioEncoder:
         spec = spec or self.encoder_spec_
         path = self._checkpoint_path(spec)
-        stats = _file_stats(path) if path is not None else None
-        weights = (spec.name, id(spec.builder), str(path), stats)
+        stats = checkpoint_fingerprint(path) if path is not None else None
+        weights = (spec.name, _Same(spec.builder), str(path), stats)
         key = (*weights, _device_key(device))
         module = _LOADED.get(key)
         if module is None:
@@ -682,19 +680,10 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
         """What identifies the weights: the checkpoint's SHA-256, or a hash of the built state dict."""
         path = self._checkpoint_path()
         if path is not None:
-            return _checkpoint_hash(path)
+            return weights_id(checkpoint=path)
         # No checkpoint: the builder makes the weights (a seed, a user's code), so hash what it built
         # (on the compute device, where transform needs the module anyway).
-        module = self._load(resolve_device(self.device))
-        cached = getattr(module, "_skprobe_weights_hash", None)  # on the module: ids of freed modules recur
-        if cached is None:
-            digest = hashlib.sha256()
-            for name, tensor in sorted(module.state_dict().items()):
-                digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
-                if tensor.numel():
-                    digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
-            cached = module._skprobe_weights_hash = "state-" + digest.hexdigest()
-        return cached
+        return weights_id(module=self._load(resolve_device(self.device)))
 
     def _store_config(self, compute: torch.dtype) -> dict:
         return {

@@ -127,6 +127,11 @@ class TokenView:
     the tokens through the page cache. Probes read it a batch at a time;
     ``np.asarray(view)`` materialises it.
 
+    Indexing gives what ``np.asarray(view)[key]`` gives for every index numpy
+    accepts, reading only the clips the index touches; an index that only
+    selects clips (a slice, a 1-D integer array or list, a 1-D boolean mask,
+    optionally followed by ``...``) returns a lazy ``TokenView`` instead.
+
     Parameters
     ----------
     data : array-like of shape (n_clips, n_tokens, dim) or (n_clips, dim)
@@ -141,6 +146,8 @@ class TokenView:
     >>> sub = view[np.array([3, 1])]
     >>> sub.shape, sub[0][0].tolist()
     ((2, 2, 3), [18.0, 19.0, 20.0])
+    >>> view[..., 0].shape, view[[0, 3], [1, 0]].tolist()
+    ((4, 2), [[3.0, 4.0, 5.0], [18.0, 19.0, 20.0]])
     """
 
     def __init__(self, data, indices=None) -> None:

@@ -33,6 +33,7 @@ _LOCK_NAME = re.compile(r"^[0-9A-Za-z_-]{1,100}\.lock$")
 _HEX_KEY = re.compile(r"^[0-9a-f]{64}$")
 _LIVE_IN_PROCESS: set[str] = set()  # writers of this process (POSIX locks do not conflict within one process)
 _WARNED: set[tuple[str, float]] = set()
+os.register_at_fork(after_in_child=_LIVE_IN_PROCESS.clear)  # a forked child is not the parent's writer
 
 
 def _warn_once(path: Path, mtime: float, message: str) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import fcntl
 import math
+import os
 import threading
 import time
 import uuid
@@ -40,6 +41,15 @@ _STALE_TEMP_SECONDS = 3600.0  # temporary files of writers or compactions killed
 _SEGMENT_GROUP_ROWS = 1 << 18  # records per run made from segments (bounds a compaction's memory)
 _PROCESS_LOCKS: dict[str, threading.Lock] = {}
 _PROCESS_LOCKS_GUARD = threading.Lock()
+
+
+def _reset_after_fork() -> None:  # a lock held by a thread at fork time would stay held in the child
+    global _PROCESS_LOCKS_GUARD
+    _PROCESS_LOCKS.clear()
+    _PROCESS_LOCKS_GUARD = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 @dataclass(frozen=True)

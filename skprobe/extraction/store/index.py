@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import errno
 import itertools
+import os
 import threading
+import weakref
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +52,15 @@ from .runs import Run, bloom_hashes
 __all__ = ["StoreIndex", "TokenIndex", "Located", "row_checks"]
 
 _ATTEMPTS = 50
+_INDEXES: weakref.WeakSet = weakref.WeakSet()
+
+
+def _reset_locks_after_fork() -> None:  # a lock a thread held at fork time would stay held in the child
+    for index in list(_INDEXES):
+        index._lock = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_reset_locks_after_fork)
 
 
 class TokenIndex(Protocol):
@@ -141,6 +152,7 @@ class StoreIndex:
         self.redundant: set[str] = set()  # files whose records a larger run holds (a compaction was interrupted)
         self._lock = threading.RLock()
         self._serials = itertools.count()
+        _INDEXES.add(self)
 
     def shard_id(self, name: str) -> int:
         sid = self._shard_ids.get(name)

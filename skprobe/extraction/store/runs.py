@@ -96,6 +96,7 @@ class _BlockCache:
 
 
 BLOCKS = _BlockCache()
+os.register_at_fork(after_in_child=lambda: BLOCKS.__init__(BLOCKS.max_blocks))  # fresh lock in a forked child
 _SERIAL = itertools.count()  # cache keys: ids of freed runs recur, serial numbers do not
 
 

@@ -68,6 +68,15 @@ class CompactionPolicy:
         Rows of the smallest tier.
     on_close : bool, default=True
         A writer's ``close`` also turns the remaining segments into a run.
+
+    Examples
+    --------
+    >>> policy = CompactionPolicy()
+    >>> [policy.tier(rows) for rows in (1_000, 4_096, 65_536, 2_000_000)]
+    [0, 1, 3, 5]
+    >>> from skprobe.extraction.store import TokenStore
+    >>> TokenStore.compaction == policy  # what writers use unless a store says otherwise
+    True
     """
 
     segments: int = 64

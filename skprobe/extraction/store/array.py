@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..._indexing import lazy_getitem
+from .layout import key_bytes
 
 if TYPE_CHECKING:
     from .tokenstore import TokenStore
@@ -55,8 +56,7 @@ class StoreArray:
     def __init__(self, store: TokenStore, keys: Sequence[str] | np.ndarray, *, squeeze_layer: bool = False,
                  _checked: bool = False) -> None:
         self._store = store
-        self.keys = keys if isinstance(keys, np.ndarray) and keys.dtype == "S32" else np.array(
-            [bytes.fromhex(k) for k in keys], dtype="S32").reshape(-1)
+        self.keys = key_bytes(keys)
         self._squeeze = squeeze_layer
         if not _checked:
             store.refresh()

@@ -92,6 +92,13 @@ class StoreDescription:
         return iter((self.root, self.config, self.row_shape, self.dtype))
 
 
+def key_bytes(keys) -> np.ndarray:
+    """Clip keys as an ``S32`` array of digests (hex strings are converted; an ``S32`` array is kept)."""
+    if isinstance(keys, np.ndarray) and keys.dtype == "S32":
+        return keys
+    return np.array([bytes.fromhex(k) for k in keys], dtype="S32").reshape(-1)
+
+
 def read_meta(folder: Path) -> dict:
     """The parsed ``store.json`` of a store folder (StoreError naming it when missing or unreadable)."""
     meta_file = Path(folder) / "store.json"

@@ -16,15 +16,9 @@ import numpy as np
 from ..._files import atomic_write
 from .compaction import CompactionPolicy, CompactionReport, compact
 from .index import Located, StoreIndex
-from .layout import KEY_FORMAT, StoreDescription, StoreError, config_key, read_meta
+from .layout import KEY_FORMAT, StoreDescription, StoreError, config_key, key_bytes, read_meta
 
 __all__ = ["TokenStore"]
-
-
-def _key_bytes(keys) -> np.ndarray:
-    if isinstance(keys, np.ndarray) and keys.dtype == "S32":
-        return keys
-    return np.array([bytes.fromhex(k) for k in keys], dtype="S32").reshape(-1)
 
 
 class TokenStore:
@@ -187,12 +181,12 @@ class TokenStore:
 
     def has_loaded(self, key: str) -> bool:
         """Whether ``key`` is in the index as last read (no listing; safe from reader threads)."""
-        return bool(self._index_found(_key_bytes([key]))[0])
+        return bool(self._index_found(key_bytes([key]))[0])
 
     def contains(self, keys: Sequence[str]) -> np.ndarray:
         """Boolean mask: which of ``keys`` (hex clip keys) are stored."""
         self.refresh()
-        return self._index_found(_key_bytes(keys))
+        return self._index_found(key_bytes(keys))
 
     def missing(self, keys: Sequence[str]) -> list[str]:
         """The clip keys of ``keys`` not stored yet, in their order (duplicates kept once)."""
@@ -255,7 +249,7 @@ class TokenStore:
 
     def read(self, keys: Sequence[str] | np.ndarray) -> np.ndarray:
         """Tokens of ``keys`` (hex strings or S32 digests) as one ``(n, *row_shape)`` array."""
-        keys = _key_bytes(keys)
+        keys = key_bytes(keys)
         loc = self._located(keys)
         if not loc.found.all():
             self.refresh()

@@ -17,7 +17,7 @@ from ..._files import atomic_write
 from .claims import DEFAULT_TIMEOUT, Claims
 from .compaction import compact, needs_compaction
 from .index import row_checks
-from .layout import SEGMENT_DTYPE, StoreError
+from .layout import SEGMENT_DTYPE, StoreError, key_bytes
 
 if TYPE_CHECKING:
     from .tokenstore import TokenStore
@@ -26,10 +26,6 @@ __all__ = ["StoreWriter"]
 
 _F16_MAX = float(np.finfo(np.float16).max)
 _MAX_SHARD_ROWS = 0xFFFFFFFF  # row numbers are 32-bit in the compacted index
-
-
-def _key_bytes(keys) -> np.ndarray:
-    return np.array([bytes.fromhex(k) for k in keys], dtype="S32").reshape(-1)
 
 
 class StoreWriter:
@@ -96,7 +92,7 @@ class StoreWriter:
             with store._locked():
                 store.refresh()
                 others = self._claims.others()
-                stored = store._index_found(_key_bytes(keys))
+                stored = store._index_found(key_bytes(keys))
                 todo, elsewhere = [], []
                 for key, done in zip(keys, stored):
                     if done:
@@ -120,14 +116,14 @@ class StoreWriter:
         pending = list(keys)
         while pending:
             store.refresh()
-            pending = [k for k, s in zip(pending, store._index_found(_key_bytes(pending))) if not s]
+            pending = [k for k, s in zip(pending, store._index_found(key_bytes(pending))) if not s]
             if not pending:
                 break
             others = self._claims.others()
             orphans = [k for k in pending if bytes.fromhex(k) not in others]
             if orphans:
                 store.refresh()
-                return [k for k, s in zip(orphans, store._index_found(_key_bytes(orphans))) if not s]
+                return [k for k, s in zip(orphans, store._index_found(key_bytes(orphans))) if not s]
             time.sleep(poll)
         return []
 
@@ -151,7 +147,7 @@ class StoreWriter:
         try:
             with store._locked():
                 store.refresh()
-                kb = _key_bytes(keys)
+                kb = key_bytes(keys)
                 _, first = np.unique(kb, return_index=True)
                 new = np.zeros(len(keys), bool)
                 new[first] = True

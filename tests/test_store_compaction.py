@@ -278,3 +278,52 @@ def test_compaction_while_a_writer_commits_and_a_reader_reads_loses_nothing(tmp_
     shard_rows = sum(p.stat().st_size for p in (store.folder / "shards").glob("*.bin")) // store.row_bytes
     assert shard_rows == n  # nothing written twice
     assert int(results["compactor"][0]) > 2 and len(_files(store)) == 1  # the last compaction came after the writer
+
+
+_KILLED = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from skprobe.extraction.cache import clip_key
+    from skprobe.extraction.store import CompactionPolicy, TokenStore
+
+    root, n = sys.argv[1], int(sys.argv[2])
+    TokenStore.compaction = CompactionPolicy(segments=2, fanout=2, base_rows=4)  # compacting nearly always
+    store = TokenStore(root, {"encoder": "x"}, (1, 3, 2))
+    keys = [clip_key(np.full(4, i, np.float32)) for i in range(n)]
+    tokens = np.stack([np.full((1, 3, 2), (i % 997) / 8, np.float32) for i in range(n)])
+    with store.writer() as writer:
+        for start in range(0, n, 4):
+            writer.commit(keys[start: start + 4], tokens[start: start + 4])
+            print(start + 4, flush=True)
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_after", [5, 23, 61])
+def test_kill_9_while_compacting_loses_at_most_the_batch_in_flight(tmp_path, kill_after):
+    import signal
+
+    n = 400
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED, str(tmp_path), str(n)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    committed = 0
+    for _ in range(kill_after):
+        committed = int(proc.stdout.readline())
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    store = _store(tmp_path, policy=None)
+    present = store.contains(_keys(n))
+    assert present[:committed].all()  # every commit that returned is there
+    assert present.sum() <= committed + 4  # plus at most the batch in flight
+    np.testing.assert_array_equal(store.read(_keys(int(present.sum()))), _tokens(int(present.sum())).astype(np.float16))
+    # the rerun stores the rest; every clip ends up once
+    rerun = subprocess.run([sys.executable, "-c", _KILLED, str(tmp_path), str(n)], env=env, capture_output=True,
+                           text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    store = _store(tmp_path, policy=None)
+    np.testing.assert_array_equal(store.read(_keys(n)), _tokens(n).astype(np.float16))
+    records = scan_records(store.folder)
+    assert len(store) == len(records) == len(np.unique(records["key"])) == n  # indexed once each
+    shard_rows = sum(p.stat().st_size for p in (store.folder / "shards").glob("*.bin")) // store.row_bytes
+    assert n <= shard_rows <= n + 4  # at most the killed batch's rows, appended but never indexed

@@ -7,6 +7,7 @@ Sub-commands::
     skprobe evaluate --probe probes/prototypical.safetensors --tokens tokens.npz
     skprobe fetch-weights yamnet
     skprobe list-encoders
+    skprobe store compact ~/.cache/skprobe/tokens           # merge token stores' index files
 
 Every user error prints one line, ``skprobe: error: ...``, and exits with status 2.
 
@@ -78,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = sub.add_parser("list-encoders", help="list registered encoders and their metadata")
     listing.add_argument("--json", action="store_true", help="print the full metadata as JSON")
+
+    store = sub.add_parser("store", help="maintain token stores (the folders of --store and cache=)")
+    store_sub = store.add_subparsers(dest="store_command", required=True)
+    compact = store_sub.add_parser(
+        "compact", help="merge the index files of token stores into one sorted run each (safe while other "
+                        "processes read and write them)")
+    compact.add_argument("path", help="a token store root (every store in it is compacted) or one store folder")
     return parser
 
 
@@ -300,8 +308,27 @@ def _list(args) -> int:
     return 0
 
 
+def _store(args) -> int:
+    from .extraction.store import TokenStore
+
+    path = Path(args.path).expanduser()
+    if (path / "store.json").is_file():
+        folders = [path]
+    else:
+        folders = sorted(p for p in path.iterdir() if (p / "store.json").is_file()) if path.is_dir() else []
+    if not folders:
+        raise ValueError(f"no token store in {path}: pass a store root (the cache or --store folder) or a store "
+                         "folder (one holding store.json)")
+    for folder in folders:
+        store = TokenStore.from_folder(folder)
+        report = store.compact()
+        files = f"{report.files_before} index file{'s' if report.files_before != 1 else ''}"
+        print(f"{folder}: {files} -> {report.files_after}, {len(store)} clips ({report.seconds:.1f} s)")
+    return 0
+
+
 COMMANDS = {"benchmark": _benchmark, "extract": _extract, "evaluate": _evaluate, "fetch-weights": _fetch,
-            "list-encoders": _list}
+            "list-encoders": _list, "store": _store}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

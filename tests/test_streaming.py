@@ -18,6 +18,7 @@ from skprobe import EncoderSpec, FrozenEncoderTransformer
 from skprobe.encoders.models.tiny import TinyTransformerEncoder
 from skprobe.encoders.registry import register_encoder
 from skprobe.extraction import StoreArray, StoreError, extract_to_store
+from skprobe.extraction.store.index import scan_records
 from skprobe.extraction.transformer import clear_encoder_cache
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -254,6 +255,7 @@ def _spawn(*args):
 
 
 def _segments(store_root):
+    """Index segments: one per committed batch (until a compaction merges them into a run)."""
     return list(Path(store_root).glob("*/index/*.npy"))
 
 
@@ -285,8 +287,10 @@ def test_two_processes_on_overlapping_clips(tmp_path):
     assert a.returncode == b.returncode == 0, results
     computed = [int(out.split()[0]) for out, _ in results]
     assert sum(computed) == 160  # no clip computed twice
-    records = np.concatenate([np.load(p) for p in _segments(store)])
+    (folder,) = store.iterdir()
+    records = scan_records(folder)  # every index file, segments and compacted runs
     assert len(records) == 160 and len(np.unique(records["key"])) == 160  # nor stored twice
+    assert sum(p.stat().st_size for p in folder.glob("shards/*.bin")) == 160 * 97 * 16 * 2  # float16 rows
     enc = FrozenEncoderTransformer(encoder="tiny-vit", cache=store, device="cpu").fit(None)
     out = enc.set_params(output="memmap").transform(_gen(160))
     ref = FrozenEncoderTransformer(encoder="tiny-vit", device="cpu", batch_size=4).fit(None).transform(_gen(160))

@@ -29,6 +29,7 @@ from ..encoders.registry import EncoderSpec, get_encoder_spec, skeleton
 from .cache import clip_key
 from .pipeline import DeviceRunner, read_ahead
 from .store import StoreWriter, TokenStore
+from .store.writer import DeferredWriter
 
 __all__ = ["FrozenEncoderTransformer", "clear_encoder_cache", "extract_to_store", "ExtractionResult"]
 
@@ -398,17 +399,27 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
         if self.output == "memmap" and self.cache is None:
             raise ValueError("output='memmap' returns tokens backed by the token store: set cache=<folder>")
         if self.cache is not None:
-            result = self.extract_to_store(X)
-            keys = [k for k in result.keys if k is not None]
-            array = self.open_store().array(keys, squeeze_layer=isinstance(self.layers, Integral))
+            store = self.open_store()
             if self.output == "memmap":
-                return array
-            return np.asarray(array).astype(self._out_dtype, copy=False)
+                keys = [k for k in self._extract(X, store).keys if k is not None]
+                return store.array(keys, squeeze_layer=isinstance(self.layers, Integral))
+            return self._stored_array(X, store)
         out = []
         for _, tokens, _ in self._stream(X, store=None):
             out.append(np.array(tokens, dtype=self._out_dtype))  # owned: on CUDA it is a reused pinned buffer
         out = np.concatenate(out) if out else np.empty((0, len(self.layers_), self.n_tokens_, self.dim_),
                                                       self._out_dtype)
+        return out[:, 0] if isinstance(self.layers, Integral) else out
+
+    def _stored_array(self, X, store: TokenStore) -> np.ndarray:
+        """Tokens of ``X`` in memory: those computed now as computed, the others read from ``store``."""
+        computed: dict[str, np.ndarray] = {}
+        keys = [k for k in self._extract(X, store, computed).keys if k is not None]
+        stored = [k for k in dict.fromkeys(keys) if k not in computed]
+        rows = dict(zip(stored, store.read(stored))) if stored else {}
+        out = np.empty((len(keys), *store.row_shape), self._out_dtype)
+        for i, key in enumerate(keys):
+            out[i] = computed[key] if key in computed else rows[key]
         return out[:, 0] if isinstance(self.layers, Integral) else out
 
     @property
@@ -454,14 +465,23 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "layouts_")
         if self.cache is None:
             raise ValueError("extract_to_store needs cache=<folder> (the token store's root)")
-        store = self.open_store()
+        return self._extract(X, self.open_store())
+
+    def _extract(self, X, store: TokenStore, computed: dict | None = None) -> ExtractionResult:
+        """Extract into ``store``; with ``computed``, also keep the tokens computed here, by clip key.
+
+        The writer is made only when a clip must be stored, so a read-only store serves the clips it holds.
+        """
         result = ExtractionResult([], 0, [])
-        with store.writer() as writer:
-            for _keys, _, computed in self._stream(X, store=store, writer=writer, result=result):
-                result.computed += computed
+        with DeferredWriter(store) as writer:
+            for keys, tokens, n in self._stream(X, store=store, writer=writer, result=result):
+                result.computed += n
+                if computed is not None:  # as the store holds them (tokens may be a reused pinned buffer)
+                    rows = np.asarray(tokens).astype(store.dtype).astype(self._out_dtype)
+                    computed.update(zip(keys, rows))
         return result
 
-    def _stream(self, X, *, store: TokenStore | None, writer: StoreWriter | None = None,
+    def _stream(self, X, *, store: TokenStore | None, writer: StoreWriter | DeferredWriter | None = None,
                 result: ExtractionResult | None = None):
         """Yield ``(keys, tokens, n_computed)`` batch by batch, in input order.
 
@@ -573,7 +593,7 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
         if error is not None:
             raise error
 
-    def _resolve(self, deferred: dict, writer: StoreWriter, finish, run, *, wait_all: bool):
+    def _resolve(self, deferred: dict, writer: StoreWriter | DeferredWriter, finish, run, *, wait_all: bool):
         """Wait for clips other writers claimed; compute those whose writer died."""
         while deferred:
             keys = list(deferred)

@@ -4,16 +4,20 @@ Sub-commands::
 
     skprobe benchmark --encoder yamnet --dataset event-scenes   # compare the three probes
     skprobe extract --encoder yamnet --dataset FOLDER -o tokens.npz
-    skprobe evaluate --probe probes/prototypical.joblib --tokens tokens.npz
-    skprobe detect recordings/ --model model.joblib -o events.tsv    # events in recordings of any length
+    skprobe evaluate --probe probes/prototypical.safetensors --tokens tokens.npz
+    skprobe detect recordings/ --probe probes/prototypical.safetensors -o events.tsv   # events in long recordings
     skprobe fetch-weights yamnet
     skprobe list-encoders
+    skprobe store compact ~/.cache/skprobe/tokens           # merge token stores' index files
 
 Every user error prints one line, ``skprobe: error: ...``, and exits with status 2.
 
-Security: ``evaluate --probe FILE`` unpickles FILE with joblib, which can run
-arbitrary code: load only probe files you wrote or trust. The benchmark's own
-probe cache is signed and verified before it is loaded (docs/guarantees.md).
+Security: probe files (``benchmark --save-probes``, ``evaluate --probe``) are
+safetensors with JSON metadata, read without running code
+(:func:`skprobe.load_probe`). ``evaluate --allow-pickle`` also accepts a joblib
+pickle, which can run arbitrary code: only for files you wrote or trust. The
+benchmark's own probe cache is signed and verified before it is loaded
+(docs/guarantees.md).
 """
 
 from __future__ import annotations
@@ -33,8 +37,10 @@ __all__ = ["main", "build_parser"]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="skprobe", description="Probe frozen audio encoders with scikit-learn.",
-        epilog="Security: `evaluate --probe FILE` loads a pickle (joblib), which can run arbitrary code; "
-               "load only files you trust. The benchmark's probe cache is signed and verified before loading.")
+        epilog="Security: probe files (`benchmark --save-probes`, `evaluate --probe`) are safetensors with JSON "
+               "metadata and load without running code. `evaluate --allow-pickle` also loads joblib pickles, which "
+               "can run arbitrary code: only for files you trust. The benchmark's probe cache is signed and "
+               "verified before loading.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     bench = sub.add_parser("benchmark", help="compare linear, attentive and prototypical probes on one data set")
@@ -46,8 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--probe-params", default="{}",
                        help='JSON of per-probe parameters, e.g. \'{"prototypical": {"normalize_tokens": "standard"}}\'')
     bench.add_argument("--save-probes", action="store_true",
-                       help="also save the seed-0 probes as joblib files (pickles: loading one runs the code it "
-                            "holds, so only load files you trust)")
+                       help="also save the seed-0 probes as OUTPUT/probes/<probe>.safetensors (weights in "
+                            "safetensors, settings in JSON: `evaluate --probe` and skprobe.load_probe read them "
+                            "without running code)")
     bench.add_argument("--refit", action="store_true", help="retrain probes even when a cached fit exists")
     bench.add_argument("--events", action="store_true",
                        help="also score event detection: each probe's frame scores and its clip scores broadcast to "
@@ -64,25 +71,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser(
         "evaluate", help="score a saved probe on tokens written by `skprobe extract`",
-        description="Score a saved probe. WARNING: --probe is a pickle (joblib); loading it can run arbitrary "
-                    "code. Load only files you wrote or trust.")
+        description="Score a saved probe. A probe file written by `benchmark --save-probes` or skprobe.save_probe "
+                    "(.safetensors) is read without running code. A joblib/pickle file is loaded only with "
+                    "--allow-pickle: unpickling can run arbitrary code, so only load pickles you wrote or trust.")
     evaluate.add_argument("--probe", required=True,
-                          help="joblib file written by `benchmark --save-probes` (a pickle: loading it runs "
-                               "code from it, so only load files you trust)")
+                          help=".safetensors probe file written by `benchmark --save-probes` or skprobe.save_probe")
+    evaluate.add_argument("--allow-pickle", action="store_true",
+                          help="also accept a joblib/pickle probe file; unpickling runs code from the file, so "
+                               "only for files you wrote or trust")
     evaluate.add_argument("--tokens", required=True, help=".npz file written by `skprobe extract`")
 
     detect = sub.add_parser(
         "detect", help="detect sound events in recordings of any length with a trained probe",
         description="Stream recordings through the encoder in overlapping windows, stitch the probe's frame "
-                    "scores, smooth, threshold and write events (file, onset, offset, class, score). WARNING: "
-                    "--model and --probe are pickles (joblib); loading one can run arbitrary code. Load only "
-                    "files you wrote or trust.")
+                    "scores, smooth, threshold and write events (file, onset, offset, class, score). --probe reads "
+                    "a .safetensors probe file without running code. --model (a joblib Pipeline) and joblib probes "
+                    "are pickles, loaded only with --allow-pickle: unpickling can run arbitrary code.")
     detect.add_argument("recordings", nargs="+", help="audio files and/or folders (every audio file below them)")
     what = detect.add_mutually_exclusive_group(required=True)
     what.add_argument("--model", help="joblib file of a fitted Pipeline(FrozenEncoderTransformer, probe) "
-                                      "(a pickle: only load files you trust)")
-    what.add_argument("--probe", help="joblib file of a fitted probe (e.g. from `benchmark --save-probes`), used "
-                                      "with --encoder/--checkpoint/--layer (a pickle: only load files you trust)")
+                                      "(a pickle: needs --allow-pickle)")
+    what.add_argument("--probe", help=".safetensors probe file (from `benchmark --save-probes` or "
+                                      "skprobe.save_probe), used with --encoder/--checkpoint/--layer")
+    detect.add_argument("--allow-pickle", action="store_true",
+                        help="accept joblib/pickle files for --model or --probe; unpickling runs code from the "
+                             "file, so only for files you wrote or trust")
     detect.add_argument("--encoder", default="yamnet", help="encoder of --probe (default yamnet)")
     detect.add_argument("--checkpoint", help="local checkpoint of the encoder of --probe")
     detect.add_argument("--layer", type=int, default=-1, help="encoder layer of --probe (default -1)")
@@ -104,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = sub.add_parser("list-encoders", help="list registered encoders and their metadata")
     listing.add_argument("--json", action="store_true", help="print the full metadata as JSON")
+
+    store = sub.add_parser("store", help="maintain token stores (the folders of --store and cache=)")
+    store_sub = store.add_subparsers(dest="store_command", required=True)
+    compact = store_sub.add_parser(
+        "compact", help="merge the index files of token stores into one sorted run each (safe while other "
+                        "processes read and write them)")
+    compact.add_argument("path", help="a token store root (every store in it is compacted) or one store folder")
     return parser
 
 
@@ -251,7 +271,6 @@ def _extract_on_cluster(args) -> int:
 
 
 def _evaluate(args) -> int:
-    import joblib
     import numpy as np
 
     from .benchmark import class_scores, compute_scores
@@ -259,13 +278,7 @@ def _evaluate(args) -> int:
     for path in (args.probe, args.tokens):
         if not Path(path).is_file():
             raise ValueError(f"file not found: {path}")
-    try:
-        probe = joblib.load(args.probe)  # a pickle: trusted input only (see --help)
-    except Exception as exc:  # unpickling raises anything: KeyError, EOFError, UnpicklingError...
-        raise ValueError(f"--probe {args.probe} is not a probe saved with joblib "
-                         f"({type(exc).__name__}: {exc})") from None
-    if not (hasattr(probe, "decision_function") and hasattr(probe, "classes_")):
-        raise ValueError(f"--probe {args.probe} holds a {type(probe).__name__}, not a fitted skprobe probe")
+    probe = _load_probe_file(args.probe, args.allow_pickle)
     try:
         npz = np.load(args.tokens)  # allow_pickle stays False: no code runs from a tokens file
     except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
@@ -296,13 +309,16 @@ def _number_or_json(text: str | None, option: str):
     return value
 
 
-def _load_pickle(path: str, option: str):
+def _load_pickle(path: str, option: str, allow_pickle: bool):
     import joblib
 
     if not Path(path).is_file():
         raise ValueError(f"{option} {path}: file not found")
+    if not allow_pickle:
+        raise ValueError(f"{option} {path} is a pickle (joblib), which is only loaded with --allow-pickle: "
+                         "unpickling runs code from the file, so pass it only for files you trust")
     try:
-        return joblib.load(path)  # a pickle: trusted input only (see --help)
+        return joblib.load(path)  # a pickle: the user vouched for it with --allow-pickle
     except Exception as exc:  # unpickling raises anything
         raise ValueError(f"{option} {path} is not a file saved with joblib ({type(exc).__name__}: {exc})") from None
 
@@ -314,15 +330,15 @@ def _detect(args) -> int:
     from .extraction import FrozenEncoderTransformer
 
     if args.model:
-        model = _load_pickle(args.model, "--model")
+        model = _load_pickle(args.model, "--model", args.allow_pickle)
         if not hasattr(model, "steps"):
             raise ValueError(f"--model {args.model} holds a {type(model).__name__}, not a fitted Pipeline")
         if args.device != "auto" or args.batch_size:
             model[0].set_params(**{"device": args.device} if args.device != "auto" else {},
                                 **{"batch_size": args.batch_size} if args.batch_size else {})
     else:
-        probe = _load_pickle(args.probe, "--probe")
-        if not (hasattr(probe, "predict_frame_proba") and hasattr(probe, "classes_")):
+        probe = _load_probe_file(args.probe, args.allow_pickle)
+        if not hasattr(probe, "predict_frame_proba"):
             raise ValueError(f"--probe {args.probe} holds a {type(probe).__name__}, not a fitted skprobe probe")
         config = argparse.Namespace(encoder=args.encoder, checkpoint=args.checkpoint, verbose=not args.quiet)
         _prepare(config)
@@ -354,6 +370,36 @@ def _detect(args) -> int:
     return 1 if events.attrs["skipped"] else 0
 
 
+def _load_probe_file(path: str, allow_pickle: bool):
+    """The probe of ``--probe``: a safe probe file, or with ``--allow-pickle`` a joblib pickle."""
+    from .probes import ProbeFileError, load_probe
+
+    try:
+        return load_probe(path)
+    except ProbeFileError as exc:
+        if not (allow_pickle and _is_pickle(path)):
+            if _is_pickle(path):
+                raise ValueError(f"--probe {path} is a pickle (joblib), which is only loaded with --allow-pickle: "
+                                 "unpickling runs code from the file, so pass it only for files you trust") from None
+            raise ValueError(f"--probe {exc}") from None
+    import joblib
+
+    try:
+        probe = joblib.load(path)  # a pickle: the user vouched for it with --allow-pickle
+    except Exception as exc:  # unpickling raises anything: KeyError, EOFError, UnpicklingError...
+        raise ValueError(f"--probe {path} is not a probe saved with joblib ({type(exc).__name__}: {exc})") from None
+    if not (hasattr(probe, "decision_function") and hasattr(probe, "classes_")):
+        raise ValueError(f"--probe {path} holds a {type(probe).__name__}, not a fitted skprobe probe")
+    return probe
+
+
+def _is_pickle(path: str) -> bool:
+    """A pickle (protocol 2 or later starts with PROTO) or a zlib-compressed joblib file."""
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    return head[:1] == b"\x80" or head == b"\x78\x9c"
+
+
 def _fetch(args) -> int:
     from .encoders import fetch_weights, get_encoder_spec
 
@@ -378,8 +424,27 @@ def _list(args) -> int:
     return 0
 
 
+def _store(args) -> int:
+    from .extraction.store import TokenStore
+
+    path = Path(args.path).expanduser()
+    if (path / "store.json").is_file():
+        folders = [path]
+    else:
+        folders = sorted(p for p in path.iterdir() if (p / "store.json").is_file()) if path.is_dir() else []
+    if not folders:
+        raise ValueError(f"no token store in {path}: pass a store root (the cache or --store folder) or a store "
+                         "folder (one holding store.json)")
+    for folder in folders:
+        store = TokenStore.from_folder(folder)
+        report = store.compact()
+        files = f"{report.files_before} index file{'s' if report.files_before != 1 else ''}"
+        print(f"{folder}: {files} -> {report.files_after}, {len(store)} clips ({report.seconds:.1f} s)")
+    return 0
+
+
 COMMANDS = {"benchmark": _benchmark, "extract": _extract, "evaluate": _evaluate, "fetch-weights": _fetch,
-            "list-encoders": _list, "detect": _detect}
+            "list-encoders": _list, "detect": _detect, "store": _store}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -330,6 +330,7 @@ def test_detection_metrics_reward_localisation():
 def test_detect_command(tiny_model, tmp_path, capsys):
     import joblib
 
+    from skprobe import save_probe
     from skprobe.cli import main
 
     model, clips, _ = tiny_model
@@ -338,20 +339,25 @@ def test_detect_command(tiny_model, tmp_path, capsys):
     sf.write(folder / "a.wav", np.concatenate(list(clips[:4])), 16000)
     sf.write(folder / "b.flac", np.stack([clips[4], clips[5]], axis=1), 22050)  # stereo, another rate
     joblib.dump(model, tmp_path / "model.joblib")
-    joblib.dump(model[-1], tmp_path / "probe.joblib")
+    save_probe(model[-1], tmp_path / "probe.safetensors")
     out = tmp_path / "events.csv"
+    assert main(["detect", str(folder), "--model", str(tmp_path / "model.joblib"), "-o", str(out), "-q"]) == 2
+    assert "only loaded with --allow-pickle" in capsys.readouterr().err
     assert main(["detect", str(folder), "--model", str(tmp_path / "model.joblib"), "-o", str(out), "-q",
+                 "--allow-pickle",
                  "--class-names", "burst,quiet", "--threshold", '{"burst": 0.6}', "--median-filter", "0.12"]) == 0
     assert out.read_text().splitlines()[0] == "file,onset,offset,event_label,score"
     assert "2 recording(s)" in capsys.readouterr().err
-    assert main(["detect", str(folder / "a.wav"), "--probe", str(tmp_path / "probe.joblib"), "--encoder",
+    assert main(["detect", str(folder / "a.wav"), "--probe", str(tmp_path / "probe.safetensors"), "--encoder",
                  "tiny-vit", "--device", "cpu", "-q"]) == 0
     printed = capsys.readouterr().out.splitlines()
     assert printed[0].split("\t") == ["filename", "onset", "offset", "event_label"]
     (folder / "broken.wav").write_bytes(b"RIFF....WAVEfmt nothing")
-    assert main(["detect", str(folder), "--model", str(tmp_path / "model.joblib"), "-o", str(out), "-q"]) == 1
+    assert main(["detect", str(folder), "--model", str(tmp_path / "model.joblib"), "-o", str(out), "-q",
+                 "--allow-pickle"]) == 1
     assert f"skipped {folder / 'broken.wav'}" in capsys.readouterr().err
-    assert main(["detect", str(folder), "--model", str(tmp_path / "model.joblib"), "--threshold", "high"]) == 2
+    assert main(["detect", str(folder), "--model", str(tmp_path / "model.joblib"), "--threshold", "high",
+                 "--allow-pickle"]) == 2
     assert "--threshold must be a number" in capsys.readouterr().err
     assert main(["detect", str(folder), "--model", str(tmp_path / "nothing.joblib")]) == 2
     assert "file not found" in capsys.readouterr().err

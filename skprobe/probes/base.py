@@ -25,6 +25,7 @@ from torch import nn
 
 from .._torch import resolve_device
 from ._batches import inference_batches
+from ._frames import FrameScoresMixin
 from ._targets import encode_targets
 from ._tokens import TokenSource, check_chunks, is_token_array
 from ._training import stage_tokens, train_module
@@ -372,7 +373,7 @@ class ProbeNetwork(nn.Module):
         return self.head(*self.split(tokens))
 
 
-class BaseProbeClassifier(ClassifierMixin, BaseEstimator):
+class BaseProbeClassifier(FrameScoresMixin, ClassifierMixin, BaseEstimator):
     """Base class of the probes; not for direct use.
 
     Subclasses implement :meth:`_build_head` and set ``_no_decay`` (parameter

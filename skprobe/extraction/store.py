@@ -562,6 +562,11 @@ class StoreArray:
     def __repr__(self) -> str:
         return f"StoreArray(shape={self.shape}, dtype={self.dtype}, store={str(self._store.folder)!r})"
 
+    @property
+    def store_id(self) -> str:
+        """The backing store's configuration key: with :attr:`keys`, what identifies these tokens."""
+        return self._store.config_key
+
     def _rows(self, keys: np.ndarray) -> np.ndarray:
         out = self._store.read(keys)
         return out[:, 0] if self._squeeze else out

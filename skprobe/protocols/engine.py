@@ -261,8 +261,14 @@ def _choose_learning_rate(config: ProtocolConfig, protocol: Protocol, view: _Tok
     return best, {str(lr): s for lr, s in scores.items()}
 
 
+_SPLIT_ORDER = ("train", "balanced_train", "unbalanced_train", "val", "validate", "validation", "eval", "test",
+                "testing")
+
+
 def _data_summary(data: AudioDataset, protocol: Protocol, folds: list[Fold]) -> dict:
-    sizes = data.split_sizes()
+    found = data.split_sizes()
+    order = [s for s in _SPLIT_ORDER if s in found] + sorted(s for s in found if s not in _SPLIT_ORDER)
+    sizes = {s: found[s] for s in order}
     test_positives = np.zeros(len(data.class_names), dtype=np.int64)
     for fold in folds:
         test_positives += data.Y[fold.test].sum(axis=0, dtype=np.int64)

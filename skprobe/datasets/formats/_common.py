@@ -42,20 +42,20 @@ def read_text(path: Path) -> str:
 
 def _lines(path: Path, comment: str | None, comments: list | None) -> Iterator[tuple[int, str]]:
     """Numbered non-blank lines, read one at a time (AudioSet's unbalanced CSV has two million)."""
-    n = 0
-    with open(path, encoding="utf-8-sig", newline="") as fh:
-        try:
-            for n, line in enumerate(fh, start=1):  # noqa: B007 - n is read after a decoding error
-                line = line.rstrip("\r\n")
-                if not line.strip():
-                    continue
-                if comment and line.lstrip().startswith(comment):
-                    if comments is not None:
-                        comments.append(line)
-                    continue
-                yield n, line
-        except UnicodeDecodeError as exc:
-            raise FormatError(f"{path} line {n + 1}: not UTF-8 text ({exc.reason})") from None
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if n == 1 else "utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as exc:
+                raise FormatError(f"{path} line {n}: not UTF-8 text (byte {raw[exc.start:exc.start + 1]!r}); "
+                                  "save the file as UTF-8") from None
+            if not line.strip():
+                continue
+            if comment and line.lstrip().startswith(comment):
+                if comments is not None:
+                    comments.append(line)
+                continue
+            yield n, line
 
 
 def csv_rows(path: Path, *, delimiter: str = ",", skipinitialspace: bool = False, comment: str | None = None,

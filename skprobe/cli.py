@@ -92,7 +92,7 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _protocol_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
-        "published data sets (docs/benchmarks/published.md)",
+        "published data sets (docs/published/index.md)",
         "--dataset esc50|fsd50k|audioset-20k|audioset-2m|urban-sed|speech-commands --root DIR: the official "
         "split and the paper's metric")
     group.add_argument("--root", help="the unpacked published data set")

@@ -80,7 +80,7 @@ def validate_protocol_config(config: ProtocolConfig) -> Protocol:
     protocol = get_protocol(config.dataset)
     if config.root is None:
         raise ValueError(f"--dataset {config.dataset} reads the published data set from --root DIR (the unpacked "
-                         "folder); see docs/benchmarks/published.md for the layout")
+                         "folder); see docs/published/index.md for the layout")
     if not Path(config.root).expanduser().is_dir():
         raise ValueError(f"--root {config.root} is not a folder")
     if config.labels is not None:

@@ -319,3 +319,27 @@ def test_latin1_metadata_names_the_line(copy):
     path.write_bytes(path.read_bytes().replace(b"rooster", b"r\xf6oster", 1))
     with pytest.raises(FormatError, match=r"esc50\.csv line 3: not UTF-8"):
         read_esc50(root)
+
+
+def test_audio_dataset_checks_its_shapes_and_split_names():
+    Y = np.eye(3, 2, dtype=np.int8)
+    with pytest.raises(ValueError, match=r"Y must have shape \(n_files, n_classes\) = \(2, 2\)"):
+        AudioDataset("r", ["a.wav", "b.wav"], Y, ["x", "y"], np.array(["train", "test"]))
+    with pytest.raises(ValueError, match="one split name per file"):
+        AudioDataset("r", ["a.wav", "b.wav", "c.wav"], Y, ["x", "y"], np.array(["train"]))
+    data = AudioDataset("r", ["a.wav", "b.wav", "c.wav"], Y, ["x", "y"], np.array(["train", "train", "test"]))
+    with pytest.raises(ValueError, match=r"has no split 'eval'; its splits: \['test', 'train'\]"):
+        data.indices("eval")
+    with pytest.raises(ValueError, match="multi-label"):
+        data.y  # noqa: B018
+    paths = data.paths([2, 0])
+    assert len(paths) == 2 and list(paths) == ["r/c.wav", "r/a.wav"] and paths[1:][0] == "r/a.wav"
+    with pytest.raises(ValueError, match="no event annotations"):
+        data.events_frame()
+
+
+def test_audio_dataset_load_decodes_one_clip(tmp_path):
+    write_clip(tmp_path / "a.wav", 0, rate=44100)
+    data = AudioDataset(tmp_path, ["a.wav"], np.ones((1, 1), np.int8), ["x"], np.array(["test"]))
+    wav = data.load(0, sample_rate=16000)
+    assert wav.dtype == np.float32 and wav.shape == (4000,)

@@ -116,7 +116,7 @@ class TokenStore:
         self._shard_of = np.empty(0, np.int32)
         self._row_of = np.empty(0, np.int64)
         self._crc_of = np.empty(0, np.uint32)
-        self._maps: dict[int, np.memmap] = {}
+        self._files: dict[int, _ShardFile] = {}
         self._check_legacy()
 
     # -- metadata --------------------------------------------------------------------
@@ -205,9 +205,6 @@ class TokenStore:
         records = np.concatenate(self._parts) if self._parts else np.empty(0, _INDEX_DTYPE)
         shards = np.concatenate([np.full(len(p), s, np.int32) for p, s in zip(self._parts, self._part_shards)]) \
             if self._parts else np.empty(0, np.int32)
-        self._shard_rows = {shard: int(p["row"].max()) + 1 if len(p) else 0
-                            for shard in set(self._part_shards)
-                            for p in [np.concatenate([q for q, s in zip(self._parts, self._part_shards) if s == shard])]}
         keys, first = np.unique(records["key"], return_index=True)
         self._keys, self._shard_of = keys, shards[first]
         self._row_of, self._crc_of = records["row"][first], records["crc"][first]
@@ -244,15 +241,11 @@ class TokenStore:
         return len(self._keys)
 
     # -- reading ---------------------------------------------------------------------
-    def _map(self, shard: int) -> np.memmap:
-        mapped = self._maps.get(shard)
-        needed = self._shard_rows[shard]
-        if mapped is None or mapped.shape[0] < needed:
-            path = self.folder / "shards" / f"{self._shards[shard]}.bin"
-            n_rows = path.stat().st_size // self.row_bytes
-            mapped = np.memmap(path, dtype=self.dtype, mode="r", shape=(n_rows, *self.row_shape))
-            self._maps[shard] = mapped
-        return mapped
+    def _shard_file(self, shard: int) -> _ShardFile:
+        opened = self._files.get(shard)
+        if opened is None:
+            opened = self._files[shard] = _ShardFile(self.folder / "shards" / f"{self._shards[shard]}.bin")
+        return opened
 
     def read(self, keys: Sequence[str] | np.ndarray) -> np.ndarray:
         """Tokens of ``keys`` (hex strings or S32 digests) as one ``(n, *row_shape)`` array."""
@@ -269,7 +262,7 @@ class TokenStore:
         for shard in np.unique(shards):
             sel = np.flatnonzero(shards == shard)
             rows = self._row_of[pos[sel]]
-            out[sel] = self._map(int(shard))[rows]
+            out[sel] = self._shard_file(int(shard)).rows(rows, self.row_bytes, self.row_shape, self.dtype)
             if self.verify:
                 self._verify(out[sel], pos[sel], int(shard))
         return out
@@ -298,8 +291,50 @@ class TokenStore:
         state = self.__dict__.copy()
         state.update(_segments=set(), _parts=[], _part_shards=[], _shards=[], _keys=np.empty(0, "S32"),
                      _shard_of=np.empty(0, np.int32), _row_of=np.empty(0, np.int64),
-                     _crc_of=np.empty(0, np.uint32), _maps={})
+                     _crc_of=np.empty(0, np.uint32), _files={})
         return state
+
+
+class _ShardFile:
+    """A shard opened for reading rows with ``pread``.
+
+    Rows read through a memory map would stay in this process's resident
+    set (a probe's epochs read every row), so the resident set of a fit
+    would grow with the store; read with ``pread`` they stay in the page
+    cache only.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_RDONLY)
+
+    def __del__(self) -> None:
+        fd = getattr(self, "fd", None)
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def rows(self, rows: np.ndarray, row_bytes: int, row_shape: tuple, dtype: np.dtype) -> np.ndarray:
+        """Rows ``rows`` (any order, repeats allowed) as ``(len(rows), *row_shape)``; runs read in one call each."""
+        order = np.argsort(rows, kind="stable")
+        ordered = rows[order]
+        buf = np.empty((len(rows), *row_shape), dtype)
+        flat = buf.reshape(len(rows), -1).view(np.uint8)
+        breaks = np.flatnonzero(np.diff(ordered) != 1) + 1
+        for a, b in zip(np.r_[0, breaks], np.r_[breaks, len(rows)]):
+            view = memoryview(flat[a:b]).cast("B")
+            start, done = int(ordered[a]) * row_bytes, 0
+            while done < len(view):
+                got = os.preadv(self.fd, [view[done:]], start + done)
+                if got <= 0:
+                    raise StoreError(f"token store shard {self.path} ends before row {int(ordered[a])} "
+                                     f"(byte {start + done}); delete the store folder to recompute it")
+                done += got
+        out = np.empty_like(buf)
+        out[order] = buf
+        return out
 
 
 class StoreWriter:

@@ -1,4 +1,4 @@
-"""Sharded, append-only token store: float16 rows memory-mapped on read.
+"""Sharded, append-only token store: float16 rows in a few large files, read with ``pread``.
 
 One folder per extraction configuration, ``<root>/<config key>/``::
 
@@ -562,8 +562,8 @@ class StoreArray:
     ``__len__``, ``__getitem__`` (an int, a slice, an integer array or a boolean
     mask along the first axis, optionally followed by indices of the other axes:
     returns an ``np.ndarray``) and ``__array__``. Rows are read from the
-    memory-mapped shards only when indexed, so a probe can train on batches of
-    a token set larger than memory. Pickles as the store path plus the clip
+    shards only when indexed (with ``pread``: they do not stay in the process's
+    memory), so a probe can train on batches of a token set larger than memory. Pickles as the store path plus the clip
     keys (no tokens), so joblib workers re-open the store.
 
     Parameters

@@ -130,6 +130,7 @@ def _recorder(monkeypatch):
     return fits
 
 
+@pytest.mark.slow
 def test_paper_recipe_settings_and_learning_rate_choice(roots, home, monkeypatch):
     root, sizes = roots["fsd50k"]
     fits = _recorder(monkeypatch)

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from .._config import data_home
 from .._version import __version__
-from ..benchmark import PROBES, BenchmarkConfig, _fit_or_load, class_scores, validate_config
+from ..benchmark import PROBES, BenchmarkConfig, _fit_or_load, _mean_over_seeds, class_scores, validate_config
 from ..datasets.lazy import AudioDataset
 from ..extraction import FrozenEncoderTransformer
 from ..metrics import METRICS, per_class_ap
@@ -104,7 +104,8 @@ def run_protocol(config: ProtocolConfig) -> dict:
     -------
     dict
         As :func:`skprobe.benchmark.run_benchmark` (``config``, ``data``,
-        ``encoder``, ``runs``, ``summary``, ``per_class_ap``, ``files``), with
+        ``encoder``, ``runs``, ``summary``, ``per_class_ap`` (mean over folds and
+        seeds), ``files``), with
         ``protocol`` (name, split, metric, recipe, chosen learning rates),
         ``extraction`` (clips, clips encoded, workers) and ``timings``
         (seconds per stage: read, extract, train, score, write). A run has a
@@ -178,7 +179,7 @@ def run_protocol(config: ProtocolConfig) -> dict:
         "extraction": extraction,
         "runs": runs,
         "summary": _summary(runs, config.probes, protocol.metrics),
-        "per_class_ap": {name: _nanmean([r["per_class_ap"] for r in runs if r["probe"] == name])
+        "per_class_ap": {name: _mean_over_seeds([r["per_class_ap"] for r in runs if r["probe"] == name])
                          for name in config.probes},
         "timings": timings,
     }
@@ -295,14 +296,6 @@ def _summary(runs: list[dict], probes, metrics) -> dict:
                 np.isfinite(r[m]) for r in rows if r["seed"] == s) else np.nan for s in seeds]
             out[name][m] = {"mean": float(np.mean(per_seed)), "std": float(np.std(per_seed))}
     return out
-
-
-def _nanmean(values: list[list[float]]) -> list[float]:
-    """Column means ignoring NaN (a class without test positives); all-NaN columns stay NaN."""
-    values = np.asarray(values, dtype=float)
-    finite = np.isfinite(values)
-    count = finite.sum(axis=0)
-    return np.where(count > 0, np.where(finite, values, 0.0).sum(axis=0) / np.maximum(count, 1), np.nan).tolist()
 
 
 class _Waveforms:

@@ -21,6 +21,8 @@ _LAZY = {
     "LinearProbeClassifier": "skprobe.probes.linear",
     "AttentiveProbeClassifier": "skprobe.probes.attentive",
     "PrototypicalProbeClassifier": "skprobe.probes.prototypical",
+    "save_probe": "skprobe.probes._probe_file",
+    "load_probe": "skprobe.probes._probe_file",
     "FrozenEncoderTransformer": "skprobe.extraction.transformer",
     "AudioEncoder": "skprobe.encoders.base",
     "TokenLayout": "skprobe.encoders.base",
@@ -39,6 +41,8 @@ __all__ = [
     "LinearProbeClassifier",
     "AttentiveProbeClassifier",
     "PrototypicalProbeClassifier",
+    "save_probe",
+    "load_probe",
     "FrozenEncoderTransformer",
     "AudioEncoder",
     "TokenLayout",
@@ -58,6 +62,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .encoders.registry import EncoderSpec, list_encoders, register_encoder
     from .encoders.weights import fetch_weights
     from .extraction.transformer import FrozenEncoderTransformer
+    from .probes._probe_file import load_probe, save_probe
     from .probes.attentive import AttentiveProbeClassifier
     from .probes.linear import LinearProbeClassifier
     from .probes.prototypical import PrototypicalProbeClassifier

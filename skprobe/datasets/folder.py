@@ -158,6 +158,9 @@ def scan_audio_folder(folder: str | os.PathLike, labels_csv: str | os.PathLike |
 
 def _read_csv(folder: Path, path: Path, file_column: str | None, label_column: str | None,
               separator: str, delimiter: str | None) -> tuple[list[str], list[list[str]]]:
+    if path.is_dir():
+        raise ValueError(f"labels_csv {path} is a folder, not a file; expected a labels CSV (a header such as "
+                         "'file,labels' and one row per audio file)")
     if not path.is_file():
         raise ValueError(f"labels_csv {path} does not exist")
     text = _read_text(path)

@@ -17,6 +17,7 @@ import soundfile as sf
 from published_fixtures import make_audioset, make_esc50, make_fsd50k, make_speech_commands, make_urban_sed
 
 import skprobe.protocols.engine as engine
+from skprobe import load_probe
 from skprobe.benchmark import BenchmarkConfig, extract_tokens, load_benchmark_data
 from skprobe.cli import main
 from skprobe.datasets.lazy import ClipPaths
@@ -84,8 +85,12 @@ def test_every_protocol_end_to_end(roots, home, name, capsys):
 
 def test_esc50_is_five_fits_one_per_fold(roots, home):
     root, sizes = roots["esc50"]
-    assert _run("esc50", root, home / "out", probes="linear,prototypical") == 0
+    assert _run("esc50", root, home / "out", "--save-probes", probes="linear,prototypical") == 0
     result = json.loads((home / "out" / "results.json").read_text())
+    saved = sorted(p.name for p in (home / "out" / "probes").iterdir())
+    assert saved == sorted(f"{probe}-fold{k}.safetensors" for probe in ("linear", "prototypical") for k in range(1, 6))
+    reloaded = load_probe(home / "out" / "probes" / "linear-fold1.safetensors")
+    assert len(reloaded.classes_) == len(result["data"]["class_names"])
     assert [r["fold"] for r in result["runs"] if r["probe"] == "linear"] == [f"fold{k}" for k in range(1, 6)]
     n = sum(sizes.values())
     for fold, counts in result["data"]["folds"].items():

@@ -6,9 +6,8 @@ import json
 import time
 from pathlib import Path
 
-import joblib
-
 from .._files import atomic_write
+from ..probes import save_probe
 
 __all__ = ["format_protocol_table", "write_outputs", "METRIC_TITLES"]
 
@@ -94,9 +93,8 @@ def write_outputs(out_dir: Path, result: dict, fitted: dict, encoder, plot_data,
         (out_dir / "probes").mkdir(exist_ok=True)
         single = len(result["protocol"]["folds"]) == 1
         for (name, fold), probe in fitted.items():
-            path = out_dir / "probes" / (f"{name}.joblib" if single else f"{name}-{fold}.joblib")
-            atomic_write(path, lambda fh, probe=probe: joblib.dump(probe, fh))
-            files.append(path)
+            stem = name if single else f"{name}-{fold}"
+            files.append(save_probe(probe, out_dir / "probes" / f"{stem}.safetensors"))
     path = out_dir / "results.json"
     files.append(path)
     result["timings"]["write"] = time.perf_counter() - start

@@ -25,8 +25,10 @@ from ._config import data_home
 from ._files import atomic_write
 from ._signed import UntrustedFileError, dump_signed, load_signed
 from ._version import __version__
+from .datasets.lazy import ClipPaths
 from .encoders import get_encoder_spec
 from .extraction import FrozenEncoderTransformer
+from .extraction.store import StoreArray
 from .metrics import macro_map, macro_roc_auc, micro_ap, per_class_ap, top1_accuracy
 from .probes import AttentiveProbeClassifier, LinearProbeClassifier, PrototypicalProbeClassifier, save_probe
 
@@ -137,12 +139,13 @@ def load_benchmark_data(config: BenchmarkConfig) -> Bunch:
     Returns
     -------
     Bunch
-        ``X_train``, ``X_test`` (waveforms at ``sample_rate``), ``Y_train``,
+        ``X_train``, ``X_test`` (waveforms at ``sample_rate`` for a built-in set; for a
+        folder the files' paths, decoded only as they stream through the encoder), ``Y_train``,
         ``Y_test`` (multi-hot), ``class_names``, ``multilabel``, ``sample_rate``,
         ``events_test`` (list per clip of event dicts, or None), ``name``,
         ``description``.
     """
-    from .datasets import load_audio_folder, make_event_clips, make_event_scenes
+    from .datasets import make_event_clips, make_event_scenes, scan_audio_folder
 
     rate = get_encoder_spec(config.encoder).sample_rate
     sizes = {k: v for k, v in (("n_train", config.n_train), ("n_test", config.n_test)) if v is not None}
@@ -158,14 +161,14 @@ def load_benchmark_data(config: BenchmarkConfig) -> Bunch:
         raise ValueError(
             f"dataset {config.dataset!r} is neither a built-in set {BUILTIN_DATASETS} nor an existing folder"
         )
-    data = load_audio_folder(folder, config.labels, sample_rate=rate, verbose=bool(config.verbose))
-    multilabel = data.y is None
-    stratify = data.y if not multilabel and _can_stratify(data.y, config.test_size) else None
+    data = scan_audio_folder(folder, config.labels)  # paths only: the files stream through the encoder
+    stratify = data.y if not data.multilabel and _can_stratify(data.y, config.test_size) else None
     idx_train, idx_test = train_test_split(np.arange(len(data.files)), test_size=config.test_size,
                                            random_state=0, stratify=stratify)
-    return Bunch(X_train=[data.waveforms[i] for i in idx_train], X_test=[data.waveforms[i] for i in idx_test],
-                 Y_train=data.Y[idx_train], Y_test=data.Y[idx_test], class_names=list(data.class_names),
-                 multilabel=multilabel, sample_rate=rate, events_test=None, name=folder.name,
+    Y = data.Y.astype(np.int64)
+    return Bunch(X_train=data.paths(idx_train), X_test=data.paths(idx_test), Y_train=Y[idx_train], Y_test=Y[idx_test],
+                 class_names=list(data.class_names), multilabel=data.multilabel, sample_rate=rate, events_test=None,
+                 name=folder.name,
                  description=f"{len(data.files)} files from {folder}")
 
 
@@ -175,14 +178,19 @@ def _can_stratify(y: np.ndarray, test_size: float) -> bool:
 
 
 def extract_tokens(config: BenchmarkConfig, data: Bunch) -> tuple[np.ndarray, np.ndarray, FrozenEncoderTransformer]:
-    """Token maps of the train and test clips, through the per-clip cache under ``<data home>/tokens``."""
+    """Token maps of the train and test clips, through the token store under ``<data home>/tokens``.
+
+    Files (a folder data set) stream into the store and come back store-backed
+    (``output="memmap"``), so memory does not grow with the number of clips.
+    """
+    paths = isinstance(data.X_train, ClipPaths)
     encoder = FrozenEncoderTransformer(
         encoder=config.encoder, checkpoint=config.checkpoint, layers=config.layer, sample_rate=data.sample_rate,
         batch_size=config.batch_size, device=config.device, cache=str(data_home() / "tokens"),
-        verbose=config.verbose,
+        output="memmap" if paths else "array", verbose=config.verbose,
     )
-    X_train = encoder.fit_transform(list(data.X_train))
-    X_test = encoder.transform(list(data.X_test))
+    X_train = encoder.fit_transform(data.X_train if paths else list(data.X_train))
+    X_test = encoder.transform(data.X_test if paths else list(data.X_test))
     return X_train, X_test, encoder
 
 
@@ -190,7 +198,11 @@ def _digest(*arrays: np.ndarray) -> str:
     h = hashlib.sha256()
     for a in arrays:
         h.update(str(a.shape).encode())
-        h.update(np.ascontiguousarray(a).tobytes())
+        if isinstance(a, StoreArray):  # store-backed tokens: the store's configuration and the clips' keys
+            h.update(a.store_id.encode())
+            h.update(a.keys.tobytes())
+        else:
+            h.update(np.ascontiguousarray(a).tobytes())
     return h.hexdigest()[:20]
 
 

@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("benchmark", help="compare linear, attentive and prototypical probes on one data set")
     _data_arguments(bench)
+    _protocol_arguments(bench)
     bench.add_argument("--probes", default="linear,attentive,prototypical",
                        help="comma-separated subset of linear, attentive, prototypical")
     bench.add_argument("--seeds", type=int, default=3, help="training seeds per probe (default 3)")
@@ -132,7 +133,9 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="local checkpoint of the encoder")
     parser.add_argument("--layer", type=int, default=-1, help="encoder layer, negative from the end (default -1)")
     parser.add_argument("--dataset", default="event-scenes",
-                        help="event-scenes, event-clips, or a folder of audio files with a labels CSV")
+                        help="event-scenes, event-clips, a folder of audio files with a labels CSV, or (benchmark) "
+                             "a published set read from --root: esc50, fsd50k, audioset-20k, audioset-2m, "
+                             "urban-sed, speech-commands")
     parser.add_argument("--labels", help="labels CSV of a folder data set (default: FOLDER/labels.csv)")
     parser.add_argument("--test-size", type=float, default=0.3, help="test share of a folder data set")
     parser.add_argument("--n-train", type=int, help="scenes/clips in the train split of a built-in set")
@@ -140,6 +143,37 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--batch-size", type=int, default=16, help="clips per encoder forward")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+
+
+def _protocol_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "published data sets (docs/published/index.md)",
+        "--dataset esc50|fsd50k|audioset-20k|audioset-2m|urban-sed|speech-commands --root DIR: the official "
+        "split and the paper's metric")
+    group.add_argument("--root", help="the unpacked published data set")
+    group.add_argument("--recipe", choices=("default", "paper"), default="default",
+                       help="probe training: skprobe's defaults, or the paper's (batch 128, 30 epochs, raw tokens, "
+                            "learning rate chosen on validation clips)")
+    where = group.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, help="extract on a local Dask cluster of N worker processes")
+    where.add_argument("--scheduler", help="extract on the Dask cluster at this address (tcp://host:8786)")
+    group.add_argument("--store", help="token store folder (default: <data home>/tokens); workers must reach it")
+    group.add_argument("--chunk-size", type=int, default=256, help="files per Dask task (default 256)")
+
+
+def _benchmark_protocol(args) -> int:
+    """``benchmark --dataset <published set> --root DIR``: the engine is :mod:`skprobe.protocols`."""
+    from .protocols import ProtocolConfig, format_protocol_table, run_protocol, validate_protocol_config
+
+    config = ProtocolConfig.from_benchmark(_config(args), root=args.root, recipe=args.recipe, workers=args.workers,
+                                           scheduler=args.scheduler, store=args.store, chunk_size=args.chunk_size)
+    validate_protocol_config(config)
+    _prepare(config)
+    result = run_protocol(config)
+    print()
+    print(format_protocol_table(result))
+    print(f"\nwrote {', '.join(result['files'])}")
+    return 0
 
 
 def _config(args):
@@ -173,7 +207,15 @@ def _prepare(config) -> None:
 
 def _benchmark(args) -> int:
     from .benchmark import format_table, run_benchmark, validate_config
+    from .protocols import PROTOCOLS
 
+    if args.dataset in PROTOCOLS or args.root is not None:
+        return _benchmark_protocol(args)
+    used = [opt for opt, on in (("--recipe paper", args.recipe != "default"), ("--workers", args.workers is not None),
+                                ("--scheduler", args.scheduler is not None), ("--store", args.store is not None)) if on]
+    if used:
+        raise ValueError(f"{used[0]} applies to the published data sets (--dataset {'|'.join(PROTOCOLS)} "
+                         "--root DIR)")
     config = _config(args)
     validate_config(config)  # probes, their parameters and the output folder, before any extraction
     _prepare(config)
@@ -205,7 +247,7 @@ def _extract(args) -> int:
     _prepare(config)
     data = load_benchmark_data(config)
     X_train, X_test, encoder = extract_tokens(config, data)
-    arrays = dict(X_train=X_train.astype(np.float16), X_test=X_test.astype(np.float16),
+    arrays = dict(X_train=np.asarray(X_train, dtype=np.float16), X_test=np.asarray(X_test, dtype=np.float16),
                   Y_train=data.Y_train, Y_test=data.Y_test, class_names=np.asarray(data.class_names),
                   multilabel=data.multilabel, prefix_tokens=encoder.prefix_tokens_,
                   token_grid=np.asarray(encoder.token_grid_), hop_seconds=encoder.hop_seconds_)

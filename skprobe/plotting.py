@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,15 @@ def plot_per_class_ap(result: dict, path: str | Path) -> Path:
     return _save(fig, path)
 
 
+def _waveform(item, sample_rate: int) -> np.ndarray:
+    """A test clip's samples: the waveform itself, or its audio file decoded (lazy data sets hold paths)."""
+    if isinstance(item, (str, os.PathLike)):
+        from .audio import read_audio
+
+        return read_audio(item, sample_rate)[0]
+    return np.asarray(item)
+
+
 def _log_mel(wav: np.ndarray, sample_rate: int) -> np.ndarray:
     import torchaudio
 
@@ -82,9 +92,10 @@ def plot_prototype_activations(probe, encoder, X_test: np.ndarray, data, path: s
     for k, i in enumerate(order):
         events = data.events_test[i] if data.events_test is not None else []
         ax = axes[row]
-        spec = _log_mel(data.X_test[i], data.sample_rate)
+        wav = _waveform(data.X_test[i], data.sample_rate)
+        spec = _log_mel(wav, data.sample_rate)
         ax.imshow(spec, origin="lower", aspect="auto", cmap="magma",
-                  extent=(0, len(data.X_test[i]) / data.sample_rate, 0, spec.shape[0]))
+                  extent=(0, len(wav) / data.sample_rate, 0, spec.shape[0]))
         ax.set_ylabel("mel", fontsize=7)
         ax.set_title(f"test clip {i}: " + ", ".join(e["class"] for e in events) if events else f"test clip {i}",
                      fontsize=8, loc="left")

@@ -177,7 +177,7 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
     output : {"array", "memmap"}, default="array"
         ``"array"``: an in-memory ndarray. ``"memmap"`` (needs ``cache``): a
         read-only :class:`~skprobe.extraction.store.StoreArray` backed by the
-        memory-mapped store, for token sets larger than memory; the probes
+        store on disk, for token sets larger than memory; the probes
         read it batch by batch.
     store_dtype : {"float16", "float32"}, default="float16"
         dtype of the tokens in the store.

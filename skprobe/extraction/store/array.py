@@ -25,8 +25,9 @@ class StoreArray:
     integer and boolean arrays, and tuples of them) and returns what numpy
     returns on the materialised array, reading only the clips the index
     touches (see :func:`skprobe._indexing.lazy_getitem`). Rows are read from
-    the memory-mapped shards, so a probe can train on batches of a token set
-    larger than memory. Pickles as the store's description plus the clip
+    the shards with ``pread`` (they stay in the page cache, not in the
+    process), so a probe can train on batches of a token set larger than
+    memory. Pickles as the store's description plus the clip
     keys (no tokens), so joblib and Dask workers re-open the store.
 
     Parameters
@@ -77,6 +78,11 @@ class StoreArray:
 
     def __repr__(self) -> str:
         return f"StoreArray(shape={self.shape}, dtype={self.dtype}, store={str(self._store.folder)!r})"
+
+    @property
+    def store_id(self) -> str:
+        """The backing store's configuration key: with :attr:`keys`, what identifies these tokens."""
+        return self._store.config_key
 
     def _rows(self, positions: np.ndarray) -> np.ndarray:
         out = self._store.read(self.keys[positions])

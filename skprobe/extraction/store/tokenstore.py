@@ -17,6 +17,7 @@ from ..._files import atomic_write
 from .compaction import CompactionPolicy, CompactionReport, compact
 from .index import Located, StoreIndex
 from .layout import KEY_FORMAT, StoreDescription, StoreError, config_key, key_bytes, read_meta
+from .shards import ShardFile
 
 __all__ = ["TokenStore"]
 
@@ -78,7 +79,7 @@ class TokenStore:
         self.verify = verify
         self.row_bytes = int(np.prod(self.row_shape)) * self.dtype.itemsize
         self._index_state: StoreIndex | None = None
-        self._maps: dict[int, np.memmap] = {}
+        self._files: dict[int, ShardFile] = {}
         self._check_folder()
 
     @classmethod
@@ -230,22 +231,21 @@ class TokenStore:
                        force_segments=True)
 
     # -- reading ---------------------------------------------------------------------
-    def _map(self, shard: int, last_row: int) -> np.memmap:
-        mapped = self._maps.get(shard)
-        if mapped is None or mapped.shape[0] <= last_row:
+    def _shard_file(self, shard: int, last_row: int) -> ShardFile:
+        opened = self._files.get(shard)
+        if opened is None or opened.n_rows <= last_row:
             path = self.folder / "shards" / f"{self._index().shards[shard]}.bin"
             try:
-                n_rows = path.stat().st_size // self.row_bytes
+                opened = ShardFile(path, self.row_bytes)
             except FileNotFoundError:
                 raise StoreError(f"token store {self.folder}: shard file {path} is missing; delete the store "
                                  "folder to recompute its tokens") from None
-            if n_rows <= last_row:
+            if opened.n_rows <= last_row:
                 raise StoreError(f"token store {self.folder}: the index points at row {last_row} of shard file "
-                                 f"{path}, which holds {n_rows} rows (truncated?); delete the store folder to "
-                                 "recompute its tokens")
-            mapped = np.memmap(path, dtype=self.dtype, mode="r", shape=(n_rows, *self.row_shape))
-            self._maps[shard] = mapped
-        return mapped
+                                 f"{path}, which holds {opened.n_rows} rows (truncated?); delete the store folder "
+                                 "to recompute its tokens")
+            self._files[shard] = opened
+        return opened
 
     def read(self, keys: Sequence[str] | np.ndarray) -> np.ndarray:
         """Tokens of ``keys`` (hex strings or S32 digests) as one ``(n, *row_shape)`` array."""
@@ -261,7 +261,7 @@ class TokenStore:
         for shard in np.unique(loc.shard):
             sel = np.flatnonzero(loc.shard == shard)
             rows = loc.row[sel]
-            out[sel] = self._map(int(shard), int(rows.max()))[rows]
+            out[sel] = self._shard_file(int(shard), int(rows.max())).rows(rows, self.row_shape, self.dtype)
             if self.verify:
                 self._verify(out[sel], keys[sel], rows, loc.check[sel], int(shard))
         return out
@@ -295,7 +295,7 @@ class TokenStore:
         # The description only: the receiving process reads the index on its first lookup, so a
         # StoreArray shipped to joblib/Dask workers pickles as a few hundred bytes plus its clip keys.
         state = self.__dict__.copy()
-        state.update(_index_state=None, _maps={})
+        state.update(_index_state=None, _files={})
         return state
 
 

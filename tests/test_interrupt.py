@@ -153,7 +153,7 @@ def test_benchmark_interrupted_while_training_exits_130_and_caches_nothing(tmp_p
     """The linear probe finishes and is cached; Ctrl-C arrives while the prototypical probe trains."""
     home, out = tmp_path / "home", tmp_path / "results"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SKPROBE_HOME": str(home), "CUDA_VISIBLE_DEVICES": "",
-           "OMP_NUM_THREADS": "1"}
+           "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}  # SIGABRT on a timeout dumps every thread's stack
     proc = subprocess.Popen(  # verbose=1: skorch prints a line per epoch, so we know when training runs
         [sys.executable, "-m", "skprobe", "benchmark", "--encoder", "tiny-cnn", "--dataset", str(audio_folder),
          "--probes", "linear,prototypical", "--seeds", "1", "--output", str(out), "--quiet",
@@ -171,6 +171,9 @@ def test_benchmark_interrupted_while_training_exits_130_and_caches_nothing(tmp_p
     proc.send_signal(signal.SIGINT)
     try:
         code = proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)  # where it hangs: faulthandler prints the stacks to stderr
+        code = proc.wait(timeout=30)
     finally:
         proc.kill()
         for reader in readers:

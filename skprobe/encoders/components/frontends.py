@@ -7,6 +7,8 @@ the feature step into a few batched tensor ops. :class:`NormalizedFbank` adds
 the input pipeline that AST-style spectrogram transformers (Audio-MAE, EAT,
 SSLAM, ...) put in front of their patch embedding: waveform mean removal, a
 fixed frame count and ``(x - mean) / (2 * std)`` normalisation.
+:class:`WhisperLogMel` is Whisper's log-mel front end on
+:func:`slaney_mel_banks`.
 """
 
 from __future__ import annotations

@@ -184,6 +184,14 @@ def test_clip_length_limits():
         enc.layout(16000, 4)
 
 
+def test_transformer_refuses_clips_longer_than_the_window():
+    with pytest.raises(ValueError, match=r"clip_seconds=40 \(640000 samples at 16000 Hz\) does not suit encoder "
+                       r"'whisper-tiny.en': Whisper encodes at most 480000 samples \(30 s at 16 kHz\)"):
+        FrozenEncoderTransformer("whisper-tiny.en", clip_seconds=40).fit(None)
+    with pytest.raises(ValueError, match=r"too short for encoder 'whisper-tiny.en-30s'.*minimum is 0.02 s"):
+        FrozenEncoderTransformer("whisper-tiny.en-30s", clip_seconds=0.01).fit(None)
+
+
 def test_forward_stops_after_the_deepest_layer(small_file):
     enc = _loaded(small_file)
 
@@ -211,6 +219,9 @@ def test_architecture_read_from_the_checkpoint(small_file):
     assert enc.layout_needs_weights and enc.dims == TINY
     enc.load_checkpoint(small_file.parent)  # the folder is accepted
     assert enc.dims == SMALL and not enc.layout_needs_weights and enc.n_layers == 4
+    tiny = WhisperEncoder()
+    tiny.load_checkpoint(write_whisper(small_file.parent / "tiny.bin", dims=TINY))  # same shape as the skeleton
+    assert not tiny.layout_needs_weights and tiny.dims == TINY
     assert enc.describe(16000) == {"n_layers": 4, "dim": 32, "prefix_tokens": 0, "token_grid": (50, 1), "n_heads": 4}
 
 

@@ -249,8 +249,9 @@ class WhisperEncoder(AudioEncoder):
         if model.spec != "WhisperSpec":
             raise ValueError(f"{source} holds a {model.spec!r} model, not Whisper (WhisperSpec)")
         found = _dims_of(model.arrays, source)
-        if self.dims_from_checkpoint and found != self.dims:
-            self._build(found)
+        if self.dims_from_checkpoint:
+            if found != self.dims:
+                self._build(found)
             self.layout_needs_weights = False
         elif found != self.dims:
             raise ValueError(f"{source} holds a Whisper encoder of another size ({_describe_dims(found)}) than this "

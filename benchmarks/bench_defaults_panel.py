@@ -12,6 +12,8 @@ Token sources (tokens cached as ``.npz`` under ``--cache``, default
 - ``yamnet-l11``: YAMNet's layer 11 (last 512-dim block) on the event scenes.
 - ``yamnet-clips``: YAMNet's last layer on the single-label event clips (340 / 170).
 - ``aisfx``: aiSFX's default layer on the first 300 / 150 event scenes.
+- ``whisper-last``: Whisper tiny.en's last layer (final LayerNorm, 500 x 384, the clip's own
+  positions) on the event scenes (600 / 300): a real transformer's tokens.
 - ``crepe-notes``: CREPE tiny's last layer (101 frames x 256) on
   :func:`skprobe.datasets.make_note_scenes` (600 / 300 two-second clips of
   1-3 short harmonic notes in noise; 8 classes, pitch bands of 4 semitones
@@ -57,10 +59,10 @@ from skprobe.metrics import macro_map, top1_accuracy
 
 PROBES = {"linear": LinearProbeClassifier, "attentive": AttentiveProbeClassifier,
           "prototypical": PrototypicalProbeClassifier}
-REAL = ("yamnet-last", "yamnet-l11", "yamnet-clips", "aisfx", "crepe-notes")
+REAL = ("yamnet-last", "yamnet-l11", "yamnet-clips", "aisfx", "crepe-notes", "whisper-last")
 #: Run order of ``--sources all`` (cheapest and most informative first).
 ORDER = ("yamnet-last", "synth-d64-s0.01", "synth-d64-s100", "yamnet-l11", "synth-n200", "yamnet-clips",
-         "synth-d64-s1", "synth-d768-s1", "synth-n20000", "crepe-notes", "aisfx")
+         "synth-d64-s1", "synth-d768-s1", "synth-n20000", "crepe-notes", "aisfx", "whisper-last")
 SYNTH = {  # name: (n_clips, n_tokens, dim, scale)
     "synth-d64-s1": (1000, 64, 64, 1.0),
     "synth-d64-s0.01": (1000, 64, 64, 0.01),
@@ -83,6 +85,7 @@ def _real_source(name: str):
         "yamnet-l11": ("yamnet", "event-scenes", 11, {}),
         "yamnet-clips": ("yamnet", "event-clips", -1, {}),
         "aisfx": ("aisfx", "event-scenes", -1, {"n_train": 300, "n_test": 150}),
+        "whisper-last": ("whisper-tiny.en", "event-scenes", -1, {}),
     }[name]
     _ensure_weights(encoder)
     config = BenchmarkConfig(encoder=encoder, dataset=dataset, layer=layer, verbose=0, device="cpu", **sizes)

@@ -456,12 +456,14 @@ def _list(args) -> int:
     if args.json:
         print(json.dumps(encoders, indent=2, default=str))
         return 0
-    print(f"{'name':<16}{'rate':>7}{'clip s':>8}{'dim':>6}{'layers':>8}{'prefix':>8}  {'grid':<10}{'licence':<22}weights")
+    width = max(16, 1 + max(map(len, encoders), default=0))
+    print(f"{'name':<{width}}{'rate':>7}{'clip s':>8}{'dim':>6}{'layers':>8}{'prefix':>8}  {'grid':<10}{'licence':<22}"
+          "weights")
     for name, meta in encoders.items():
         grid = "x".join(map(str, meta["token_grid"]))
         source = meta["packaged_weights"]["requirement"] if meta["packaged_weights"] else meta["weights_file"]
         source = str(source) if len(str(source)) <= 48 else str(source)[:45] + "..."
-        print(f"{name:<16}{meta['sample_rate']:>7}{meta['clip_seconds']:>8g}{meta['dim']:>6}{meta['n_layers']:>8}"
+        print(f"{name:<{width}}{meta['sample_rate']:>7}{meta['clip_seconds']:>8g}{meta['dim']:>6}{meta['n_layers']:>8}"
               f"{meta['prefix_tokens']:>8}  {grid:<10}{str(meta['license'])[:21]:<22}{source}")
     return 0
 

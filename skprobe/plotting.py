@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 
 from ._files import atomic_write
 
-__all__ = ["plot_per_class_ap", "plot_prototype_activations", "plot_frame_scores"]
+__all__ = ["plot_per_class_ap", "plot_prototype_activations", "prototype_activations_figure", "plot_frame_scores"]
 
 _COLOURS = {"linear": "#7f7f7f", "attentive": "#1f77b4", "prototypical": "#d62728"}
 
@@ -71,12 +71,19 @@ def _log_mel(wav: np.ndarray, sample_rate: int) -> np.ndarray:
 def plot_prototype_activations(probe, encoder, X_test: np.ndarray, data, path: str | Path,
                                n_clips: int = 3) -> Path:
     """For a few test clips: the log-mel spectrogram and, for each true class, the class
-    evidence of the prototypical probe over the encoder's time x frequency token grid,
-    with the annotated event onsets and offsets marked.
+    evidence of the prototypical probe over the encoder's token grid, with the annotated
+    event onsets and offsets marked.
 
+    A time x frequency grid is drawn as a heat map; a time-only layout (one
+    frequency patch, e.g. Whisper, Dasheng, CREPE) as a curve over time.
     Uses :meth:`PrototypicalProbeClassifier.class_activation_maps` and the
     encoder's :class:`~skprobe.encoders.TokenLayout`.
     """
+    return _save(prototype_activations_figure(probe, encoder, X_test, data, n_clips), path)
+
+
+def prototype_activations_figure(probe, encoder, X_test: np.ndarray, data, n_clips: int = 3) -> Figure:
+    """The figure of :func:`plot_prototype_activations`, not yet saved."""
     layout = encoder.layouts_[0]
     # Clips with the most events show the most; ties broken by index for reproducibility.
     Y = np.asarray(data.Y_test)
@@ -88,6 +95,7 @@ def plot_prototype_activations(probe, encoder, X_test: np.ndarray, data, path: s
     axes = fig.subplots(n_rows, 1, squeeze=False)
     axes = axes[:, 0]
     seconds = layout.n_time * layout.hop_seconds
+    times = (np.arange(layout.n_time) + 0.5) * layout.hop_seconds  # token centres
     row = 0
     for k, i in enumerate(order):
         events = data.events_test[i] if data.events_test is not None else []
@@ -102,24 +110,32 @@ def plot_prototype_activations(probe, encoder, X_test: np.ndarray, data, path: s
         row += 1
         for c in np.flatnonzero(Y[i]):
             ax = axes[row]
-            grid = grids[k, :, :, c].T  # (freq, time)
-            im = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis",
-                           extent=(0, seconds, 0, layout.n_freq))
+            shade = "white"
+            if layout.n_freq == 1:
+                ax.plot(times, grids[k, :, 0, c], color=_COLOURS["prototypical"], lw=0.8)
+                ax.set_xlim(0, seconds)
+                ax.set_ylabel("evidence", fontsize=7)
+                ax.grid(axis="y", alpha=0.3)
+                shade = "grey"
+            else:
+                grid = grids[k, :, :, c].T  # (freq, time)
+                im = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis",
+                               extent=(0, seconds, 0, layout.n_freq))
+                ax.set_ylabel("freq\npatch", fontsize=7)
+                fig.colorbar(im, ax=ax, pad=0.01, fraction=0.03)
             for e in events:
                 if e["class"] == data.class_names[c]:
-                    ax.axvspan(e["onset"], e["offset"], color="white", alpha=0.25)
-                    ax.axvline(e["onset"], color="white", lw=1)
-                    ax.axvline(e["offset"], color="white", lw=1, ls="--")
-            ax.set_ylabel("freq\npatch", fontsize=7)
+                    ax.axvspan(e["onset"], e["offset"], color=shade, alpha=0.25)
+                    ax.axvline(e["onset"], color=shade, lw=1)
+                    ax.axvline(e["offset"], color=shade, lw=1, ls="--")
             ax.set_title(f"prototype evidence for '{data.class_names[c]}' (annotated event shaded)",
                          fontsize=8, loc="left")
-            fig.colorbar(im, ax=ax, pad=0.01, fraction=0.03)
             row += 1
     axes[-1].set_xlabel("time (s)")
     for ax in axes[:-1]:
         ax.tick_params(labelbottom=False)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
 def plot_frame_scores(curves: dict, hop_seconds: float, events, class_names, path: str | Path, *,
@@ -162,7 +178,7 @@ def plot_frame_scores(curves: dict, hop_seconds: float, events, class_names, pat
     return _save(fig, path)
 
 
-def _save(fig, path: str | Path) -> Path:
+def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda fh: fig.savefig(fh, dpi=80, format="png"))

@@ -9,7 +9,8 @@ Where things live:
 - ``identity.py``: what identifies an encoder's weights (:func:`weights_id`);
 - ``models/``: one module per architecture family, each registering its variants;
 - ``components/``: building blocks shared by architectures (front ends, ViT blocks);
-- ``formats/``: reading checkpoint files safely (torch pickles, TensorFlow bundles).
+- ``formats/``: reading checkpoint files safely (torch pickles, TensorFlow bundles,
+  CTranslate2 model files).
 
 The scikit-learn transformer that runs an encoder over clips lives in
 :mod:`skprobe.extraction`.

@@ -11,5 +11,6 @@ from .models import (
     hf,  # noqa: F401
     sslam,  # noqa: F401
     tiny,  # noqa: F401
+    whisper,  # noqa: F401
     yamnet,  # noqa: F401
 )

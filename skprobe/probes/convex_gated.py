@@ -70,9 +70,12 @@ class _ExtremeSimilarities(torch.autograd.Function):
         mixed, prototypes, low_at, high_at = ctx.saved_tensors
         b, m, d = mixed.shape
         k = prototypes.shape[0]
-        flat = mixed.reshape(b * m, d)
+        # sums in float32 at least (the forward may run in bfloat16 under autocast), cast back at the end
+        dtype = torch.promote_types(torch.promote_types(mixed.dtype, prototypes.dtype), torch.float32)
+        flat = mixed.reshape(b * m, d).to(dtype)
+        units = prototypes.to(dtype)
         grad_flat = torch.zeros_like(flat) if ctx.needs_input_grad[0] else None
-        grad_prototypes = torch.zeros_like(prototypes) if ctx.needs_input_grad[1] else None
+        grad_prototypes = torch.zeros_like(units) if ctx.needs_input_grad[1] else None
         offsets = torch.arange(b, device=mixed.device)[:, None] * m
         step = max(1, _CHUNK_VALUES // max(1, b * d))
         for grad, at in ((grad_low, low_at), (grad_high, high_at)):
@@ -80,14 +83,15 @@ class _ExtremeSimilarities(torch.autograd.Function):
                 continue
             rows = at + offsets  # (B, K) rows of the flattened tokens
             for k0 in range(0, k, step):
-                g = grad[:, k0 : k0 + step].to(flat.dtype)  # B, c
+                g = grad[:, k0 : k0 + step].to(dtype)  # B, c
                 r = rows[:, k0 : k0 + step].reshape(-1)
                 if grad_flat is not None:
-                    grad_flat.index_add_(0, r, (g[:, :, None] * prototypes[k0 : k0 + step].to(flat.dtype)).reshape(-1, d))
+                    grad_flat.index_add_(0, r, (g[:, :, None] * units[k0 : k0 + step]).reshape(-1, d))
                 if grad_prototypes is not None:
                     picked = flat.index_select(0, r).reshape(b, -1, d)
-                    grad_prototypes[k0 : k0 + step] += torch.einsum("bc,bcd->cd", g, picked).to(prototypes.dtype)
-        return (None if grad_flat is None else grad_flat.reshape(b, m, d)), grad_prototypes
+                    grad_prototypes[k0 : k0 + step] += torch.einsum("bc,bcd->cd", g, picked)
+        return (None if grad_flat is None else grad_flat.reshape(b, m, d).to(mixed.dtype),
+                None if grad_prototypes is None else grad_prototypes.to(prototypes.dtype))
 
 
 #: Values per chunk of the sparse backward of the extreme similarities (64 MB of float32).

@@ -27,6 +27,7 @@ from skprobe.probes.convex_gated import (
     ConvexGatedHead,
     auto_n_prototypes,
     extreme_similarities,
+    gated_mix,
     layer_moments,
 )
 from skprobe.probes.prototypical import PrototypeHead
@@ -143,6 +144,34 @@ def test_extreme_similarities_match_dense_min_max_and_their_gradients(monkeypatc
     torch.testing.assert_close(grads[0], mixed.grad)
     torch.testing.assert_close(grads[1], protos.grad)
     assert torch.autograd.gradcheck(lambda a, b: extreme_similarities(a, b), (mixed, protos))
+
+
+@pytest.mark.parametrize("normalise", [False, True])
+def test_gated_mix_matches_the_formula_and_its_gradient(normalise, monkeypatch):
+    """The chunked mixing (no normalised copy; recomputed in the backward) equals
+    einsum(softmax(a), normalize((x - shift) / scale)) in value and in the gate's gradient, float16 tokens too."""
+    monkeypatch.setattr(convex_gated, "_MIX_CHUNK_VALUES", 7 * 4)  # one clip per chunk
+    torch.manual_seed(0)
+    tokens = torch.randn(3, 4, 7, 4, dtype=torch.float64)
+    shift = torch.randn(4, 4, dtype=torch.float64) if normalise else None
+    scale = torch.rand(4, 4, dtype=torch.float64) + 0.5 if normalise else None
+    gate = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    weights = torch.softmax(gate, 0)
+    x = tokens if shift is None else (tokens - shift[:, None]) / scale[:, None]
+    expected = torch.einsum("l,blnd->bnd", weights, F.normalize(x, dim=-1))
+    out = gated_mix(weights, tokens, shift, scale)
+    torch.testing.assert_close(out, expected)
+    probe = torch.randn_like(out)
+    (grad,) = torch.autograd.grad((out * probe).sum(), gate, retain_graph=True)
+    (reference,) = torch.autograd.grad((expected * probe).sum(), gate)
+    torch.testing.assert_close(grad, reference)
+    assert torch.autograd.gradcheck(lambda w: gated_mix(w, tokens, shift, scale), (weights.detach().requires_grad_(),))
+    half = gated_mix(weights.float(), tokens.half(), None if shift is None else shift.float(),
+                     None if scale is None else scale.float())
+    assert half.dtype == torch.float32
+    torch.testing.assert_close(half, gated_mix(weights.float(), tokens.half().float(),
+                                               None if shift is None else shift.float(),
+                                               None if scale is None else scale.float()))
 
 
 def test_head_trains_under_bfloat16_autocast():

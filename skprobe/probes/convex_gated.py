@@ -28,7 +28,7 @@ from .base import (
 )
 
 __all__ = ["ConvexGatedProbeClassifier", "ConvexGatedHead", "LayeredProbeNetwork", "auto_n_prototypes",
-           "extreme_similarities", "layer_moments"]
+           "extreme_similarities", "gated_mix", "layer_moments"]
 
 #: ``n_prototypes="auto"``: this many prototypes per class ...
 AUTO_PROTOTYPES_PER_CLASS = 20
@@ -115,6 +115,86 @@ def extreme_similarities(mixed: torch.Tensor, prototypes: torch.Tensor) -> tuple
     return sims.amin(dim=1), sims.amax(dim=1)
 
 
+#: Values of the float32 temporaries of the layer mixing (16 MB): small enough to be reused by the allocator
+#: from step to step instead of being mapped afresh (page faults) for every batch.
+_MIX_CHUNK_VALUES = 1 << 22
+
+
+def _prepared(tokens: torch.Tensor, layer: int, shift: torch.Tensor | None, scale: torch.Tensor | None,
+              dtype: torch.dtype) -> torch.Tensor:
+    """Layer ``layer`` of ``tokens (b, L, N, D)``, shifted and scaled, as a fresh ``dtype`` tensor ``(b, N, D)``."""
+    x = tokens[:, layer]
+    if shift is not None:
+        x = torch.sub(x, shift[layer]).to(dtype)  # the difference is a fresh tensor (float32 for float16 tokens)
+    else:
+        x = x.to(dtype, copy=True)
+    if scale is not None:
+        x.div_(scale[layer])
+    return x
+
+
+class _GatedMix(torch.autograd.Function):
+    """``sum_l w_l u_l``, ``u_l`` the unit-length tokens of layer ``l`` after shift and scale; grad for ``w`` only.
+
+    ``(w (L,), tokens (B, L, N, D), shift (L, D) or None, scale (L, D) or None) -> (B, N, D)``. Works a
+    chunk of clips and one layer at a time, so no normalised (or float32) copy of all the tokens exists: the
+    temporaries hold about :data:`_MIX_CHUNK_VALUES` values, and the backward pass recomputes them.
+    """
+
+    @staticmethod
+    def forward(ctx, weights, tokens, shift, scale):
+        b, n_layers, n, d = tokens.shape
+        dtype = torch.promote_types(torch.promote_types(tokens.dtype, weights.dtype), torch.float32)
+        out = torch.empty((b, n, d), dtype=dtype, device=tokens.device)
+        step = max(1, _MIX_CHUNK_VALUES // max(1, n * d))
+        w = weights.to(dtype)
+        for b0 in range(0, b, step):
+            acc = out[b0 : b0 + step].zero_()
+            for layer in range(n_layers):
+                x = _prepared(tokens[b0 : b0 + step], layer, shift, scale, dtype)
+                inverse = w[layer] / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min_(1e-12)
+                acc.addcmul_(x, inverse)
+        ctx.save_for_backward(weights, tokens, shift, scale)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        weights, tokens, shift, scale = ctx.saved_tensors
+        b, n_layers, n, d = tokens.shape
+        dtype = grad.dtype if grad.dtype == torch.float64 else torch.float32
+        grad = grad.to(dtype)
+        total = torch.zeros(n_layers, dtype=torch.float64, device=tokens.device)
+        step = max(1, _MIX_CHUNK_VALUES // max(1, n * d))
+        for b0 in range(0, b, step):
+            g = grad[b0 : b0 + step]
+            for layer in range(n_layers):
+                x = _prepared(tokens[b0 : b0 + step], layer, shift, scale, dtype)
+                norms = torch.linalg.vector_norm(x, dim=-1).clamp_min_(1e-12)
+                total[layer] += (x.mul_(g).sum(dim=-1) / norms).sum().double()
+        return total.to(weights.dtype), None, None, None
+
+
+def gated_mix(weights: torch.Tensor, tokens: torch.Tensor, shift: torch.Tensor | None = None,
+              scale: torch.Tensor | None = None) -> torch.Tensor:
+    """``sum_l weights_l * u_l``, ``u_l = (x_l - shift_l) / scale_l`` scaled to unit length per token.
+
+    ``tokens (B, L, N, D) -> (B, N, D)`` (float32 at least). Differentiable in
+    ``weights``; without a gradient for the tokens it makes no normalised copy
+    of them (see :class:`_GatedMix`).
+
+    >>> import torch
+    >>> tokens = torch.tensor([[[[3.0, 4.0]], [[0.0, 2.0]]]])  # 1 clip, 2 layers, 1 token, 2 dims
+    >>> [round(v, 4) for v in gated_mix(torch.tensor([0.5, 0.5]), tokens)[0, 0].tolist()]  # (0.6, 0.8) / 2 + (0, 1) / 2
+    [0.3, 0.9]
+    """
+    if tokens.requires_grad or (shift is not None and shift.requires_grad) or (
+            scale is not None and scale.requires_grad):
+        x = tokens if shift is None else tokens - shift[:, None]
+        x = x if scale is None else x / scale[:, None]
+        return torch.einsum("l,blnd->bnd", weights.to(x.dtype), F.normalize(x, dim=-1))
+    return _GatedMix.apply(weights, tokens, shift, scale)
+
+
 class ConvexGatedHead(nn.Module):
     """Float prototypes matched against a softmax-gated mixture of L2-normalised layers; three features each.
 
@@ -150,15 +230,15 @@ class ConvexGatedHead(nn.Module):
         """The convex weights of the layers, ``softmax(gate)``, ``(L,)``."""
         return torch.softmax(self.gate, dim=0)
 
-    def mix(self, tokens: torch.Tensor) -> torch.Tensor:
+    def mix(self, tokens: torch.Tensor, shift: torch.Tensor | None = None,
+            scale: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, L, N, D) -> (B, N, D)``: the gate's mixture of the unit-length tokens of each layer.
 
-        ``sum_l alpha_l x_l / |x_l|`` as one weighted sum with per-token
-        weights ``alpha_l / |x_l|``: no normalised copy of the tokens is made.
+        ``sum_l alpha_l u_l / |u_l|`` with ``u_l = (x_l - shift_l) / scale_l``
+        (the network's per-layer normalisation, applied on the way: see
+        :func:`gated_mix`).
         """
-        norms = torch.linalg.vector_norm(tokens, dim=-1).clamp_min(1e-12)  # B, L, N (F.normalize's eps)
-        weights = self.layer_weights().to(tokens.dtype)[:, None] / norms
-        return torch.einsum("bln,blnd->bnd", weights, tokens)
+        return gated_mix(self.layer_weights(), tokens, shift, scale)
 
     def unit_prototypes(self) -> torch.Tensor:
         """The prototypes scaled to unit length, ``(K, D)``."""
@@ -168,16 +248,22 @@ class ConvexGatedHead(nn.Module):
         """Similarity of every mixed patch token with every unit prototype, ``(B, M, K)``."""
         return self.mix(patches) @ self.unit_prototypes().T
 
-    def features(self, prefix: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
+    def features(self, prefix: torch.Tensor, patches: torch.Tensor, shift: torch.Tensor | None = None,
+                 scale: torch.Tensor | None = None) -> torch.Tensor:
         """The ``3K`` features ``[min_k, prefix_k or mean_k, max_k]`` per prototype ``k``, ``(B, 3K)``."""
         prototypes = self.unit_prototypes()
-        mixed = self.mix(patches)
+        mixed = self.mix(patches, shift, scale)
         low, high = extreme_similarities(mixed, prototypes)
-        middle = (self.mix(prefix[:, :, :1])[:, 0] if prefix.shape[2] else mixed.mean(dim=1)) @ prototypes.T
+        if prefix.shape[2]:
+            middle = self.mix(prefix[:, :, :1], shift, scale)[:, 0] @ prototypes.T
+        else:
+            middle = mixed.mean(dim=1) @ prototypes.T
         return torch.stack([low, middle, high], dim=-1).flatten(1)
 
-    def forward(self, prefix: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.dropout(self.features(prefix, patches)))
+    def forward(self, prefix: torch.Tensor, patches: torch.Tensor, shift: torch.Tensor | None = None,
+                scale: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``(B, C)`` of raw or normalised tokens; ``shift`` / ``scale`` ``(L, D)`` normalise them on the way."""
+        return self.linear(self.dropout(self.features(prefix, patches, shift, scale)))
 
 
 def layer_moments(batches, n_layers: int, prefix_tokens: int, directions: bool = False) -> list[TokenMoments]:
@@ -253,8 +339,14 @@ class LayeredProbeNetwork(ProbeNetwork):
         self.token_scale = torch.stack([s[1] for s in stats]) if self.normalize == "standard" else None
         return self
 
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        # the head normalises each layer on the way (no normalised copy of the batch)
+        tokens = tokens.reshape(len(tokens), self.n_layers, -1, tokens.shape[-1])
+        prefix, patches = tokens[:, :, : self.prefix_tokens], tokens[:, :, self.prefix_tokens :]
+        return self.head(prefix, patches, self.token_mean, self.token_scale)
+
     def split(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Float32, per-layer normalised ``(prefix (B, L, P, D), patches (B, L, M, D))``."""
+        """Float32, per-layer normalised ``(prefix (B, L, P, D), patches (B, L, M, D))`` (for inspection)."""
         tokens = tokens.reshape(len(tokens), self.n_layers, -1, tokens.shape[-1])
         if self.token_mean is not None:  # one pass: the difference with a float32 mean is a fresh float32 tensor
             tokens = torch.sub(tokens, self.token_mean[:, None])

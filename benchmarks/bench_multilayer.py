@@ -91,7 +91,8 @@ def patch_warmup(fraction: float) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. seeds - 1")
+    parser.add_argument("--first-seed", type=int, default=0, help="start at this seed (to add seeds to a run)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cache", default="/tmp/skprobe-panel")
     parser.add_argument("--cgp", nargs="+", metavar="JSON", help="score these CGP settings only")
@@ -112,7 +113,7 @@ def main(argv=None) -> int:
     for spec in settings:
         name = f"cgp layers 6-11 {spec}" + (f" warm-up {args.warmup:g}" if args.warmup else "")
         results[name] = []
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.seeds):
             results[name].append(fit_score(ConvexGatedProbeClassifier, json.loads(spec), X_train, Y_train, X_test,
                                            Y_test, seed))
             Path(args.output).write_text(json.dumps(results, indent=1))
@@ -126,9 +127,10 @@ def main(argv=None) -> int:
             i = LAYERS.index(layer)
             train, test = X_train[:, i], X_test[:, i]
         name = f"prototypical layer {layer}"
-        results[name] = [fit_score(PrototypicalProbeClassifier, {}, train, Y_train, test, Y_test, seed)
-                         for seed in range(args.seeds)]
-        Path(args.output).write_text(json.dumps(results, indent=1))
+        results[name] = []
+        for seed in range(args.first_seed, args.seeds):
+            results[name].append(fit_score(PrototypicalProbeClassifier, {}, train, Y_train, test, Y_test, seed))
+            Path(args.output).write_text(json.dumps(results, indent=1))
         print(summary(name, results[name]), flush=True)
     return 0
 

@@ -48,7 +48,7 @@ def auto_n_prototypes(n_classes: int) -> int:
 class _ExtremeSimilarities(torch.autograd.Function):
     """Smallest and largest similarity over the tokens of every prototype, with a sparse backward.
 
-    ``(mixed (B, M, D), prototypes (B?, K, D)) -> (min (B, K), max (B, K))`` of
+    ``(mixed (B, M, D), prototypes (K, D)) -> (min (B, K), max (B, K))`` of
     ``mixed @ prototypes.T``. The gradient of a minimum or maximum reaches only
     the token that attains it, so the backward pass gathers those tokens
     (``B x K`` of them, in chunks of about :data:`_CHUNK_VALUES` values)
@@ -280,20 +280,19 @@ def layer_moments(batches, n_layers: int, prefix_tokens: int, directions: bool =
         block = block.reshape(len(block), n_layers, -1, block.shape[-1])
         if block.shape[2] > prefix_tokens:
             block = block[:, :, prefix_tokens:]
-        block = block.transpose(0, 1).reshape(n_layers, -1, block.shape[-1])  # L, rows, D
         if block.dtype != torch.float64:
             block = block.float()
         if shift is None:
-            shift = block.mean(1, keepdim=True)
+            shift = block.mean(dim=(0, 2), keepdim=True)  # 1, L, 1, D
             total = torch.zeros(n_layers, block.shape[-1], dtype=torch.float64, device=block.device)
             total_sq, unit_total = torch.zeros_like(total), torch.zeros_like(total)
         if directions:
-            unit_total += F.normalize(block, dim=-1).sum(1).double()
+            unit_total += F.normalize(block, dim=-1).sum(dim=(0, 2)).double()
         centred = block - shift
-        total += centred.sum(1).double()
-        total_sq += centred.square_().sum(1).double()
-        count += block.shape[1]
-    mean = shift[:, 0].double() + total / count
+        total += centred.sum(dim=(0, 2)).double()
+        total_sq += centred.square_().sum(dim=(0, 2)).double()
+        count += block.shape[0] * block.shape[2]
+    mean = shift[0, :, 0].double() + total / count
     var = ((total_sq - total.square() / count) / count).clamp(min=0)
     return [TokenMoments(mean[i], var[i], unit_total[i] / count if directions else None) for i in range(n_layers)]
 
@@ -319,10 +318,16 @@ class LayeredProbeNetwork(ProbeNetwork):
         self.n_layers = n_layers
         self.layer_coherence: list[float] | None = None
 
-    def calibrate(self, tokens, chunk: int = 256) -> LayeredProbeNetwork:
-        """Per-layer normalisation statistics from the training tokens ``(n, L * T, D)``."""
+    def calibrate(self, tokens, chunk: int | None = None) -> LayeredProbeNetwork:
+        """Per-layer normalisation statistics from the training tokens ``(n, L * T, D)``.
+
+        Read ``chunk`` clips at a time (by default about 16 M values: the clips
+        of L layers are L times bigger than those of one).
+        """
         if self.normalize == "none":
             return self
+        if chunk is None:
+            chunk = max(1, min(256, _MIX_CHUNK_VALUES * 4 // max(1, tokens.shape[1] * tokens.shape[2])))
         auto = self.normalize == "auto"
         batches = (tokens[i : i + chunk] for i in range(0, len(tokens), chunk))
         moments = layer_moments(batches, self.n_layers, self.prefix_tokens, directions=auto)

@@ -44,6 +44,20 @@ LAYERS = [6, 7, 8, 9, 10, 11]
 LAST = 13
 
 
+def load_mapped(name: str, cache: Path):
+    """A panel source with its tokens as read-only float16 memory maps (``.npy`` beside the panel's ``.npz``):
+    several runs share them through the page cache, and the probes read them a batch at a time."""
+    paths = {key: cache / f"{name}-{key}.npy" for key in ("X_train", "Y_train", "X_test", "Y_test")}
+    if not all(path.is_file() for path in paths.values()):
+        X_train, Y_train, X_test, Y_test, _ = load_source(name, cache)
+        for key, array in zip(paths, (X_train, Y_train, X_test, Y_test)):
+            tmp = paths[key].with_suffix(".tmp.npy")
+            np.save(tmp, array)
+            tmp.rename(paths[key])
+    X_train, Y_train, X_test, Y_test = (np.load(paths[key], mmap_mode="r") for key in paths)
+    return X_train, np.asarray(Y_train), X_test, np.asarray(Y_test)
+
+
 def fit_score(Probe, params: dict, X_train, Y_train, X_test, Y_test, seed: int) -> dict:
     probe = Probe(**params, random_state=seed, device="cpu")
     start = time.perf_counter()
@@ -105,7 +119,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     if args.warmup:
         patch_warmup(args.warmup)
-    X_train, Y_train, X_test, Y_test, _ = load_source("yamnet-l6-11", Path(args.cache))
+    X_train, Y_train, X_test, Y_test = load_mapped("yamnet-l6-11", Path(args.cache))
     print(f"yamnet layers {LAYERS[0]}-{LAYERS[-1]}: train {X_train.shape} {X_train.dtype}, {Y_train.shape[1]} classes; "
           f"torch threads {torch.get_num_threads()}", flush=True)
     results: dict[str, list[dict]] = {}
@@ -122,7 +136,7 @@ def main(argv=None) -> int:
         return 0
     for layer in args.single_layers:
         if layer == LAST:
-            train, _, test, _, _ = load_source("yamnet-last", Path(args.cache))
+            train, _, test, _ = load_mapped("yamnet-last", Path(args.cache))
         else:
             i = LAYERS.index(layer)
             train, test = X_train[:, i], X_test[:, i]

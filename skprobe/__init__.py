@@ -23,6 +23,8 @@ _LAZY = {
     "AttentiveProbeClassifier": "skprobe.probes.attentive",
     "PrototypicalProbeClassifier": "skprobe.probes.prototypical",
     "ConvexGatedProbeClassifier": "skprobe.probes.convex_gated",
+    "save_probe": "skprobe.probes._probe_file",
+    "load_probe": "skprobe.probes._probe_file",
     "FrozenEncoderTransformer": "skprobe.extraction.transformer",
     "AudioEncoder": "skprobe.encoders.base",
     "TokenLayout": "skprobe.encoders.base",
@@ -32,8 +34,10 @@ _LAZY = {
     "check_encoder": "skprobe.encoders.checks",
     "load_encoder": "skprobe.encoders.loading",
     "fetch_weights": "skprobe.encoders.weights",
+    "detect_events": "skprobe.detection.detect",
+    "frame_scores": "skprobe.detection.scorer",
 }
-_SUBMODULES = {"metrics", "probes", "encoders", "extraction", "datasets", "audio", "distributed"}
+_SUBMODULES = {"metrics", "probes", "encoders", "extraction", "datasets", "audio", "distributed", "detection"}
 
 __all__ = [
     "__version__",
@@ -42,6 +46,8 @@ __all__ = [
     "AttentiveProbeClassifier",
     "PrototypicalProbeClassifier",
     "ConvexGatedProbeClassifier",
+    "save_probe",
+    "load_probe",
     "FrozenEncoderTransformer",
     "AudioEncoder",
     "TokenLayout",
@@ -51,16 +57,21 @@ __all__ = [
     "check_encoder",
     "load_encoder",
     "fetch_weights",
+    "detect_events",
+    "frame_scores",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import metrics
+    from .detection.detect import detect_events
+    from .detection.scorer import frame_scores
     from .encoders.base import AudioEncoder, TokenLayout
     from .encoders.checks import check_encoder
     from .encoders.loading import load_encoder
     from .encoders.registry import EncoderSpec, list_encoders, register_encoder
     from .encoders.weights import fetch_weights
     from .extraction.transformer import FrozenEncoderTransformer
+    from .probes._probe_file import load_probe, save_probe
     from .probes.attentive import AttentiveProbeClassifier
     from .probes.convex_gated import ConvexGatedProbeClassifier
     from .probes.linear import LinearProbeClassifier

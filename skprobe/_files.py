@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -11,7 +11,7 @@ from typing import BinaryIO
 __all__ = ["atomic_write"]
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object], *, mode: int = 0o644) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object], *, mode: int = 0o666) -> Path:
     """Write ``path`` through a uniquely named temporary file and an atomic rename.
 
     Readers see either the old file or the complete new one, never a partial
@@ -25,8 +25,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object], *
         Destination. Its folder must exist.
     write : callable
         ``write(fh)`` writes the content to a binary file handle.
-    mode : int, default=0o644
-        Permission bits of the new file (``mkstemp`` would leave 0600).
+    mode : int, default=0o666
+        Permission bits of the new file before the process's umask is
+        applied, as for ``open()``: 0644 under the usual umask 022, 0600
+        under umask 077.
 
     Returns
     -------
@@ -42,15 +44,26 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object], *
     b'hello'
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _create_temporary(path, mode)
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _create_temporary(path: Path, mode: int) -> tuple[int, Path]:
+    """A new, uniquely named file beside ``path``, created with ``mode`` so that the kernel applies the umask."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(tmp, flags, mode), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no unused temporary name beside {path}")

@@ -2,10 +2,13 @@
 
 A joblib/pickle file runs code when it is loaded. The benchmark's fitted-probe
 cache is written by skprobe and read back by later runs, so each file carries
-an HMAC-SHA256 of its payload under a random key kept in the cache folder
-(created once, readable by its owner only). A file that was replaced or edited
-by anyone without the key is refused *before* unpickling. A plain digest next
-to the file would not do: whoever can rewrite the file can rewrite the digest.
+an HMAC-SHA256 of its name and payload under a random key kept in the cache
+folder (created once, readable by its owner only; a key found readable by
+others is reported and made private again). A file that was replaced or
+edited by anyone without the key is refused *before* unpickling, and so is a
+signed file moved to another name: the name is the cache key, so two entries
+renamed into each other's place do not pass. A plain digest next to the file
+would not do: whoever can rewrite the file can rewrite the digest.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ import hmac
 import io
 import os
 import secrets
+import stat
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +30,8 @@ from ._files import atomic_write
 
 __all__ = ["dump_signed", "load_signed", "UntrustedFileError"]
 
-_MAGIC = b"SKPROBE-HMAC-SHA256 v1\n"
+_MAGIC = b"SKPROBE-HMAC-SHA256 v2\n"  # v2: the signature covers the file name too
+_OLD_MAGIC = b"SKPROBE-HMAC-SHA256 v1\n"
 _KEY_NAME = ".hmac-key"
 
 
@@ -50,11 +56,32 @@ def _key(folder: Path) -> bytes:
             pass
         finally:
             Path(tmp).unlink(missing_ok=True)
+    _keep_private(path)
     key = path.read_bytes()
     if len(key) != 32:
         raise UntrustedFileError(f"signing key {path} is damaged ({len(key)} bytes, expected 32); delete it "
                                  "and the files signed with it")
     return key
+
+
+def _keep_private(path: Path) -> None:
+    """Warn about a signing key that others may read, and restore mode 0600."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if not mode & 0o077:
+        return
+    try:
+        os.chmod(path, 0o600)
+        done = "its mode was set back to 0600"
+    except OSError as exc:
+        done = f"setting it back to 0600 failed ({exc.strerror or exc}): fix its permissions"
+    warnings.warn(f"signing key {path} was readable by others (mode {mode:04o}); {done}. Anyone who could "
+                  "read it can forge probe-cache entries: delete the folder's cache files if you do not trust "
+                  "everyone who had access", UserWarning, stacklevel=3)
+
+
+def _signature(key: bytes, name: str, payload: bytes) -> bytes:
+    """HMAC-SHA256 (hex) of the file name and the payload: a signed file is valid under its own name only."""
+    return hmac.new(key, name.encode() + b"\0" + payload, hashlib.sha256).hexdigest().encode()
 
 
 def dump_signed(obj: Any, path: str | os.PathLike) -> Path:
@@ -72,7 +99,7 @@ def dump_signed(obj: Any, path: str | os.PathLike) -> Path:
     buffer = io.BytesIO()
     joblib.dump(obj, buffer)
     payload = buffer.getvalue()
-    tag = hmac.new(_key(path.parent), payload, hashlib.sha256).hexdigest().encode()
+    tag = _signature(_key(path.parent), path.name, payload)
     return atomic_write(path, lambda fh: fh.write(_MAGIC + tag + b"\n" + payload))
 
 
@@ -82,18 +109,22 @@ def load_signed(path: str | os.PathLike) -> Any:
     Raises
     ------
     UntrustedFileError
-        If the file lacks the signature header or its payload does not match
-        the signature under this folder's key (edited, replaced, or signed
-        with another data home's key).
+        If the file lacks the signature header or its name and payload do
+        not match the signature under this folder's key (edited, replaced,
+        renamed, signed with another data home's key, or by an skprobe
+        whose signatures did not cover the name yet).
     """
     path = Path(path)
     data = path.read_bytes()
     head = len(_MAGIC) + 64 + 1
+    if data.startswith(_OLD_MAGIC):
+        raise UntrustedFileError(f"{path} was signed by an older skprobe whose signature does not cover the file "
+                                 "name; it was not loaded")
     if not data.startswith(_MAGIC) or len(data) < head or data[head - 1 : head] != b"\n":
         raise UntrustedFileError(f"{path} is not a file signed by skprobe; it was not loaded")
     tag, payload = data[len(_MAGIC) : head - 1], data[head:]
-    expected = hmac.new(_key(path.parent), payload, hashlib.sha256).hexdigest().encode()
+    expected = _signature(_key(path.parent), path.name, payload)
     if not hmac.compare_digest(tag, expected):
-        raise UntrustedFileError(f"{path} does not match its signature (modified, or written elsewhere); "
+        raise UntrustedFileError(f"{path} does not match its signature (modified, renamed, or written elsewhere); "
                                  "it was not loaded")
     return joblib.load(io.BytesIO(payload))

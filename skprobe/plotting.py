@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from matplotlib.figure import Figure
 
 from ._files import atomic_write
 
-__all__ = ["plot_layer_weights", "plot_per_class_ap", "plot_prototype_activations"]
+__all__ = ["plot_layer_weights", "plot_per_class_ap", "plot_prototype_activations", "plot_frame_scores"]
 
 _COLOURS = {"linear": "#7f7f7f", "attentive": "#1f77b4", "prototypical": "#d62728", "cgp": "#9467bd"}
 
@@ -82,6 +83,15 @@ def plot_layer_weights(result: dict, path: str | Path) -> Path:
     return _save(fig, path)
 
 
+def _waveform(item, sample_rate: int) -> np.ndarray:
+    """A test clip's samples: the waveform itself, or its audio file decoded (lazy data sets hold paths)."""
+    if isinstance(item, (str, os.PathLike)):
+        from .audio import read_audio
+
+        return read_audio(item, sample_rate)[0]
+    return np.asarray(item)
+
+
 def _log_mel(wav: np.ndarray, sample_rate: int) -> np.ndarray:
     import torchaudio
 
@@ -116,9 +126,10 @@ def plot_prototype_activations(probe, encoder, X_test: np.ndarray, data, path: s
     for k, i in enumerate(order):
         events = data.events_test[i] if data.events_test is not None else []
         ax = axes[row]
-        spec = _log_mel(data.X_test[i], data.sample_rate)
+        wav = _waveform(data.X_test[i], data.sample_rate)
+        spec = _log_mel(wav, data.sample_rate)
         ax.imshow(spec, origin="lower", aspect="auto", cmap="magma",
-                  extent=(0, len(data.X_test[i]) / data.sample_rate, 0, spec.shape[0]))
+                  extent=(0, len(wav) / data.sample_rate, 0, spec.shape[0]))
         ax.set_ylabel("mel", fontsize=7)
         ax.set_title(f"test clip {i}: " + ", ".join(e["class"] for e in events) if events else f"test clip {i}",
                      fontsize=8, loc="left")
@@ -141,6 +152,46 @@ def plot_prototype_activations(probe, encoder, X_test: np.ndarray, data, path: s
     axes[-1].set_xlabel("time (s)")
     for ax in axes[:-1]:
         ax.tick_params(labelbottom=False)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_frame_scores(curves: dict, hop_seconds: float, events, class_names, path: str | Path, *,
+                      title: str = "", duration: float | None = None) -> Path:
+    """Frame scores of one clip against its annotated events: one panel per annotated class.
+
+    Parameters
+    ----------
+    curves : dict of str to ndarray of shape (n_frames, n_classes)
+        Frame probabilities to draw, by label (e.g. ``"prototypical frames"``).
+    hop_seconds : float
+    events : list of dict
+        The clip's events (``class``, ``onset``, ``offset``), shaded.
+    class_names : list of str
+    path : path-like
+        PNG file to write.
+    """
+    labels = sorted({e["class"] for e in events}, key=list(class_names).index)
+    fig = Figure(figsize=(9, 1.6 * max(1, len(labels)) + 0.4))
+    axes = fig.subplots(max(1, len(labels)), 1, squeeze=False)[:, 0]
+    for ax, label in zip(axes, labels):
+        c = list(class_names).index(label)
+        for e in events:
+            if e["class"] == label:
+                ax.axvspan(e["onset"], e["offset"], color="#2ca02c", alpha=0.2, lw=0)
+        for name, scores in curves.items():
+            times = np.arange(len(scores) + 1) * hop_seconds
+            ax.stairs(scores[:, c], times, label=name, color=_COLOURS.get(name.split()[0]),
+                      ls="--" if "broadcast" in name else "-", lw=1.3)
+        ax.axhline(0.5, color="black", lw=0.6, alpha=0.5)
+        ax.set_ylim(0, 1)
+        ax.set_xlim(0, duration if duration is not None else len(next(iter(curves.values()))) * hop_seconds)
+        ax.set_ylabel("probability", fontsize=7)
+        ax.set_title(f"'{label}' (annotated event shaded)", fontsize=8, loc="left")
+    axes[0].legend(loc="upper right", fontsize=7, ncol=2)
+    axes[-1].set_xlabel("time (s)")
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
 

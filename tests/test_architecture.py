@@ -34,6 +34,12 @@ FORBIDDEN = [
     ("skprobe.distributed", "skprobe.benchmark"),
     ("skprobe.datasets", "skprobe.encoders"),
     ("skprobe.datasets", "skprobe.probes"),
+    ("skprobe.probes", "skprobe.detection"),
+    ("skprobe.encoders", "skprobe.detection"),
+    ("skprobe.extraction", "skprobe.detection"),
+    ("skprobe.datasets", "skprobe.detection"),
+    ("skprobe.detection", "skprobe.cli"),
+    ("skprobe.detection", "skprobe.benchmark"),
 ]
 
 

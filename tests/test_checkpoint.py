@@ -359,3 +359,105 @@ def test_file_sha256_of_file_and_folder(tmp_path):
     assert first == file_sha256(folder)
     (folder / "sub" / "y.data").write_bytes(b"3")
     assert file_sha256(folder) != first
+
+
+# -- what a checkpoint may make the loader allocate (issue 19, item 7) -------------------
+
+
+class _Call:
+    """Pickles as ``func(*args)``, without calling it."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return (self.func, self.args)
+
+
+class _DeclaredStorage:
+    """Pickled by ``_StoragePickler`` as a storage that declares ``numel`` elements."""
+
+    def __init__(self, numel):
+        self.numel = numel
+
+
+class _StoragePickler(pickle.Pickler):
+    def persistent_id(self, obj):
+        if isinstance(obj, _DeclaredStorage):
+            return ("storage", torch.FloatStorage, "0", "cpu", obj.numel)
+        return None
+
+
+def _zip_with_pickle(path, data_pkl):
+    """A torch zip checkpoint whose data.pkl is replaced by ``data_pkl``."""
+    import zipfile
+
+    plain = path.with_suffix(".plain")
+    torch.save({"w": torch.zeros(2)}, plain)
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, data_pkl if info.filename.endswith("/data.pkl") else src.read(info.filename))
+    plain.unlink()
+    return path
+
+
+def _declared_storage_pickle(numel):
+    buffer = io.BytesIO()
+    rebuild = _Call(torch._utils._rebuild_tensor_v2, _DeclaredStorage(numel), 0, (numel,), (1,), False, OrderedDict())
+    _StoragePickler(buffer, protocol=2).dump({"w": rebuild})
+    return buffer.getvalue()
+
+
+def _numpy_reconstruct():
+    import numpy as np
+
+    return _Call(np.ndarray.__reduce__(np.zeros(1))[0], np.ndarray, (3_000_000_000,), b"b")
+
+
+ALLOCATING = {
+    "bytearray in a zip checkpoint": lambda p: torch.save({"w": _Call(bytearray, 3_000_000_000)}, p),
+    "bytearray in a raw pickle": lambda p: p.write_bytes(pickle.dumps(_Call(bytearray, 3_000_000_000), protocol=2)),
+    "legacy tensor constructor": lambda p: torch.save({"w": _Call(torch.FloatTensor, 40_000, 40_000)}, p),
+    "numpy array in a snapshot": lambda p: torch.save({"args": argparse.Namespace(a=1), "x": _numpy_reconstruct()}, p),
+    "storage of a declared size": lambda p: _zip_with_pickle(p, _declared_storage_pickle(3_000_000_000)),
+    "length prefix past the end": lambda p: p.write_bytes(b"\x80\x04\x8e" + (3_000_000_000).to_bytes(8, "little")),
+}
+
+
+@pytest.mark.parametrize("case", list(ALLOCATING))
+def test_checkpoint_asking_for_gigabytes_is_refused_before_loading(tmp_path, monkeypatch, case):
+    """A 1-2 kB file whose pickle asks the loader for gigabytes: refused before torch.load runs."""
+    from skprobe.encoders.formats import checkpoint as checkpoint_format
+
+    path = tmp_path / "bomb.pt"
+    ALLOCATING[case](path)
+    assert path.stat().st_size < 4096
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("torch.load ran")
+
+    monkeypatch.setattr(checkpoint_format.torch, "load", no_load)
+    with pytest.raises(ValueError, match=r"bomb.pt: loading it would allocate at least [\d,]{13,} bytes, more than "
+                                         r"8x its size .*refused before loading"):
+        read_checkpoint(path)
+
+
+def test_embedded_torch_file_asking_for_gigabytes_is_refused(tmp_path):
+    """Storages pickled with plain pickle embed a whole torch file: it is bounded before its own load."""
+    inner = io.BytesIO()
+    torch.save(_Call(bytearray, 3_000_000_000), inner)
+    path = tmp_path / "snapshot.pt"
+    torch.save({"args": argparse.Namespace(a=1), "legacy": _NestedLoad(inner.getvalue())}, path)
+    with pytest.raises(ValueError, match="an embedded torch file: loading it would allocate at least 3,000,000,000"):
+        read_checkpoint(path)
+
+
+def test_checkpoint_with_a_storage_of_its_own_size_loads(tmp_path):
+    """The bound leaves real checkpoints alone: a storage declared at its true size reads as before."""
+    state = {"w": torch.arange(300_000, dtype=torch.float32)}
+    path = tmp_path / "model.pt"
+    torch.save(state, path)
+    torch.testing.assert_close(read_checkpoint(path)["w"], state["w"])
+    legacy = tmp_path / "legacy.pt"
+    torch.save(state, legacy, _use_new_zipfile_serialization=False)
+    torch.testing.assert_close(read_checkpoint(legacy)["w"], state["w"])

@@ -78,7 +78,7 @@ def test_benchmark_on_a_folder(home, audio_folder, capsys):
     assert result["data"]["class_names"] == ["click", "high", "low"] and result["data"]["multilabel"]
     assert len(result["runs"]) == 6 and set(result["summary"]) == {"linear", "attentive", "prototypical"}
     for name in ("results.csv", "per_class_ap.csv", "per_class_ap.png", "prototype_activations.png",
-                 "probes/prototypical.joblib"):
+                 "probes/prototypical.safetensors"):
         assert (out / name).is_file(), name
     assert (out / "results.csv").read_text().count("\n") == 7
     # A second run reuses the cached token maps and fitted probes: identical numbers.
@@ -100,7 +100,7 @@ def test_extract_then_evaluate(home, audio_folder, capsys):
     with np.load(tokens) as npz:
         assert npz["X_train"].shape[1:] == (200, 16) and npz["Y_test"].shape[1] == 3
     capsys.readouterr()
-    assert main(["evaluate", "--probe", str(out / "probes" / "prototypical.joblib"), "--tokens", str(tokens)]) == 0
+    assert main(["evaluate", "--probe", str(out / "probes" / "prototypical.safetensors"), "--tokens", str(tokens)]) == 0
     printed = capsys.readouterr().out
     summary = json.loads((out / "results.json").read_text())["summary"]["prototypical"]
     value = float(next(line.split()[1] for line in printed.splitlines() if line.startswith("macro_map")))
@@ -112,6 +112,8 @@ def test_extract_then_evaluate(home, audio_folder, capsys):
     (["benchmark", "--encoder", "tiny-cnn", "--dataset", "/no/such/folder"], "neither a built-in set"),
     (["benchmark", "--encoder", "tiny-cnn", "--probes", "linear,svm", "--dataset", "{folder}"], "unknown probe"),
     (["benchmark", "--encoder", "tiny-cnn", "--dataset", "{folder}", "--labels", "{folder}/missing.csv"], "missing.csv"),
+    (["benchmark", "--encoder", "tiny-cnn", "--dataset", "{folder}", "--labels", "{folder}"],
+     "is a folder, not a file; expected a labels CSV"),
     (["evaluate", "--probe", "nope.joblib", "--tokens", "t.npz"], "file not found"),
     (["benchmark", "--encoder", "tiny-cnn", "--dataset", "{folder}", "--probes", ""], "probes is empty"),
     (["benchmark", "--encoder", "tiny-cnn", "--dataset", "{folder}", "--probe-params", '{"linear": {"foo": 1}}'],
@@ -190,7 +192,7 @@ def test_evaluate_bad_files(home, audio_folder, capsys, tmp_path):
     assert main(["benchmark", "--encoder", "tiny-cnn", "--dataset", str(audio_folder), "--seeds", "1",
                  "--probes", "linear", "--output", str(out), "--quiet", "--save-probes",
                  "--probe-params", '{"linear": {"max_iter": 3}}']) == 0
-    probe = out / "probes" / "linear.joblib"
+    probe = out / "probes" / "linear.safetensors"
     tokens = tmp_path / "tokens.npz"
     assert main(["extract", "--encoder", "tiny-cnn", "--dataset", str(audio_folder), "-o", str(tokens),
                  "--quiet"]) == 0
@@ -204,8 +206,9 @@ def test_evaluate_bad_files(home, audio_folder, capsys, tmp_path):
     np.savez(fewer, **(arrays | {"Y_test": arrays["Y_test"][:, :2]}))
     capsys.readouterr()
     for argv, message in [
-        (["--probe", str(text), "--tokens", str(tokens)], "is not a probe saved with joblib"),
-        (["--probe", str(tokens), "--tokens", str(tokens)], "is not a probe saved with joblib"),
+        (["--probe", str(text), "--tokens", str(tokens)], "probe.joblib is not a probe file: expected a .safetensors"),
+        (["--probe", str(tokens), "--tokens", str(tokens)], "tokens.npz is not a probe file"),
+        (["--probe", str(text), "--tokens", str(tokens), "--allow-pickle"], "probe.joblib is not a probe file"),
         (["--probe", str(probe), "--tokens", str(no_labels)], "lacks ['Y_test']"),
         (["--probe", str(probe), "--tokens", str(text)], "is not a .npz file"),
         (["--probe", str(probe), "--tokens", str(fewer)], "trained on 3 classes but the test labels have 2"),
@@ -257,11 +260,49 @@ def test_csv_naming_missing_files_and_single_class(home, audio_folder, capsys):
     assert "at least two are needed" in capsys.readouterr().err
 
 
-def test_help_says_probe_files_are_pickles(capsys):
+def test_help_says_probe_files_load_without_code_and_pickles_need_a_flag(capsys):
     with pytest.raises(SystemExit):
         main(["evaluate", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "can run arbitrary code" in text and "only load files you trust" in text
+    assert "is read without running code" in text and "--allow-pickle" in text
+    assert "unpickling can run arbitrary code, so only load pickles you wrote or trust" in text
+
+
+class _Marker:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def test_evaluate_loads_a_pickle_only_with_allow_pickle(home, audio_folder, capsys, tmp_path):
+    import joblib
+
+    out = home / "results"
+    assert main(["benchmark", "--encoder", "tiny-cnn", "--dataset", str(audio_folder), "--seeds", "1",
+                 "--probes", "linear", "--output", str(out), "--quiet", "--save-probes",
+                 "--probe-params", '{"linear": {"max_iter": 3}}']) == 0
+    tokens = tmp_path / "tokens.npz"
+    assert main(["extract", "--encoder", "tiny-cnn", "--dataset", str(audio_folder), "-o", str(tokens),
+                 "--quiet"]) == 0
+    from skprobe import load_probe
+
+    pickled = tmp_path / "linear.joblib"
+    joblib.dump(load_probe(out / "probes" / "linear.safetensors"), pickled)
+    marker = tmp_path / "PWNED"
+    evil = tmp_path / "evil.joblib"
+    joblib.dump(_Marker(marker), evil)
+    capsys.readouterr()
+    for path in (pickled, evil):
+        assert main(["evaluate", "--probe", str(path), "--tokens", str(tokens)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "is a pickle (joblib), which is only loaded with --allow-pickle" in err and "\n" not in err
+    assert not marker.exists()  # refused before anything was unpickled
+    assert main(["evaluate", "--probe", str(out / "probes" / "linear.safetensors"), "--tokens", str(tokens)]) == 0
+    safe = capsys.readouterr().out
+    assert main(["evaluate", "--probe", str(pickled), "--tokens", str(tokens), "--allow-pickle"]) == 0
+    assert capsys.readouterr().out == safe and "macro_map" in safe
 
 
 def test_list_encoders(capsys):

@@ -202,3 +202,27 @@ def test_workers_undo_dasks_malloc_trim_threshold(client, clips, tmp_path):
     state = client.run(lambda: (os.environ.get("MALLOC_TRIM_THRESHOLD_"), _worker.worker_stats()["malloc_tuned"]))
     assert len(state) == 2
     assert set(state.values()) == {("65536", True)}  # Dask's variable is there, and each worker overrode it
+
+
+@pytest.mark.slow
+def test_cli_bad_file_on_a_local_cluster_prints_one_line(clips, tmp_path):
+    """Issue 19, item 13: the workers' task tracebacks and the nannies' warnings stay out of the command's output."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for path in clips[:4]:
+        shutil.copy(path, folder)
+    (folder / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really audio")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "CUDA_VISIBLE_DEVICES": "",
+           "SKPROBE_HOME": str(tmp_path / "home")}
+    done = subprocess.run([sys.executable, "-m", "skprobe", "extract", "--encoder", "tiny-vit", "--dataset",
+                           str(folder), "--workers", "2", "--store", str(tmp_path / "store"), "-q"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("skprobe: error: worker tcp://") and "broken.wav" in lines[0]

@@ -19,7 +19,7 @@ def load(name: str):
 
 def test_every_example_is_covered():
     assert {p.stem for p in EXAMPLES.glob("*.py")} == {"grid_search_probe", "multilabel_evaluation", "custom_encoder",
-                                                      "distributed_grid_search"}
+                                                      "distributed_grid_search", "detect_events"}
 
 
 def test_grid_search_example():
@@ -34,6 +34,12 @@ def test_multilabel_evaluation_example():
 def test_distributed_grid_search_example():
     pytest.importorskip("distributed")
     assert load("distributed_grid_search").main(quick=True) > 0.5
+
+
+def test_detect_events_example():
+    pytest.importorskip("sed_scores_eval")
+    metrics = load("detect_events").main(quick=True)
+    assert metrics["segment_f1"] > 0.7 and metrics["event_f1"] > 0.3
 
 
 def test_custom_encoder_example():

@@ -1,5 +1,6 @@
 """``atomic_write``: the one helper behind every file the package writes for itself."""
 
+import os
 import threading
 
 import pytest
@@ -34,6 +35,14 @@ def test_concurrent_writers_each_leave_a_complete_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
 
 
-def test_new_file_is_world_readable(tmp_path):
-    path = atomic_write(tmp_path / "x", lambda fh: fh.write(b"1"))
-    assert path.stat().st_mode & 0o777 == 0o644
+@pytest.mark.parametrize("umask, expected", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_new_file_respects_the_umask(tmp_path, umask, expected):
+    """Like ``open()``: mode 0666 filtered by the process's umask (not 0644 whatever the umask)."""
+    previous = os.umask(umask)
+    try:
+        path = atomic_write(tmp_path / "x", lambda fh: fh.write(b"1"))
+        replaced = atomic_write(path, lambda fh: fh.write(b"2"))  # replacing a file: the same rule
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == expected
+    assert replaced.read_bytes() == b"2" and replaced.stat().st_mode & 0o777 == expected

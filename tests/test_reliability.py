@@ -241,3 +241,49 @@ def test_fetch_weights_of_a_seeded_encoder_says_there_is_nothing_to_fetch():
 
     with pytest.raises(ValueError, match="'tiny-vit' has no weights to fetch"):
         fetch_weights("tiny-vit")
+
+
+# -- issue 19: the signed probe cache -----------------------------------------------------------
+
+
+def test_world_readable_signing_key_is_reported_and_made_private_again(tmp_path):
+    dump_signed({"probe": 1}, tmp_path / "a.joblib")
+    key = tmp_path / ".hmac-key"
+    assert key.stat().st_mode & 0o777 == 0o600
+    key.chmod(0o644)
+    with pytest.warns(UserWarning, match=r"signing key .*\.hmac-key was readable by others \(mode 0644\).*0600"):
+        assert load_signed(tmp_path / "a.joblib") == {"probe": 1}
+    assert key.stat().st_mode & 0o777 == 0o600
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # private again: no second warning
+        dump_signed({"probe": 2}, tmp_path / "b.joblib")
+
+
+def test_swapped_cache_files_are_refused(tmp_path):
+    """The signature covers the file's name (its cache key), so renaming two files into each other's place
+    is detected."""
+    a, b = tmp_path / "a.joblib", tmp_path / "b.joblib"
+    dump_signed({"probe": "linear"}, a)
+    dump_signed({"probe": "attentive"}, b)
+    data_a, data_b = a.read_bytes(), b.read_bytes()
+    a.write_bytes(data_b)
+    b.write_bytes(data_a)
+    for path in (a, b):
+        with pytest.raises(UntrustedFileError, match="does not match its signature"):
+            load_signed(path)
+    a.write_bytes(data_a)
+    assert load_signed(a) == {"probe": "linear"}  # in its own place it still loads
+
+
+def test_cache_file_signed_without_its_name_is_refused_with_a_reason(tmp_path):
+    """Entries of the earlier format (signature over the payload only) are refitted, with a message that says why."""
+    import hashlib
+    import hmac
+
+    dump_signed({"probe": 1}, tmp_path / "a.joblib")
+    key = (tmp_path / ".hmac-key").read_bytes()
+    payload = (tmp_path / "a.joblib").read_bytes().split(b"\n", 2)[2]
+    tag = hmac.new(key, payload, hashlib.sha256).hexdigest().encode()
+    (tmp_path / "a.joblib").write_bytes(b"SKPROBE-HMAC-SHA256 v1\n" + tag + b"\n" + payload)
+    with pytest.raises(UntrustedFileError, match="signed by an older skprobe"):
+        load_signed(tmp_path / "a.joblib")

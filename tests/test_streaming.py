@@ -18,6 +18,7 @@ from skprobe import EncoderSpec, FrozenEncoderTransformer
 from skprobe.encoders.models.tiny import TinyTransformerEncoder
 from skprobe.encoders.registry import register_encoder
 from skprobe.extraction import StoreArray, StoreError, extract_to_store
+from skprobe.extraction.store.index import scan_records
 from skprobe.extraction.transformer import clear_encoder_cache
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -204,6 +205,30 @@ def test_reregistered_encoder_with_other_weights_gets_new_tokens(tmp_path):
     assert not np.allclose(outs[0], outs[1], atol=1e-2)
 
 
+@pytest.mark.parametrize("store", [False, True])
+def test_reregistered_encoder_many_times_without_clearing_gets_each_weights_tokens(tmp_path, store):
+    """Issue 19, item 2: a builder freed and replaced by a new one may get the old one's ``id()``; the encoder kept
+    in memory (and the store's key, which hashes its weights) must still follow the new builder."""
+    import gc
+
+    X = list(_gen(2))
+    expected = {}
+    for seed in range(5):  # each seed's own tokens, computed on a fresh encoder
+        expected[seed] = FrozenEncoderTransformer(encoder=_seeded_spec(seed), device="cpu").fit_transform(X)
+        clear_encoder_cache()
+    for seed in range(5):
+        gc.collect()  # the previous builder is freed here: the new one is likely to get its address
+        register_encoder(_seeded_spec(seed), overwrite=True)
+        out = FrozenEncoderTransformer(encoder="test-reregistered-many", device="cpu",
+                                       cache=tmp_path / "store" if store else None).fit_transform(X)
+        np.testing.assert_allclose(out, expected[seed], rtol=2e-3, atol=2e-3, err_msg=f"registration {seed + 1}")
+
+
+def _seeded_spec(seed):
+    return EncoderSpec(name="test-reregistered-many", builder=lambda: TinyTransformerEncoder(seed),
+                       sample_rate=16000, clip_seconds=1.0, requires_checkpoint=False)
+
+
 # -- processes -------------------------------------------------------------------------
 
 _WORKER = textwrap.dedent("""
@@ -230,6 +255,7 @@ def _spawn(*args):
 
 
 def _segments(store_root):
+    """Index segments: one per committed batch (until a compaction merges them into a run)."""
     return list(Path(store_root).glob("*/index/*.npy"))
 
 
@@ -261,8 +287,10 @@ def test_two_processes_on_overlapping_clips(tmp_path):
     assert a.returncode == b.returncode == 0, results
     computed = [int(out.split()[0]) for out, _ in results]
     assert sum(computed) == 160  # no clip computed twice
-    records = np.concatenate([np.load(p) for p in _segments(store)])
+    (folder,) = store.iterdir()
+    records = scan_records(folder)  # every index file, segments and compacted runs
     assert len(records) == 160 and len(np.unique(records["key"])) == 160  # nor stored twice
+    assert sum(p.stat().st_size for p in folder.glob("shards/*.bin")) == 160 * 97 * 16 * 2  # float16 rows
     enc = FrozenEncoderTransformer(encoder="tiny-vit", cache=store, device="cpu").fit(None)
     out = enc.set_params(output="memmap").transform(_gen(160))
     ref = FrozenEncoderTransformer(encoder="tiny-vit", device="cpu", batch_size=4).fit(None).transform(_gen(160))

@@ -225,3 +225,62 @@ def test_files_are_cached_by_content(tmp_path, counter):
     os.replace(paths[0], tmp_path / "renamed.wav")
     enc.fit_transform([tmp_path / "renamed.wav"])
     assert counter.clips == 0
+
+
+def test_transform_returns_computed_tokens_without_reading_them_back(tmp_path, counter, monkeypatch):
+    """With cache= and array output, tokens computed by the call are returned as computed; the store is opened once."""
+    from skprobe.extraction.store import TokenStore
+
+    opened, rows_read = [], []
+    real_init, real_read = TokenStore.__init__, TokenStore.read
+    monkeypatch.setattr(TokenStore, "__init__", lambda self, *a, **k: (opened.append(1), real_init(self, *a, **k))[1])
+    monkeypatch.setattr(TokenStore, "read", lambda self, keys: (rows_read.append(len(keys)), real_read(self, keys))[1])
+    X = _clips(6)
+    enc = FrozenEncoderTransformer(encoder=COUNTING, cache=tmp_path, batch_size=4).fit(None)
+    first = enc.transform(X[:4] + X[:1])  # four new clips, one of them twice
+    assert (len(opened), sum(rows_read), counter.clips) == (1, 0, 4)
+    opened.clear()
+    mixed = enc.transform(X)  # four stored clips are read, two are computed
+    assert (len(opened), sum(rows_read), counter.clips) == (1, 4, 6)
+    again = FrozenEncoderTransformer(encoder=COUNTING, cache=tmp_path).fit(None).transform(X)  # all read
+    np.testing.assert_array_equal(first, again[[0, 1, 2, 3, 0]])  # what was returned is what is stored
+    np.testing.assert_array_equal(mixed, again)
+    assert first.dtype == np.float32 and first.shape == (5, 97, 16)
+
+
+def test_read_only_store_serves_stored_clips_and_only_new_clips_raise(tmp_path, counter, monkeypatch):
+    """Reliability item 8: nothing is written (no writer is made) when every clip is stored."""
+    from skprobe.extraction.store import StoreError, TokenStore
+
+    X = _clips(3)
+    enc = FrozenEncoderTransformer(encoder=COUNTING, cache=tmp_path).fit(None)
+    stored = enc.transform(X[:2])
+
+    def read_only(self):
+        raise StoreError(f"cannot write to token store {self.folder}: Read-only file system")
+
+    monkeypatch.setattr(TokenStore, "_ensure_folder", read_only)  # a read-only mount (chmod does not stop root)
+    np.testing.assert_array_equal(enc.transform(X[:2]), stored)
+    assert enc.set_params(output="memmap").transform(X[:2]).shape == (2, 97, 16)
+    assert enc.extract_to_store(X[:2]).computed == 0
+    with pytest.raises(StoreError, match="cannot write to token store .*Read-only file system"):
+        enc.transform(X)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_store_in_a_read_only_folder_serves_stored_clips(tmp_path, counter):
+    from skprobe.extraction.store import StoreError
+
+    X = _clips(3)
+    enc = FrozenEncoderTransformer(encoder=COUNTING, cache=tmp_path).fit(None)
+    stored = enc.transform(X[:2])
+    folders = [p for p in tmp_path.rglob("*") if p.is_dir()] + [tmp_path]
+    for folder in folders:
+        folder.chmod(0o555)
+    try:
+        np.testing.assert_array_equal(enc.transform(X[:2]), stored)
+        with pytest.raises(StoreError, match="cannot write to token store"):
+            enc.transform(X)
+    finally:
+        for folder in folders:
+            folder.chmod(0o755)

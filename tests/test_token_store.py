@@ -11,6 +11,7 @@ import pytest
 from skprobe.extraction import StoreArray, StoreError, TokenStore
 from skprobe.extraction.cache import clip_key
 from skprobe.extraction.store import StoreWriter
+from skprobe.extraction.store.index import scan_records
 
 
 def _keys(n, start=0):
@@ -26,7 +27,7 @@ def _store(root, **kw):
 
 
 def _records(store):
-    return np.concatenate([np.load(p) for p in (store.folder / "index").glob("*.npy")])
+    return scan_records(store.folder)
 
 
 def _temp_files(root):
@@ -234,12 +235,15 @@ def test_store_array_indexing(tmp_path):
         store.array(_keys(1, start=10))
 
 
-def test_crc_matches_the_row_bytes(tmp_path):
+def test_check_value_is_the_crc_of_row_and_key(tmp_path):
     store = _store(tmp_path)
+    store.compaction = None  # keep the segment
     with store.writer() as writer:
         writer.commit(_keys(1), _tokens(1))
-    record = _records(store)[0]
-    assert record["crc"] == zlib.crc32(_tokens(1)[0].astype(np.float16).tobytes())
+    record = np.load(next((store.folder / "index").glob("*.npy")))[0]
+    row = _tokens(1)[0].astype(np.float16).tobytes()
+    key = bytes.fromhex(_keys(1)[0])
+    assert record["check"] == zlib.crc32(key, zlib.crc32(row)) == zlib.crc32(row + key)
 
 
 def test_store_array_pickles_without_the_loaded_index(tmp_path):
@@ -252,3 +256,160 @@ def test_store_array_pickles_without_the_loaded_index(tmp_path):
     copy = pickle.loads(pickle.dumps(small))
     assert len(pickle.dumps(small)) < 2000  # 2,000 clips in the store, 10 keys in the array
     np.testing.assert_array_equal(np.asarray(copy), np.asarray(small))
+
+
+# -- claims: liveness that survives pid reuse, a timeout, malformed files (reliability items 6 and 9) --------
+
+def _leftover_claim(store, name, keys, pid, lock=True):
+    import socket
+
+    claim = {"host": socket.gethostname(), "pid": pid, "keys": keys}
+    if lock:
+        claim["lock"] = f"{name}.lock"
+        (store.folder / "claims" / f"{name}.lock").touch()  # its writer died: nobody holds the lock
+    (store.folder / "claims" / f"{name}.json").write_text(json.dumps(claim))
+
+
+def test_leftover_claim_of_a_live_pid_does_not_block(tmp_path):
+    keys = _keys(3)
+    writer = _store(tmp_path).writer()
+    _leftover_claim(writer.store, "20240101000000-0123456789ab", keys[:2], pid=1)  # pid 1 always runs
+    assert writer.claim(keys) == (keys, [])  # the lock says its writer is gone, whatever runs as pid 1
+    assert not (writer.store.folder / "claims" / "20240101000000-0123456789ab.json").exists()  # cleared
+    writer.close()
+
+
+def test_claim_of_a_live_writer_in_another_process_is_honoured_until_it_dies(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    keys = _keys(4)
+    script = ("import sys, time\nfrom skprobe.extraction.store import TokenStore\n"
+              "w = TokenStore(sys.argv[1], {'encoder': 'x'}, (2, 5, 3)).writer()\n"
+              "print(w.claim(sys.argv[2:])[0] == sys.argv[2:], flush=True)\ntime.sleep(60)\n")
+    env = {**__import__("os").environ, "PYTHONPATH": str(__import__("pathlib").Path(__file__).parents[1])}
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path), *keys[:2]], env=env,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "True"
+        writer = _store(tmp_path).writer()
+        assert writer.claim(keys) == (keys[2:], keys[:2])  # computing elsewhere
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert writer.wait(keys[:2]) == keys[:2]  # its writer was killed: the claim is free at once
+    writer.close()
+
+
+def test_claim_of_an_earlier_version_with_a_live_pid_times_out_with_a_message(tmp_path):
+    keys = _keys(2)
+    writer = _store(tmp_path).writer(claim_timeout=0.3)
+    _leftover_claim(writer.store, "old-writer", keys, pid=1, lock=False)  # no lock file: judged by pid and age
+    assert writer.claim(keys) == ([], keys)
+    with pytest.warns(UserWarning, match=r"old-writer.json: writer old-writer \(host .*, pid 1\) has not renewed "
+                                         r"its claim on 2 clip\(s\).*computing them here"):
+        assert writer.wait(keys) == keys
+    writer.close()
+
+
+@pytest.mark.parametrize("payload", ['{"host": 5}', "not json", '{"host": "h", "pid": 3, "keys": ["zz"]}', "[]"])
+def test_malformed_claim_file_is_ignored_with_a_warning(tmp_path, payload):
+    keys = _keys(2)
+    writer = _store(tmp_path).writer()
+    (writer.store.folder / "claims" / "odd.json").write_text(payload)
+    with pytest.warns(UserWarning, match="ignoring .*odd.json: not a claim file"):
+        assert writer.claim(keys) == (keys, [])
+    writer.close()
+
+
+# -- damaged or foreign files name the store and the file (reliability item 10) ----------------------------
+
+def _committed(tmp_path, n=3):
+    store = _store(tmp_path)
+    store.compaction = None  # keep the segment as written
+    with store.writer() as writer:
+        writer.commit(_keys(n), _tokens(n))
+    return store, next((store.folder / "shards").glob("*.bin")), next((store.folder / "index").glob("*.npy"))
+
+
+def test_deleted_or_truncated_shard_names_the_file(tmp_path):
+    store, shard, _ = _committed(tmp_path)
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) - 10])  # the last row is cut
+    fresh = _store(tmp_path)
+    fresh.read(_keys(2))
+    with pytest.raises(StoreError, match=f"token store {store.folder}: the index points at row 2 of shard file "
+                                         f"{shard}, which holds 2 rows"):
+        fresh.read(_keys(3))
+    shard.unlink()
+    with pytest.raises(StoreError, match=f"token store {store.folder}: shard file {shard} is missing"):
+        _store(tmp_path).read(_keys(1))
+
+
+def test_index_row_past_the_shard_end_names_the_file(tmp_path):
+    store, shard, segment = _committed(tmp_path)
+    records = np.load(segment)
+    records["row"][1] = 99
+    np.save(segment, records)
+    with pytest.raises(StoreError, match=f"row 99 of shard file {shard}, which holds 3 rows"):
+        _store(tmp_path).read(_keys(3))
+
+
+@pytest.mark.parametrize("name, content", [("notes.npy", np.zeros(3)),
+                                           ("20240101000000-0123456789ab-0000.00000000.npy", np.zeros(3)),
+                                           ("20240101000000-0123456789ab-0000.00000001.npy", "truncated")])
+def test_stray_or_broken_file_in_the_index_names_it(tmp_path, name, content):
+    store, _, _ = _committed(tmp_path)
+    path = store.folder / "index" / name
+    if isinstance(content, str):
+        path.write_bytes(b"\x93NUMPY\x01\x00")
+    else:
+        np.save(path, content)
+    with pytest.raises(StoreError, match=f"token store {store.folder}: .*{path}"):
+        _store(tmp_path).contains(_keys(1))
+
+
+_WRITER = """
+import sys, numpy as np
+from skprobe.extraction.cache import clip_key
+from skprobe.extraction.store import CompactionPolicy, TokenStore
+root, start, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+TokenStore.compaction = CompactionPolicy(segments=4, fanout=2, base_rows=16)  # compactions race the commits too
+keys = [clip_key(np.full(4, i, np.float32)) for i in range(start, start + n)]
+value = {k: np.full((2, 5, 3), i % 97, np.float32) for i, k in zip(range(start, start + n), keys)}
+computed, deferred = 0, []
+with TokenStore(root, {"encoder": "x"}, (2, 5, 3)).writer() as writer:
+    for at in range(0, n, 8):
+        todo, elsewhere = writer.claim(keys[at: at + 8])
+        deferred += elsewhere
+        computed += writer.commit(todo, np.stack([value[k] for k in todo])) if todo else 0
+    while deferred:
+        orphans = writer.wait(deferred)
+        deferred = []
+        if orphans:
+            todo, elsewhere = writer.claim(orphans)
+            deferred = elsewhere
+            computed += writer.commit(todo, np.stack([value[k] for k in todo])) if todo else 0
+print(computed)
+"""
+
+
+@pytest.mark.slow
+def test_three_processes_with_overlapping_clips_store_each_once(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    ranges = [(0, 160), (60, 160), (120, 160)]  # clips 0-279, overlapping two by two and all three
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path), str(a), str(n)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for a, n in ranges]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in results]
+    assert sum(int(out) for out, _ in results) == 280  # every clip committed by exactly one writer
+    store = _store(tmp_path)
+    shard_rows = sum(p.stat().st_size for p in (store.folder / "shards").glob("*.bin")) // store.row_bytes
+    assert len(store) == shard_rows == 280 and len(np.unique(_records(store)["key"])) == 280
+    expected = np.stack([np.full((2, 5, 3), i % 97, np.float16) for i in range(280)])
+    np.testing.assert_array_equal(store.read(_keys(280)), expected)

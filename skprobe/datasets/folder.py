@@ -19,8 +19,9 @@ import numpy as np
 from sklearn.utils import Bunch
 
 from ..audio import fix_length, read_audio
+from .lazy import AudioDataset
 
-__all__ = ["load_audio_folder", "AUDIO_EXTENSIONS"]
+__all__ = ["load_audio_folder", "scan_audio_folder", "AUDIO_EXTENSIONS"]
 
 #: File endings read as audio (anything libsndfile decodes).
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".opus")
@@ -88,6 +89,51 @@ def load_audio_folder(folder: str | os.PathLike, labels_csv: str | os.PathLike |
     >>> data.class_names, data.Y.tolist(), data.waveforms[0].shape
     (['bark', 'cat', 'dog'], [[1, 0, 1], [0, 1, 0]], (16000,))
     """
+    data = scan_audio_folder(folder, labels_csv, file_column=file_column, label_column=label_column,
+                             separator=separator, delimiter=delimiter)
+    folder = data.root
+    y = np.array([data.class_names[j] for j in data.Y.argmax(axis=1)], dtype=str) if not data.multilabel else None
+
+    waveforms = []
+    items = data.files
+    if verbose:
+        from tqdm.auto import tqdm
+
+        items = tqdm(data.files, desc="skprobe: reading audio", unit="file")
+    n_samples = None if clip_seconds is None else int(round(clip_seconds * sample_rate))
+    for rel in items:
+        wav, _ = read_audio(folder / rel, sample_rate)  # a ValueError names the file
+        waveforms.append(wav if n_samples is None else fix_length(wav, n_samples))
+    return Bunch(waveforms=waveforms, Y=data.Y.astype(np.int64), y=y, class_names=data.class_names,
+                 files=list(data.files), sample_rate=sample_rate)
+
+
+def scan_audio_folder(folder: str | os.PathLike, labels_csv: str | os.PathLike | None = None, *,
+                      file_column: str | None = None, label_column: str | None = None, separator: str = ";",
+                      delimiter: str | None = None) -> AudioDataset:
+    """The files and labels of an audio folder, without decoding any file.
+
+    Same layouts, parameters and errors as :func:`load_audio_folder` (whose
+    waveforms this leaves on disk): the lazy :class:`~skprobe.datasets.lazy.AudioDataset`
+    that ``skprobe benchmark`` streams through the encoder.
+
+    Returns
+    -------
+    AudioDataset
+        Every clip in split ``"all"``; ``multilabel`` is False when every
+        file has exactly one label.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> for name in ("a.wav", "b.wav"):
+    ...     _ = (root / name).write_bytes(b"")  # not decoded: any content will do here
+    >>> _ = (root / "labels.csv").write_text("file,labels\\na.wav,dog;bark\\nb.wav,cat\\n")
+    >>> data = scan_audio_folder(root)
+    >>> data.files, data.class_names, data.multilabel
+    (['a.wav', 'b.wav'], ['bark', 'cat', 'dog'], True)
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"folder {folder} does not exist or is not a directory")
@@ -102,27 +148,19 @@ def load_audio_folder(folder: str | os.PathLike, labels_csv: str | os.PathLike |
         where = f"label column of {labels_csv}" if labels_csv is not None else f"sub-folders of {folder}"
         raise ValueError(f"the {where} holds {len(class_names)} class(es) {class_names}; at least two are needed")
     index = {c: j for j, c in enumerate(class_names)}
-    Y = np.zeros((len(files), len(class_names)), np.int64)
+    Y = np.zeros((len(files), len(class_names)), np.int8)
     for i, row in enumerate(labels):
         Y[i, [index[c] for c in row]] = 1
-    y = np.array([row[0] for row in labels], dtype=str) if all(len(r) == 1 for r in labels) else None
-
-    waveforms = []
-    items = files
-    if verbose:
-        from tqdm.auto import tqdm
-
-        items = tqdm(files, desc="skprobe: reading audio", unit="file")
-    n_samples = None if clip_seconds is None else int(round(clip_seconds * sample_rate))
-    for rel in items:
-        wav, _ = read_audio(folder / rel, sample_rate)  # a ValueError names the file
-        waveforms.append(wav if n_samples is None else fix_length(wav, n_samples))
-    return Bunch(waveforms=waveforms, Y=Y, y=y, class_names=class_names,
-                 files=[Path(f).as_posix() for f in files], sample_rate=sample_rate)
+    return AudioDataset(folder, [Path(f).as_posix() for f in files], Y, class_names, np.full(len(files), "all"),
+                        name=folder.name, multilabel=not all(len(r) == 1 for r in labels),
+                        description=f"{len(files)} files from {folder}")
 
 
 def _read_csv(folder: Path, path: Path, file_column: str | None, label_column: str | None,
               separator: str, delimiter: str | None) -> tuple[list[str], list[list[str]]]:
+    if path.is_dir():
+        raise ValueError(f"labels_csv {path} is a folder, not a file; expected a labels CSV (a header such as "
+                         "'file,labels' and one row per audio file)")
     if not path.is_file():
         raise ValueError(f"labels_csv {path} does not exist")
     text = _read_text(path)

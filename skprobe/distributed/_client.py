@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -37,7 +38,11 @@ def cluster_client(client=None, *, n_workers: int | None = None, connect_timeout
         current default client (one made by ``Client(...)`` earlier in the session), or a new
         ``LocalCluster`` when ``n_workers`` is given.
     n_workers : int, optional
-        Start a ``LocalCluster`` of this many worker processes (one thread each) for the job.
+        Start a ``LocalCluster`` of this many worker processes (one thread each) for the job. Its
+        scheduler, nannies and workers log only critical messages (a failed task reaches the caller
+        as the job's exception, which names the worker, the chunk and the file; the workers' own
+        tracebacks and the nannies' shutdown warnings would repeat it on stderr), and its HTTP
+        server takes a free port (no warning when Dask's usual 8787 is taken).
     connect_timeout : float, default=10
         Seconds to wait for a scheduler given by address.
     threads_per_worker : int, default=1
@@ -70,7 +75,9 @@ def cluster_client(client=None, *, n_workers: int | None = None, connect_timeout
         if int(n_workers) < 1:
             raise ValueError(f"n_workers must be >= 1, got {n_workers}")
         with distributed.LocalCluster(n_workers=int(n_workers), processes=True,
-                                      threads_per_worker=threads_per_worker, dashboard_address=None) as cluster:
+                                      threads_per_worker=threads_per_worker, dashboard_address=None,
+                                      scheduler_kwargs={"dashboard_address": ":0"},
+                                      silence_logs=logging.CRITICAL) as cluster:
             with distributed.Client(cluster) as opened:
                 yield opened
         return

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..extraction.store import StoreArray, TokenStore
+from ..extraction.store import StoreArray, StoreDescription
 from ..extraction.transformer import FrozenEncoderTransformer
 from . import _worker
 from ._client import ClusterSetupError, cluster_client
@@ -238,15 +238,13 @@ def extract(X, store: str | os.PathLike, *, client=None, n_workers: int | None =
     return (tokens, report) if return_report else tokens
 
 
-def _read_store(keys: list[str], description: tuple, params: dict, output: str):
+def _read_store(keys: list[str], description: StoreDescription, params: dict, output: str):
     """The tokens of ``keys`` as the single-machine transformer returns them, from the store.
 
     The store is opened from the workers' description of it, so the driver needs neither the
     checkpoint nor the encoder.
     """
-    root, config, row_shape, dtype = description
-    tokens = StoreArray(TokenStore(root, config, row_shape, dtype=dtype), keys,
-                        squeeze_layer=isinstance(params.get("layers", -1), Integral))
+    tokens = StoreArray(description.open(), keys, squeeze_layer=isinstance(params.get("layers", -1), Integral))
     if output == "memmap":
         return tokens
     return np.asarray(tokens).astype(np.float16 if params.get("output_dtype") == "float16" else np.float32)

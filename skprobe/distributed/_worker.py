@@ -117,7 +117,7 @@ def check_worker(params: dict, store: str, dask_worker=None) -> dict:
     """Check that this worker can run the extraction: encoder, checkpoint, writable store.
 
     Returns a summary (worker, device, compute dtype, and ``store``: the token store's
-    description ``(root, config, row_shape, dtype)`` with the checkpoint hash this worker
+    :class:`~skprobe.extraction.store.StoreDescription`, with the checkpoint hash this worker
     computed) or ``{"worker": ..., "error": message}`` naming the worker and the path at fault.
     """
     where = _describe_worker(dask_worker)
@@ -148,7 +148,7 @@ def check_worker(params: dict, store: str, dask_worker=None) -> dict:
     except (OSError, ValueError) as exc:  # e.g. an unreadable checkpoint
         return {"worker": where, "error": f"{where}: {exc}"}
     return {"worker": where, "device": str(device), "compute_dtype": store.config["compute_dtype"],
-            "store": (str(store.root), store.config, store.row_shape, store.dtype.name),
+            "store": store.description,
             "store_folder": str(store.folder), "torch": torch.__version__}
 
 

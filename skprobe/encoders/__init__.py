@@ -6,6 +6,7 @@ Where things live:
 - ``registry.py``, ``loading.py``, ``checks.py``, ``weights.py``: naming,
   building, loading, validating encoders and fetching packaged weights;
 - ``layers.py``: layer selection shared by every architecture;
+- ``identity.py``: what identifies an encoder's weights (:func:`weights_id`);
 - ``models/``: one module per architecture family, each registering its variants;
 - ``components/``: building blocks shared by architectures (front ends, ViT blocks);
 - ``formats/``: reading checkpoint files safely (torch pickles, TensorFlow bundles).
@@ -16,6 +17,7 @@ The scikit-learn transformer that runs an encoder over clips lives in
 
 from .base import AudioEncoder, TokenLayout
 from .checks import check_encoder
+from .identity import weights_id
 from .layers import resolve_layers
 from .loading import load_encoder
 from .registry import EncoderSpec, PackagedWeights, get_encoder_spec, list_encoders, register_encoder
@@ -34,6 +36,7 @@ __all__ = [
     "load_encoder",
     "fetch_weights",
     "find_weights",
+    "weights_id",
 ]
 
 

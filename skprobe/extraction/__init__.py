@@ -1,8 +1,43 @@
-"""Token extraction: :class:`FrozenEncoderTransformer`, streaming, and the on-disk token store."""
+"""Token extraction: :class:`FrozenEncoderTransformer`, streaming, and the on-disk token store.
 
-from .cache import clip_key
-from .store import StoreArray, StoreError, StoreWriter, TokenStore
-from .transformer import ExtractionResult, FrozenEncoderTransformer, clear_encoder_cache, extract_to_store
+Names are imported on first use (PEP 562): the token store (``skprobe.extraction.store``)
+needs only numpy, so a process that only reads a store never imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+_LAZY = {
+    "FrozenEncoderTransformer": "skprobe.extraction.transformer",
+    "clear_encoder_cache": "skprobe.extraction.transformer",
+    "extract_to_store": "skprobe.extraction.transformer",
+    "ExtractionResult": "skprobe.extraction.transformer",
+    "TokenStore": "skprobe.extraction.store",
+    "StoreWriter": "skprobe.extraction.store",
+    "StoreArray": "skprobe.extraction.store",
+    "StoreError": "skprobe.extraction.store",
+    "StoreDescription": "skprobe.extraction.store",
+    "clip_key": "skprobe.extraction.cache",
+}
 
 __all__ = ["FrozenEncoderTransformer", "clear_encoder_cache", "extract_to_store", "ExtractionResult",
-           "TokenStore", "StoreWriter", "StoreArray", "StoreError", "clip_key"]
+           "TokenStore", "StoreWriter", "StoreArray", "StoreError", "StoreDescription", "clip_key"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .cache import clip_key
+    from .store import StoreArray, StoreDescription, StoreError, StoreWriter, TokenStore
+    from .transformer import ExtractionResult, FrozenEncoderTransformer, clear_encoder_cache, extract_to_store
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import warnings
@@ -23,19 +22,20 @@ from .._torch import resolve_device
 from .._version import __version__
 from ..audio import fix_length, read_audio, resample, to_mono_float
 from ..encoders.base import AudioEncoder
+from ..encoders.identity import checkpoint_fingerprint, weights_id
 from ..encoders.layers import resolve_layers
 from ..encoders.loading import load_encoder, resolve_checkpoint
 from ..encoders.registry import EncoderSpec, get_encoder_spec, skeleton
 from .cache import clip_key
 from .pipeline import DeviceRunner, read_ahead
 from .store import StoreWriter, TokenStore
+from .store.writer import DeferredWriter
 
 __all__ = ["FrozenEncoderTransformer", "clear_encoder_cache", "extract_to_store", "ExtractionResult"]
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _LOADED: OrderedDict[tuple, AudioEncoder] = OrderedDict()
 _LOADED_MAX = 2
-_CHECKPOINT_HASHES: dict[tuple, str] = {}
 
 
 def clear_encoder_cache() -> None:
@@ -105,24 +105,23 @@ def extract_to_store(X, cache: str | os.PathLike, **params) -> ExtractionResult:
     return FrozenEncoderTransformer(cache=cache, **params).fit(None).extract_to_store(X)
 
 
-def _file_stats(path: Path) -> tuple:
-    """Size and mtime of a checkpoint file, or of every file below a checkpoint folder.
+class _Same:
+    """A key part equal only to the same object, which it keeps alive.
 
-    A folder's own mtime does not change when a file inside is rewritten in place.
+    Keying on ``id(obj)`` alone would let a new builder that happens to get a
+    freed builder's address find that builder's encoder.
     """
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    return tuple((str(f), st.st_size, st.st_mtime_ns) for f in files for st in [f.stat()])
 
+    __slots__ = ("obj",)
 
-def _checkpoint_hash(path: Path | None) -> str:
-    if path is None:
-        return "seeded-random"
-    from ..encoders.formats.checkpoint import file_sha256
+    def __init__(self, obj: object) -> None:
+        self.obj = obj
 
-    key = (str(path.resolve()), _file_stats(path))
-    if key not in _CHECKPOINT_HASHES:
-        _CHECKPOINT_HASHES[key] = file_sha256(path)
-    return _CHECKPOINT_HASHES[key]
+    def __hash__(self) -> int:
+        return id(self.obj)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Same) and other.obj is self.obj
 
 
 class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
@@ -178,7 +177,7 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
     output : {"array", "memmap"}, default="array"
         ``"array"``: an in-memory ndarray. ``"memmap"`` (needs ``cache``): a
         read-only :class:`~skprobe.extraction.store.StoreArray` backed by the
-        memory-mapped store, for token sets larger than memory; the probes
+        store on disk, for token sets larger than memory; the probes
         read it batch by batch.
     store_dtype : {"float16", "float32"}, default="float16"
         dtype of the tokens in the store.
@@ -400,17 +399,27 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
         if self.output == "memmap" and self.cache is None:
             raise ValueError("output='memmap' returns tokens backed by the token store: set cache=<folder>")
         if self.cache is not None:
-            result = self.extract_to_store(X)
-            keys = [k for k in result.keys if k is not None]
-            array = self.open_store().array(keys, squeeze_layer=isinstance(self.layers, Integral))
+            store = self.open_store()
             if self.output == "memmap":
-                return array
-            return np.asarray(array).astype(self._out_dtype, copy=False)
+                keys = [k for k in self._extract(X, store).keys if k is not None]
+                return store.array(keys, squeeze_layer=isinstance(self.layers, Integral))
+            return self._stored_array(X, store)
         out = []
         for _, tokens, _ in self._stream(X, store=None):
             out.append(np.array(tokens, dtype=self._out_dtype))  # owned: on CUDA it is a reused pinned buffer
         out = np.concatenate(out) if out else np.empty((0, len(self.layers_), self.n_tokens_, self.dim_),
                                                       self._out_dtype)
+        return out[:, 0] if isinstance(self.layers, Integral) else out
+
+    def _stored_array(self, X, store: TokenStore) -> np.ndarray:
+        """Tokens of ``X`` in memory: those computed now as computed, the others read from ``store``."""
+        computed: dict[str, np.ndarray] = {}
+        keys = [k for k in self._extract(X, store, computed).keys if k is not None]
+        stored = [k for k in dict.fromkeys(keys) if k not in computed]
+        rows = dict(zip(stored, store.read(stored))) if stored else {}
+        out = np.empty((len(keys), *store.row_shape), self._out_dtype)
+        for i, key in enumerate(keys):
+            out[i] = computed[key] if key in computed else rows[key]
         return out[:, 0] if isinstance(self.layers, Integral) else out
 
     @property
@@ -456,14 +465,23 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "layouts_")
         if self.cache is None:
             raise ValueError("extract_to_store needs cache=<folder> (the token store's root)")
-        store = self.open_store()
+        return self._extract(X, self.open_store())
+
+    def _extract(self, X, store: TokenStore, computed: dict | None = None) -> ExtractionResult:
+        """Extract into ``store``; with ``computed``, also keep the tokens computed here, by clip key.
+
+        The writer is made only when a clip must be stored, so a read-only store serves the clips it holds.
+        """
         result = ExtractionResult([], 0, [])
-        with store.writer() as writer:
-            for _keys, _, computed in self._stream(X, store=store, writer=writer, result=result):
-                result.computed += computed
+        with DeferredWriter(store) as writer:
+            for keys, tokens, n in self._stream(X, store=store, writer=writer, result=result):
+                result.computed += n
+                if computed is not None:  # as the store holds them (tokens may be a reused pinned buffer)
+                    rows = np.asarray(tokens).astype(store.dtype).astype(self._out_dtype)
+                    computed.update(zip(keys, rows))
         return result
 
-    def _stream(self, X, *, store: TokenStore | None, writer: StoreWriter | None = None,
+    def _stream(self, X, *, store: TokenStore | None, writer: StoreWriter | DeferredWriter | None = None,
                 result: ExtractionResult | None = None):
         """Yield ``(keys, tokens, n_computed)`` batch by batch, in input order.
 
@@ -575,7 +593,7 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
         if error is not None:
             raise error
 
-    def _resolve(self, deferred: dict, writer: StoreWriter, finish, run, *, wait_all: bool):
+    def _resolve(self, deferred: dict, writer: StoreWriter | DeferredWriter, finish, run, *, wait_all: bool):
         """Wait for clips other writers claimed; compute those whose writer died."""
         while deferred:
             keys = list(deferred)
@@ -643,8 +661,8 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
     def _load(self, device: torch.device, spec: EncoderSpec | None = None) -> AudioEncoder:
         spec = spec or self.encoder_spec_
         path = self._checkpoint_path(spec)
-        stats = _file_stats(path) if path is not None else None
-        weights = (spec.name, id(spec.builder), str(path), stats)
+        stats = checkpoint_fingerprint(path) if path is not None else None
+        weights = (spec.name, _Same(spec.builder), str(path), stats)
         key = (*weights, _device_key(device))
         module = _LOADED.get(key)
         if module is None:
@@ -662,19 +680,10 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
         """What identifies the weights: the checkpoint's SHA-256, or a hash of the built state dict."""
         path = self._checkpoint_path()
         if path is not None:
-            return _checkpoint_hash(path)
+            return weights_id(checkpoint=path)
         # No checkpoint: the builder makes the weights (a seed, a user's code), so hash what it built
         # (on the compute device, where transform needs the module anyway).
-        module = self._load(resolve_device(self.device))
-        cached = getattr(module, "_skprobe_weights_hash", None)  # on the module: ids of freed modules recur
-        if cached is None:
-            digest = hashlib.sha256()
-            for name, tensor in sorted(module.state_dict().items()):
-                digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
-                if tensor.numel():
-                    digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
-            cached = module._skprobe_weights_hash = "state-" + digest.hexdigest()
-        return cached
+        return weights_id(module=self._load(resolve_device(self.device)))
 
     def _store_config(self, compute: torch.dtype) -> dict:
         return {

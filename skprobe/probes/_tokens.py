@@ -24,6 +24,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from .._indexing import lazy_getitem, row_selection
+
 __all__ = ["TokenSource", "TokenView", "check_chunks", "is_token_array"]
 
 #: Clips read per validation chunk are chosen to hold about this many bytes.
@@ -125,6 +127,11 @@ class TokenView:
     the tokens through the page cache. Probes read it a batch at a time;
     ``np.asarray(view)`` materialises it.
 
+    Indexing gives what ``np.asarray(view)[key]`` gives for every index numpy
+    accepts, reading only the clips the index touches; an index that only
+    selects clips (a slice, a 1-D integer array or list, a 1-D boolean mask,
+    optionally followed by ``...``) returns a lazy ``TokenView`` instead.
+
     Parameters
     ----------
     data : array-like of shape (n_clips, n_tokens, dim) or (n_clips, dim)
@@ -139,6 +146,8 @@ class TokenView:
     >>> sub = view[np.array([3, 1])]
     >>> sub.shape, sub[0][0].tolist()
     ((2, 2, 3), [18.0, 19.0, 20.0])
+    >>> view[..., 0].shape, view[[0, 3], [1, 0]].tolist()
+    ((4, 2), [[3.0, 4.0, 5.0], [18.0, 19.0, 20.0]])
     """
 
     def __init__(self, data, indices=None) -> None:
@@ -169,19 +178,17 @@ class TokenView:
         return out
 
     def __getitem__(self, key):
-        if isinstance(key, tuple):  # scikit-learn indexes with (indices, Ellipsis)
-            if len(key) == 2 and key[1] is Ellipsis:
-                key = key[0]
-            else:
-                return np.asarray(self)[key]
-        if isinstance(key, (int, np.integer)):
-            return np.asarray(self.data[int(self.indices[key])])
-        if isinstance(key, slice):
-            return TokenView(self.data, self.indices[key])
-        key = np.asarray(key)
-        if key.dtype == bool:
-            key = np.flatnonzero(key)
-        return TokenView(self.data, self.indices[key])
+        """``np.asarray(view)[key]``; an index that only selects clips returns a lazy ``TokenView`` instead.
+
+        Every index numpy accepts gives numpy's values, shape and errors
+        (:func:`skprobe._indexing.lazy_getitem`); a slice, an integer array or
+        a boolean mask along the clips (optionally followed by ``...``) keeps
+        the view lazy.
+        """
+        rows = row_selection(key, len(self), self.ndim)
+        if rows is not None:
+            return TokenView(self.data, self.indices[rows])
+        return lazy_getitem(key, self.shape, self.rows)
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         out = self.rows(np.arange(len(self)))

@@ -12,8 +12,10 @@ buffers by a prefetching thread (see :mod:`skprobe.probes._batches`).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from dataclasses import dataclass, field
+from numbers import Integral, Real
 
 import numpy as np
 import torch
@@ -32,6 +34,8 @@ __all__ = ["TensorBatchIterator", "TokenBatchIterator", "TokenDataset", "TrainRe
 # Share of free GPU memory the token set may take to be kept on the device when no budget is set.
 _ON_DEVICE_FRACTION = 0.5
 _BUDGET_ENV = "SKPROBE_DEVICE_MEMORY_BUDGET"
+#: Largest budget in bytes (1 PiB): a larger number is a typo, not a memory size.
+_MAX_BUDGET_BYTES = 2**50
 
 #: Read the batch losses back once per epoch (see ``_ProbeNet``); False restores skorch's ``item()`` per batch.
 DEFER_LOSS_SYNC = True
@@ -58,12 +62,27 @@ def get_training_options() -> TrainingOptions:
 
 
 def _parse_budget(text: str) -> float | int:
+    """The budget written in ``SKPROBE_DEVICE_MEMORY_BUDGET``: a share (float) or a whole number of bytes (int)."""
     try:
-        value = float(text)
+        value: float | int = float(text)
     except ValueError:
-        raise ValueError(f"{_BUDGET_ENV} must be a share of free GPU memory in (0, 1] or a number of bytes, "
-                         f"got {text!r}") from None
-    return value if value <= 1 else int(value)
+        value = float("nan")
+    if math.isfinite(value) and value > 1 and value.is_integer():
+        value = int(value)
+    return _check_budget(value, _BUDGET_ENV, f"got {text!r}", environment=True)
+
+
+def _check_budget(value, name: str, got: str, environment: bool = False) -> float | int | None:
+    """``value`` as a share in (0, 1] (float) or a number of bytes in [1, 2**50] (int); ValueError naming ``name``."""
+    if value is None and not environment:
+        return None
+    if isinstance(value, Integral) and not isinstance(value, bool) and 1 <= value <= _MAX_BUDGET_BYTES:
+        return int(value)
+    if isinstance(value, Real) and not isinstance(value, (bool, Integral)) and 0 < value <= 1:  # False for NaN
+        return float(value)
+    what = "a share of free GPU memory in (0, 1]" + ("" if environment else " (float)")
+    raise ValueError(f"{name} must be {'' if environment else 'None, '}{what} or a whole number of bytes from 1 "
+                     f"to 2**50{'' if environment else ' (int)'}, {got}")
 
 
 def set_training_options(**options) -> TrainingOptions:
@@ -79,11 +98,9 @@ def set_training_options(**options) -> TrainingOptions:
     unknown = set(options) - set(vars(_OPTIONS))
     if unknown:
         raise TypeError(f"unknown training option(s) {sorted(unknown)}; known: {sorted(vars(_OPTIONS))}")
-    budget = options.get("device_memory_budget")
-    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget <= 0
-                               or (isinstance(budget, float) and budget > 1)):
-        raise ValueError("device_memory_budget must be None, a share of free GPU memory in (0, 1] (float) or a "
-                         f"positive number of bytes (int), got {budget!r}")
+    if "device_memory_budget" in options:
+        budget = options["device_memory_budget"]
+        options["device_memory_budget"] = _check_budget(budget, "device_memory_budget", f"got {budget!r}")
     if "prefetch" in options and (not isinstance(options["prefetch"], int) or options["prefetch"] < 1):
         raise ValueError(f"prefetch must be a positive int, got {options['prefetch']!r}")
     previous = TrainingOptions(**vars(_OPTIONS))
@@ -115,7 +132,9 @@ def training_options(*, device_memory_budget: float | int | None | _Unchanged = 
     device_memory_budget : float, int or None, default=None
         GPU memory the training tokens may occupy to be kept on the device
         (converted to float16 where they fit its range): a share of the free
-        memory at ``fit`` time in ``(0, 1]``, or a number of bytes. ``None``
+        memory at ``fit`` time in ``(0, 1]`` (float), or a whole number of
+        bytes from 1 to ``2**50`` (int); anything else (NaN, 0, negative,
+        beyond these ranges) is a ``ValueError``. ``None``
         reads the environment variable ``SKPROBE_DEVICE_MEMORY_BUDGET`` (same
         meaning; it also reaches joblib's worker processes) or else uses half of
         the free memory. Tokens that do not fit are streamed from pinned host
@@ -229,8 +248,38 @@ class TokenBatchIterator:
             yield xb, data.targets[torch.from_numpy(idx).to(targets_on)]
 
 
+class _Interrupted(BaseException):
+    """Carries a Ctrl-C (``KeyboardInterrupt``, its ``__cause__``) past skorch, which would swallow it."""
+
+
+class _StopTraining(Exception):
+    """The early-stopping rule met: training ends normally."""
+
+
+class _EarlyStopping(EarlyStopping):
+    """skorch's ``EarlyStopping``, signalling the stop with :class:`_StopTraining`.
+
+    skorch stops by raising ``KeyboardInterrupt``; giving the rule its own
+    exception lets ``_ProbeNet`` tell it apart from the user's Ctrl-C.
+    """
+
+    def on_epoch_end(self, net, **kwargs):
+        try:
+            super().on_epoch_end(net, **kwargs)
+        except KeyboardInterrupt:
+            if self.misses_ != self.patience:  # not the rule: the user pressed Ctrl-C
+                raise
+            raise _StopTraining from None
+
+
 class _ProbeNet(NeuralNet):
-    """skorch ``NeuralNet`` with two changes to its loop.
+    """skorch ``NeuralNet`` with three changes to its loop.
+
+    A ``KeyboardInterrupt`` (Ctrl-C) leaves ``fit``: skorch's ``partial_fit``
+    catches it and returns a half-trained network as if training had ended,
+    so the loop turns it into :class:`_Interrupted`, which skorch lets pass
+    and :func:`train_module` raises as the original ``KeyboardInterrupt``
+    (early stopping ends the loop with :class:`_StopTraining` instead).
 
     The batch losses are read back once per epoch instead of once per batch:
     skorch's ``loss.item()`` after every step makes the host wait for the
@@ -243,6 +292,14 @@ class _ProbeNet(NeuralNet):
 
     autocast_dtype: torch.dtype | None = None
     defer_loss_sync: bool = True
+
+    def fit_loop(self, X, y=None, **fit_params):
+        try:
+            return super().fit_loop(X, y, **fit_params)
+        except _StopTraining:
+            return self
+        except KeyboardInterrupt as exc:
+            raise _Interrupted from exc
 
     def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
         if iterator is None or not self.defer_loss_sync:
@@ -447,7 +504,7 @@ def _fit(module, source, y, resident, train_idx, valid_idx, *, criterion, learni
     train_split = None
     if valid_idx is not None:
         train_split = predefined_split(TokenDataset(source, y, valid_idx, device, resident, options.prefetch))
-        callbacks.append(("early_stopping", EarlyStopping(
+        callbacks.append(("early_stopping", _EarlyStopping(
             monitor="valid_loss", patience=n_iter_no_change, threshold=tol,
             threshold_mode="rel", lower_is_better=True, load_best=True, sink=_sink(verbose))))
     if verbose >= 2:
@@ -475,7 +532,10 @@ def _fit(module, source, y, resident, train_idx, valid_idx, *, criterion, learni
     net.defer_loss_sync = DEFER_LOSS_SYNC and verbose < 2  # the progress bar shows each batch's loss as it comes
     if verbose == 0:
         net.set_params(callbacks__print_log=None)
-    net.fit(TokenDataset(source, y, train_idx, device, resident, options.prefetch), None)
+    try:
+        net.fit(TokenDataset(source, y, train_idx, device, resident, options.prefetch), None)
+    except _Interrupted as exc:
+        raise exc.__cause__ from None
 
     history = net.history
     loss_curve = [float(v) for v in history[:, "train_loss"]]

@@ -94,6 +94,16 @@ class AttentivePoolingHead(nn.Module):
     def forward(self, prefix: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
         return self.linear(self.norm(self.attend(patches)))
 
+    def frame_logits(self, prefix: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        """Per-frame logits ``(B, T, C)`` of patch tokens on their grid ``(B, T, F, D)``.
+
+        The learned queries attend over each frame's frequency tokens alone
+        (the softmax runs over ``F`` instead of all ``T * F`` patches), and
+        the pooled vector goes through the same LayerNorm and Linear.
+        """
+        b, t, f, d = grid.shape
+        return self.linear(self.norm(self.attend(grid.reshape(b * t, f, d)))).reshape(b, t, -1)
+
 
 @with_shared_parameters_doc
 class AttentiveProbeClassifier(BaseProbeClassifier):

@@ -25,6 +25,7 @@ from torch import nn
 
 from .._torch import resolve_device
 from ._batches import inference_batches
+from ._frames import FrameScoresMixin
 from ._targets import encode_targets
 from ._tokens import TokenSource, check_chunks, is_token_array
 from ._training import stage_tokens, train_module
@@ -372,7 +373,7 @@ class ProbeNetwork(nn.Module):
         return self.head(*self.split(tokens))
 
 
-class BaseProbeClassifier(ClassifierMixin, BaseEstimator):
+class BaseProbeClassifier(FrameScoresMixin, ClassifierMixin, BaseEstimator):
     """Base class of the probes; not for direct use.
 
     Subclasses implement :meth:`_build_head` and set ``_no_decay`` (parameter
@@ -505,7 +506,31 @@ class BaseProbeClassifier(ClassifierMixin, BaseEstimator):
         Returns
         -------
         self
+
+        Notes
+        -----
+        A ``fit`` that does not finish (Ctrl-C, which raises
+        ``KeyboardInterrupt`` out of ``fit``, or any error) leaves the probe
+        not fitted, also when it was fitted before: every fitted attribute
+        is removed, ``check_is_fitted`` raises ``NotFittedError``, and a
+        later ``fit`` starts afresh.
         """
+        try:
+            return self._fit(X, y)
+        except BaseException:
+            self._forget_fit()
+            raise
+
+    #: Fitted state without a trailing underscore (removed with the fitted attributes by :meth:`_forget_fit`).
+    _PRIVATE_FIT_STATE = ("_target_kind", "_sigmoid_outputs", "_y_dtype")
+
+    def _forget_fit(self) -> None:
+        """Remove every fitted attribute (``name_``) and the private fitted state: the probe is not fitted."""
+        for name in list(vars(self)):
+            if (name.endswith("_") and not name.startswith("__")) or name in self._PRIVATE_FIT_STATE:
+                delattr(self, name)
+
+    def _fit(self, X, y):
         self._validate_params()
         self._check_params()
         tokens = self._validate_tokens(X, reset=True, check_values=False)  # values: stage_tokens below

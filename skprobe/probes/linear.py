@@ -82,6 +82,20 @@ class PooledLinearHead(nn.Module):
     def forward(self, prefix: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
         return self.classify(self.pool(prefix, patches))
 
+    def frame_logits(self, prefix: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        """Per-frame logits ``(B, T, C)`` of patch tokens on their grid ``(B, T, F, D)``.
+
+        Each frame's tokens are pooled over frequency as the clip's were over
+        all patches, then normalised and classified by the same layer. With
+        ``"mean"`` pooling the clip's logits are the mean of its frames' logits.
+        """
+        if self.pooling == "cls":
+            raise ValueError("pooling='cls' classifies the [cls] token, which has no time axis: frame scores need "
+                             "a probe that pools the patch tokens (pooling='mean', 'max' or 'meanmax')")
+        b, t, f, d = grid.shape
+        frames = grid.reshape(b * t, f, d)
+        return self.classify(self.pool(frames[:, :0], frames)).reshape(b, t, -1)
+
 
 class _PooledFeatureNetwork(nn.Module):
     """The trainable part of a :class:`PooledLinearHead` on precomputed pooled features ``(B, 1, F)``.

@@ -63,6 +63,17 @@ class PrototypeHead(nn.Module):
     def forward(self, prefix: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
         return self.linear(self.similarities(patches).amax(dim=1))
 
+    def frame_logits(self, prefix: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        """Per-frame logits ``(B, T, C)`` of patch tokens on their grid ``(B, T, F, D)``.
+
+        BAT's frame-wise protobin: the similarity map is max-pooled over
+        frequency only, per frame, and the same ``Linear(K -> C)`` maps each
+        frame's ``K`` scores to logits. The clip's scores are the maximum of
+        the frames' scores over time, so a frame holding the best match of
+        every prototype gets exactly the clip's logits.
+        """
+        return self.linear(self.similarities(grid).amax(dim=-2))
+
 
 @with_shared_parameters_doc
 class PrototypicalProbeClassifier(BaseProbeClassifier):

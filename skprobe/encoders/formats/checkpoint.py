@@ -9,7 +9,6 @@ rebuild functions and plain containers are resolved for real.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import pickle
@@ -21,6 +20,9 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from ..identity import file_sha256  # moved to skprobe.encoders.identity; importable from here as before
+from ._allocations import AllocationRefused, pickle_allocations
 
 __all__ = [
     "read_checkpoint",
@@ -93,6 +95,7 @@ _ALLOWED = {
 def _restricted_load_from_bytes(data: bytes) -> Any:
     # torch.storage._load_from_bytes (storages pickled with plain pickle) calls an
     # unrestricted torch.load on embedded bytes; read them the restricted way too.
+    _check_allocations(data, len(data), "an embedded torch file")
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False, pickle_module=_restricted_pickle)
 
 
@@ -154,6 +157,20 @@ def _check_archive_sizes(path: Path) -> None:
         )
 
 
+def _check_allocations(source: Path | bytes, size: int, name: object) -> None:
+    """Refuse ``source`` (a file of ``size`` bytes) if loading it would allocate more than ``MAX_EXPANSION``
+    times its size: what its pickles ask for is added up without loading (:mod:`._allocations`)."""
+    try:
+        pickle_allocations(source, MAX_EXPANSION * size + _SLACK)
+    except AllocationRefused as exc:
+        raise ValueError(
+            f"cannot read checkpoint {name}: loading it would allocate at least {exc.requested:,} bytes, more than "
+            f"{MAX_EXPANSION}x its size of {size:,} bytes ({exc.what}); refused before loading"
+        ) from None
+    except ValueError as exc:
+        raise ValueError(f"cannot read checkpoint {name}: {exc}") from None
+
+
 def read_checkpoint(path: str | os.PathLike) -> Any:
     """Read a checkpoint file without executing code from it.
 
@@ -161,6 +178,9 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
     ``torch.load(weights_only=True)``, and, when that refuses a training
     snapshot that pickles configuration objects, with a restricted unpickler
     that turns every non-tensor class into an inert :class:`PickledObjectStub`.
+Before either, what the file's pickles would make the loader allocate is
+added up without loading them, and a file asking for more than
+``MAX_EXPANSION`` times its size is refused.
 
     Parameters
     ----------
@@ -177,9 +197,13 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
     FileNotFoundError
         If ``path`` does not exist.
     ValueError
-        If ``path`` is a directory, the file is not a readable checkpoint, or
-        a compressed archive would expand to more than ``MAX_EXPANSION`` times
-        its size (the message names the file).
+        If ``path`` is a directory, the file is not a readable checkpoint, a
+        compressed archive would expand to more than ``MAX_EXPANSION`` times
+        its size, or its pickles ask the loader for more than
+        ``MAX_EXPANSION`` times its size in memory (``bytearray(n)``,
+        ``torch.FloatTensor(n, n)``, a storage of a huge declared size; found
+        by replaying the pickles with stand-ins, before anything is loaded).
+        The message names the file.
 
     Examples
     --------
@@ -204,6 +228,7 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
         except Exception as exc:  # safetensors raises its own error types
             raise ValueError(f"cannot read safetensors checkpoint {path}: {exc}") from exc
     _check_archive_sizes(path)
+    _check_allocations(path, path.stat().st_size, path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
@@ -313,15 +338,3 @@ def load_state_dict_strict(
     module.load_state_dict(dict(state_dict), strict=True)
 
 
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, or of every file below a folder (sorted by path)."""
-    path = Path(path)
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        if path.is_dir():
-            digest.update(str(file.relative_to(path)).encode())
-        with open(file, "rb") as fh:
-            for block in iter(lambda: fh.read(chunk), b""):
-                digest.update(block)
-    return digest.hexdigest()

@@ -14,6 +14,10 @@ Token sources (tokens cached as ``.npz`` under ``--cache``, default
 - ``aisfx``: aiSFX's default layer on the first 300 / 150 event scenes.
 - ``whisper-last``: Whisper tiny.en's last layer (final LayerNorm, 500 x 384, the clip's own
   positions) on the event scenes (600 / 300): a real transformer's tokens.
+- ``yamnet-l6-11``: YAMNet's layers 6-11 (the six 512-dim blocks of equal shape, 63 x 4 tokens) on the
+  event scenes, ``(n, 6, 252, 512)``: a multi-layer source (convex gated probe only).
+- ``whisper-layers``: Whisper tiny.en's six residual streams (stem to final LayerNorm, 500 x 384) on
+  the event scenes, ``(n, 6, 500, 384)``: a multi-layer source (convex gated probe only).
 - ``crepe-notes``: CREPE tiny's last layer (101 frames x 256) on
   :func:`skprobe.datasets.make_note_scenes` (600 / 300 two-second clips of
   1-3 short harmonic notes in noise; 8 classes, pitch bands of 4 semitones
@@ -24,6 +28,11 @@ Token sources (tokens cached as ``.npz`` under ``--cache``, default
   on 1-3 of 64 tokens under a strong shared background) with dims 64 / 768,
   token scales 0.01 / 1 / 100, and sizes 200 / 20,000 clips (the 20,000-clip
   set uses 16 tokens of 32 dims to stay cheap).
+- ``synth-layers``: :func:`skprobe.datasets.make_layered_token_scenes`, 4 layers of 64 tokens x 64 dims
+  (the settings of the ``synth-*`` maps), labelled events in layer 1 only: a multi-layer source.
+
+The convex gated probe (``cgp``) runs on the multi-layer sources only, the
+other probes on the single-layer ones.
 
 Grid search (to fit a 2-core shared machine): one seed per grid point; the
 default and the grid's best point are then re-run with ``--seeds`` seeds and
@@ -54,15 +63,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from skprobe import AttentiveProbeClassifier, LinearProbeClassifier, PrototypicalProbeClassifier
+from skprobe import (
+    AttentiveProbeClassifier,
+    ConvexGatedProbeClassifier,
+    LinearProbeClassifier,
+    PrototypicalProbeClassifier,
+)
 from skprobe.metrics import macro_map, top1_accuracy
 
 PROBES = {"linear": LinearProbeClassifier, "attentive": AttentiveProbeClassifier,
-          "prototypical": PrototypicalProbeClassifier}
-REAL = ("yamnet-last", "yamnet-l11", "yamnet-clips", "aisfx", "crepe-notes", "whisper-last")
+          "prototypical": PrototypicalProbeClassifier, "cgp": ConvexGatedProbeClassifier}
+REAL = ("yamnet-last", "yamnet-l11", "yamnet-clips", "aisfx", "crepe-notes", "whisper-last", "yamnet-l6-11",
+        "whisper-layers")
+#: Sources of several layers per clip, ``(n, L, T, D)``: for the multi-layer probe only.
+MULTI_LAYER = ("yamnet-l6-11", "whisper-layers", "synth-layers")
 #: Run order of ``--sources all`` (cheapest and most informative first).
 ORDER = ("yamnet-last", "synth-d64-s0.01", "synth-d64-s100", "yamnet-l11", "synth-n200", "yamnet-clips",
-         "synth-d64-s1", "synth-d768-s1", "synth-n20000", "crepe-notes", "aisfx", "whisper-last")
+         "synth-d64-s1", "synth-d768-s1", "synth-n20000", "crepe-notes", "aisfx", "whisper-last", "synth-layers",
+         "yamnet-l6-11", "whisper-layers")
 SYNTH = {  # name: (n_clips, n_tokens, dim, scale)
     "synth-d64-s1": (1000, 64, 64, 1.0),
     "synth-d64-s0.01": (1000, 64, 64, 0.01),
@@ -86,11 +104,17 @@ def _real_source(name: str):
         "yamnet-clips": ("yamnet", "event-clips", -1, {}),
         "aisfx": ("aisfx", "event-scenes", -1, {"n_train": 300, "n_test": 150}),
         "whisper-last": ("whisper-tiny.en", "event-scenes", -1, {}),
+        "yamnet-l6-11": ("yamnet", "event-scenes", [6, 7, 8, 9, 10, 11], {}),
+        "whisper-layers": ("whisper-tiny.en", "event-scenes", [0, 1, 2, 3, 4, 5], {}),
     }[name]
     _ensure_weights(encoder)
-    config = BenchmarkConfig(encoder=encoder, dataset=dataset, layer=layer, verbose=0, device="cpu", **sizes)
+    config = BenchmarkConfig(encoder=encoder, dataset=dataset, layer=-1, verbose=0, device="cpu", **sizes)
     data = load_benchmark_data(config)
-    X_train, X_test, _ = extract_tokens(config, data)
+    if isinstance(layer, list):  # several layers of one shape, one pass: (n, L, T, D)
+        X_train, X_test, _ = extract_tokens(config, data, layers=layer)
+    else:
+        config.layer = layer
+        X_train, X_test, _ = extract_tokens(config, data)
     return X_train, data.Y_train, X_test, data.Y_test, data.multilabel
 
 
@@ -117,7 +141,13 @@ def _crepe_notes():
 
 
 def _synthetic(name: str):
-    from skprobe.datasets import make_token_scenes
+    from skprobe.datasets import make_layered_token_scenes, make_token_scenes
+
+    if name == "synth-layers":
+        d = make_layered_token_scenes(1000, n_layers=4, evidence_layer=1, n_tokens=64, dim=64, n_classes=8,
+                                      max_events=3, noise=0.3, event_strength=4.0, strength_spread=3.0,
+                                      background_strength=4.0, n_distractors=4, random_state=0)
+        return d.X[:-333], d.y[:-333], d.X[-333:], d.y[-333:], True
 
     n, n_tokens, dim, scale = SYNTH[name]
     # The settings of tests/test_paper_effect.py (evidence on 1-3 tokens, gains spread over a factor of 9,
@@ -135,7 +165,8 @@ def load_source(name: str, cache: Path):
         z = np.load(path)
         return z["X_train"], z["Y_train"], z["X_test"], z["Y_test"], bool(z["multilabel"])
     start = time.perf_counter()
-    X_train, Y_train, X_test, Y_test, multilabel = (_synthetic(name) if name in SYNTH else _real_source(name))
+    synthetic = name in SYNTH or name == "synth-layers"
+    X_train, Y_train, X_test, Y_test, multilabel = (_synthetic(name) if synthetic else _real_source(name))
     cache.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
     dtype = np.float16 if name in REAL else np.float32
@@ -178,6 +209,8 @@ def run(name: str, Probe, params: dict, data, seeds, resolved: dict | None = Non
             _RUNS[key] = (score(probe, X_test, Y_test, multilabel), time.perf_counter() - start)
             _RESOLVED[key] = {"learning_rate": probe.learning_rate_, "normalize_tokens": probe.normalize_tokens_,
                               "batch_size": probe.batch_size_, "n_steps": probe.n_steps_}
+            if hasattr(probe, "layer_weights_"):
+                _RESOLVED[key]["layer_weights"] = [round(float(w), 3) for w in probe.layer_weights_]
         resolved.update(_RESOLVED[key])
         values.append(_RUNS[key][0])
         seconds.append(_RUNS[key][1])
@@ -188,7 +221,7 @@ def grid(probe: str) -> tuple[list[float], list[str], list[dict]]:
     """Learning rates, normalisations, training lengths searched for one probe."""
     # half-decade steps spanning every source's best rate (linear: 1e-2 at 1,024 dims, 0.3 at 64)
     lrs = {"linear": [1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1], "attentive": [3e-4, 1e-3, 3e-3, 1e-2, 3e-2],
-           "prototypical": [5e-3, 2e-2, 8e-2]}[probe]
+           "prototypical": [5e-3, 2e-2, 8e-2], "cgp": [3e-3, 1e-2, 3e-2, 1e-1]}[probe]
     norms = ["none", "center", "standard"]
     lengths = [{"max_iter": 30, "batch_size": 128}, {"max_iter": 30, "batch_size": "auto"},
                {"max_iter": 90, "batch_size": "auto"}]
@@ -251,9 +284,9 @@ def ordering(rows: list[dict]) -> list[str]:
     out = []
     for source in dict.fromkeys(r["source"] for r in rows):
         by = {r["probe"]: r for r in rows if r["source"] == source}
-        if set(by) != set(PROBES) or source == "yamnet-clips":
-            continue
         order = ("prototypical", "attentive", "linear")
+        if not set(order) <= set(by) or source == "yamnet-clips":
+            continue
         default = all(by[a]["default"] > by[b]["default"] for a, b in zip(order, order[1:]))
         best = all(by[a]["grid_best"] > by[b]["grid_best"] for a, b in zip(order, order[1:]))
         out.append(f"{source}: ordering with defaults {'holds' if default else 'does not hold'}, "
@@ -289,15 +322,18 @@ def try_settings(sources: list[str], args) -> int:
     for source in sources:
         data = load_source(source, Path(args.cache))
         for probe in args.probes:
+            if (probe == "cgp") != (source in MULTI_LAYER):
+                continue
             for spec in args.settings:
                 params = json.loads(spec)
-                values, seconds = [], []
+                values, seconds, resolved = [], [], {}
                 for seed in range(args.seeds):
-                    value, secs = run(source, PROBES[probe], params, data, [seed])
+                    value, secs = run(source, PROBES[probe], params, data, [seed], resolved)
                     values.append(value)
                     seconds.append(secs)
                 print(f"{source} {probe} {json.dumps(params)}: {np.mean(values):.4f} "
-                      f"({' '.join(f'{v:.3f}' for v in values)}) {np.mean(seconds):.1f} s per fit", flush=True)
+                      f"({' '.join(f'{v:.3f}' for v in values)}) {np.mean(seconds):.1f} s per fit; last seed's "
+                      f"resolved {json.dumps(resolved)}", flush=True)
     return 0
 
 
@@ -345,6 +381,8 @@ def main(argv=None) -> int:
         if args.build_only:
             continue
         for probe in args.probes:
+            if (probe == "cgp") != (source in MULTI_LAYER):  # the multi-layer probe on the multi-layer sources
+                continue
             rows.append(panel_row(source, probe, data, args.seeds, args.quick, not args.no_lr_axis, args.lrs,
                                   args.norms))
             Path(args.output).parent.mkdir(parents=True, exist_ok=True)

@@ -5,13 +5,16 @@ size, optimiser (AdamW with the same parameter groups), cosine schedule and
 loss are trained once through ``Probe.fit`` (validation, skorch loop, fitted
 attributes included) and once by a minimal hand-written loop. ``fit`` of the
 linear probe pools every clip once and trains on the pooled features, so it
-is also compared with a bare loop written that way ("pool once"). Prints samples/s
-for both and the ratio ``bare time / fit time`` (1.0 = no overhead; target >= 0.8).
+is also compared with a bare loop written that way ("pool once"). The convex
+gated probe trains on the same tokens split into ``--layers`` layers
+(``(n, L, n_tokens / L, dim)``). Prints samples/s for both and the ratio
+``bare time / fit time`` (1.0 = no overhead; target >= 0.8).
 
 Usage::
 
     python benchmarks/bench_probe_training.py                      # CPU default size
     python benchmarks/bench_probe_training.py --gpu-size --device cuda   # 256 x 512 x 768, 100 classes
+    python benchmarks/bench_probe_training.py --probes cgp --layers 6    # the convex gated probe only
     python benchmarks/bench_probe_training.py --inference          # batched vs one-clip-at-a-time predict_proba
     python benchmarks/bench_probe_training.py --memmap-rss 1 4     # peak RSS fitting from 1 GB / 4 GB float16 memmaps
     python benchmarks/bench_probe_training.py --grid-rss 1         # GridSearchCV(n_jobs=2) peak RSS per worker
@@ -31,12 +34,21 @@ import time
 import numpy as np
 import torch
 
-from skprobe import AttentiveProbeClassifier, LinearProbeClassifier, PrototypicalProbeClassifier
+from skprobe import (
+    AttentiveProbeClassifier,
+    ConvexGatedProbeClassifier,
+    LinearProbeClassifier,
+    PrototypicalProbeClassifier,
+)
 from skprobe.probes.base import ProbeNetwork
+from skprobe.probes.convex_gated import LayeredProbeNetwork
 from skprobe.probes.losses import make_loss
 
+PROBES = {"linear": LinearProbeClassifier, "attentive": AttentiveProbeClassifier,
+          "prototypical": PrototypicalProbeClassifier, "cgp": ConvexGatedProbeClassifier}
 
-def bare_loop(network, X, Y, *, epochs, batch_size, lr, weight_decay, no_decay, device, seed):
+
+def bare_loop(network, X, Y, *, epochs, batch_size, lr, weight_decay, no_decay, device, seed, asl=(4.0, 1.0, 0.05)):
     """The reference: the same optimisation written directly in torch."""
     torch.manual_seed(seed)
     network = network.to(device)
@@ -46,7 +58,7 @@ def bare_loop(network, X, Y, *, epochs, batch_size, lr, weight_decay, no_decay, 
     optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
     steps = epochs * -(-len(X) // batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
-    criterion = make_loss("asl", gamma_neg=4.0, gamma_pos=1.0, clip=0.05)
+    criterion = make_loss("asl", gamma_neg=asl[0], gamma_pos=asl[1], clip=asl[2])
     X, Y = X.to(device), Y.to(device)
     for _ in range(epochs):
         order = torch.randperm(len(X), device=device)
@@ -166,6 +178,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per variant; the best is kept")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--probes", nargs="+", default=list(PROBES), choices=list(PROBES))
+    parser.add_argument("--layers", type=int, default=4,
+                        help="layers the convex gated probe's tokens are split into (must divide --n-tokens)")
     parser.add_argument("--gpu-size", action="store_true", help="256 clips x 512 tokens x 768 dims, 100 classes")
     parser.add_argument("--dtype", default="float32", choices=["float16", "float32"], help="token dtype for fit")
     parser.add_argument("--stream", action="store_true",
@@ -196,17 +211,24 @@ def main() -> None:
           f"torch threads={torch.get_num_threads()}, tokens {X.shape}, {args.n_classes} classes, "
           f"{args.epochs} epochs, batch {args.batch_size}")
     print(f"{'probe':<14}{'params':>10}{'fit s':>9}{'bare s':>9}{'fit clips/s':>13}{'bare clips/s':>14}{'ratio':>7}")
-    for Probe in (LinearProbeClassifier, AttentiveProbeClassifier, PrototypicalProbeClassifier):
+    for name in args.probes:
+        Probe = PROBES[name]
+        layered = Probe is ConvexGatedProbeClassifier
+        # the same token vectors for every probe; the convex gated probe sees them as L layers of T / L tokens
+        X_in = X.reshape(len(X), args.layers, -1, args.dim) if layered else X
         probe = Probe(max_iter=args.epochs, batch_size=args.batch_size, device=str(device), random_state=0)
-        probe.fit(X[: args.batch_size], Y[: args.batch_size])  # warm-up (kernels, allocator)
-        fit_s = min(timed(lambda probe=probe: probe.fit(X, Y)) for _ in range(args.repeats))
+        probe.fit(X_in[: args.batch_size], Y[: args.batch_size])  # warm-up (kernels, allocator)
+        fit_s = min(timed(lambda probe=probe, X_in=X_in: probe.fit(X_in, Y)) for _ in range(args.repeats))
         lr, wd = probe.learning_rate_, probe.weight_decay
 
-        def reference(probe=probe, lr=lr, wd=wd):
+        def reference(probe=probe, lr=lr, wd=wd, layered=layered):
             torch.manual_seed(0)
-            network = ProbeNetwork(probe._build_head(args.dim, args.n_classes), probe.prefix_tokens)
+            head = probe._build_head(args.dim, args.n_classes)
+            network = (LayeredProbeNetwork(head, probe.prefix_tokens, n_layers=args.layers) if layered
+                       else ProbeNetwork(head, probe.prefix_tokens))
             bare_loop(network, X_t, Y_t, epochs=args.epochs, batch_size=args.batch_size, lr=lr, weight_decay=wd,
-                      no_decay=probe._no_decay, device=device, seed=0)
+                      no_decay=probe._no_decay, device=device, seed=0,
+                      asl=(probe.asl_gamma_neg, probe.asl_gamma_pos, probe.asl_clip))
 
         reference()
         bare_s = min(timed(reference) for _ in range(args.repeats))
@@ -230,7 +252,7 @@ def main() -> None:
             from skprobe.probes import training_options
 
             with training_options(device_memory_budget=X[: 2 * args.batch_size].nbytes):
-                stream_s = min(timed(lambda probe=probe: probe.fit(X, Y)) for _ in range(args.repeats))
+                stream_s = min(timed(lambda probe=probe, X_in=X_in: probe.fit(X_in, Y)) for _ in range(args.repeats))
             print(f"{'  streamed':<14}{'':>10}{stream_s:>9.3f}{'':>9}{seen / stream_s:>13,.0f}{'':>14}"
                   f"{fit_s / stream_s:>7.2f}  (streamed / resident throughput)")
 

@@ -2,6 +2,7 @@
 
 Linear, attentive and binarized prototypical probes ("Unmute the Patch Tokens",
 Rauch et al.) as scikit-learn classifiers on token maps ``(n_clips, n_tokens, dim)``,
+the convex gated probe of their follow-up (BAT) over several layers,
 and a transformer that extracts those token maps from frozen pretrained audio
 encoders.
 
@@ -21,6 +22,7 @@ _LAZY = {
     "LinearProbeClassifier": "skprobe.probes.linear",
     "AttentiveProbeClassifier": "skprobe.probes.attentive",
     "PrototypicalProbeClassifier": "skprobe.probes.prototypical",
+    "ConvexGatedProbeClassifier": "skprobe.probes.convex_gated",
     "save_probe": "skprobe.probes._probe_file",
     "load_probe": "skprobe.probes._probe_file",
     "FrozenEncoderTransformer": "skprobe.extraction.transformer",
@@ -43,6 +45,7 @@ __all__ = [
     "LinearProbeClassifier",
     "AttentiveProbeClassifier",
     "PrototypicalProbeClassifier",
+    "ConvexGatedProbeClassifier",
     "save_probe",
     "load_probe",
     "FrozenEncoderTransformer",
@@ -70,6 +73,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .extraction.transformer import FrozenEncoderTransformer
     from .probes._probe_file import load_probe, save_probe
     from .probes.attentive import AttentiveProbeClassifier
+    from .probes.convex_gated import ConvexGatedProbeClassifier
     from .probes.linear import LinearProbeClassifier
     from .probes.prototypical import PrototypicalProbeClassifier
 

@@ -2,7 +2,9 @@
 
 The engine behind ``skprobe benchmark``: load the data, extract tokens once
 (through the per-clip token cache), train every probe over several seeds,
-score the test split and write the results (JSON, CSV) and plots.
+score the test split and write the results (JSON, CSV) and plots. With
+``layers``, the tokens of several layers are extracted in the same pass and
+the convex gated probe (``cgp``) trains on them beside the single-layer probes.
 """
 
 from __future__ import annotations
@@ -30,16 +32,25 @@ from .encoders import get_encoder_spec
 from .extraction import FrozenEncoderTransformer
 from .extraction.store import StoreArray
 from .metrics import macro_map, macro_roc_auc, micro_ap, per_class_ap, top1_accuracy
-from .probes import AttentiveProbeClassifier, LinearProbeClassifier, PrototypicalProbeClassifier, save_probe
+from .probes import (
+    AttentiveProbeClassifier,
+    ConvexGatedProbeClassifier,
+    LinearProbeClassifier,
+    PrototypicalProbeClassifier,
+    save_probe,
+)
 
 __all__ = ["BenchmarkConfig", "validate_config", "load_benchmark_data", "extract_tokens", "run_benchmark", "class_scores",
-           "compute_scores", "PROBES", "BUILTIN_DATASETS"]
+           "compute_scores", "resolve_multi_layers", "PROBES", "BUILTIN_DATASETS", "MULTI_LAYER_PROBES"]
 
 PROBES = {
     "linear": LinearProbeClassifier,
     "attentive": AttentiveProbeClassifier,
     "prototypical": PrototypicalProbeClassifier,
+    "cgp": ConvexGatedProbeClassifier,
 }
+#: Probes that train on the tokens of several layers (``layers``); the others use ``layer``.
+MULTI_LAYER_PROBES = ("cgp",)
 BUILTIN_DATASETS = ("event-scenes", "event-clips")
 
 
@@ -52,6 +63,7 @@ class BenchmarkConfig:
     labels: str | None = None
     checkpoint: str | None = None
     layer: int = -1
+    layers: str | Sequence[int] | None = None
     probes: Sequence[str] = ("linear", "attentive", "prototypical")
     seeds: int = 3
     test_size: float = 0.3
@@ -112,6 +124,10 @@ def validate_config(config: BenchmarkConfig) -> None:
             PROBES[name](**params)._validate_params()
         except ValueError as exc:
             raise ValueError(f"probe_params for {name!r}: {str(exc).strip()}") from None
+    if config.layers is not None and config.layers != "all" and (
+            isinstance(config.layers, str) or not len(config.layers)
+            or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in config.layers)):
+        raise ValueError(f"layers must be 'all' or a non-empty list of layer indices, got {config.layers!r}")
     if config.events and config.dataset not in BUILTIN_DATASETS:
         raise ValueError(f"events (--events) scores detection against annotated onsets and offsets, which the "
                          f"built-in sets {BUILTIN_DATASETS} have; {config.dataset!r} has none")
@@ -177,21 +193,64 @@ def _can_stratify(y: np.ndarray, test_size: float) -> bool:
     return counts.min() >= 2 and int(len(y) * test_size) >= len(counts)
 
 
-def extract_tokens(config: BenchmarkConfig, data: Bunch) -> tuple[np.ndarray, np.ndarray, FrozenEncoderTransformer]:
+def _encoder(config: BenchmarkConfig, layers, sample_rate: int | None = None,
+             output: str = "array") -> FrozenEncoderTransformer:
+    return FrozenEncoderTransformer(
+        encoder=config.encoder, checkpoint=config.checkpoint, layers=layers,
+        sample_rate=sample_rate or get_encoder_spec(config.encoder).sample_rate,
+        batch_size=config.batch_size, device=config.device, cache=str(data_home() / "tokens"),
+        output=output, verbose=config.verbose,
+    )
+
+
+def extract_tokens(config: BenchmarkConfig, data: Bunch, layers: Sequence[int] | None = None,
+                   ) -> tuple[np.ndarray, np.ndarray, FrozenEncoderTransformer]:
     """Token maps of the train and test clips, through the token store under ``<data home>/tokens``.
 
-    Files (a folder data set) stream into the store and come back store-backed
-    (``output="memmap"``), so memory does not grow with the number of clips.
+    ``layers``: a list of layers of one token-map shape, extracted in one
+    pass as ``(n_clips, n_layers, n_tokens, dim)``; by default ``config.layer``
+    as ``(n_clips, n_tokens, dim)``. Files (a folder data set) stream into the
+    store and come back store-backed (``output="memmap"``), so memory does not
+    grow with the number of clips.
     """
     paths = isinstance(data.X_train, ClipPaths)
-    encoder = FrozenEncoderTransformer(
-        encoder=config.encoder, checkpoint=config.checkpoint, layers=config.layer, sample_rate=data.sample_rate,
-        batch_size=config.batch_size, device=config.device, cache=str(data_home() / "tokens"),
-        output="memmap" if paths else "array", verbose=config.verbose,
-    )
+    encoder = _encoder(config, config.layer if layers is None else list(layers), data.sample_rate,
+                       output="memmap" if paths else "array")
     X_train = encoder.fit_transform(data.X_train if paths else list(data.X_train))
     X_test = encoder.transform(data.X_test if paths else list(data.X_test))
     return X_train, X_test, encoder
+
+
+def resolve_multi_layers(config: BenchmarkConfig) -> list[int] | None:
+    """The layers of the multi-layer probe: ``config.layers`` resolved, or None without them.
+
+    ``"all"`` is every layer whose token map has the shape of ``config.layer``'s
+    (for a ViT all its blocks; for YAMNet's default last layer the two
+    1024-dimensional ones). A list is checked (range, one shape) and sorted.
+    No weights are read except for encoders whose layout needs them.
+    """
+    if config.layers is None:
+        return None
+    if config.layers != "all":
+        return _encoder(config, list(config.layers)).fit(None).layers_
+    reference = _encoder(config, config.layer).fit(None)
+    n_layers = _encoder(config, -1).fit(None).layers_[0] + 1
+    shape = (reference.n_tokens_, reference.dim_)
+    return [layer for layer in range(n_layers)
+            if (lambda e: (e.n_tokens_, e.dim_))(_encoder(config, layer).fit(None)) == shape]
+
+
+def _layer_tokens(config: BenchmarkConfig, data: Bunch, multi: list[int] | None):
+    """Single-layer tokens (and their encoder) and, with ``multi``, the multi-layer tokens; one extraction
+    when ``config.layer`` is one of ``multi``."""
+    if multi is None:
+        return (*extract_tokens(config, data), None, None)
+    M_train, M_test, multi_encoder = extract_tokens(config, data, layers=multi)
+    encoder = _encoder(config, config.layer, data.sample_rate).fit(None)
+    if encoder.layers_[0] in multi:  # the single layer is a slice of the multi-layer tokens: no second pass
+        i = multi.index(encoder.layers_[0])
+        return M_train[:, i], M_test[:, i], encoder, M_train, M_test
+    return (*extract_tokens(config, data), M_train, M_test)
 
 
 def _digest(*arrays: np.ndarray) -> str:
@@ -273,26 +332,36 @@ def run_benchmark(config: BenchmarkConfig) -> dict:
     """
     validate_config(config)
     out_dir = Path(config.output)
+    multi = resolve_multi_layers(config)
+    probes = list(config.probes) + [p for p in MULTI_LAYER_PROBES if multi is not None and p not in config.probes]
     data = load_benchmark_data(config)
-    X_train, X_test, encoder = extract_tokens(config, data)
+    X_train, X_test, encoder, M_train, M_test = _layer_tokens(config, data, multi)
     Y_train = data.Y_train if data.multilabel else data.Y_train.argmax(axis=1)
     token_key = _digest(X_train, np.asarray(data.Y_train))
+    multi_key = None if M_train is None else _digest(M_train, np.asarray(data.Y_train))
+    probe_layers = {name: multi if name in MULTI_LAYER_PROBES and multi is not None else encoder.layers_
+                    for name in probes}
 
-    runs, fitted = [], {}
-    jobs = [(name, seed) for name in config.probes for seed in range(config.seeds)]
+    runs, fitted, layer_weights = [], {}, []
+    jobs = [(name, seed) for name in probes for seed in range(config.seeds)]
     for name, seed in tqdm(jobs, desc="training probes", unit="fit", disable=not config.verbose):
         params = {"prefix_tokens": encoder.prefix_tokens_, "random_state": seed, "device": config.device,
                   **config.probe_params.get(name, {})}
         probe = PROBES[name](**params)
+        on_multi = name in MULTI_LAYER_PROBES and M_train is not None
+        X_fit, X_eval = (M_train, M_test) if on_multi else (X_train, X_test)
         key = hashlib.sha256(json.dumps(
-            [token_key, name, sorted(probe.get_params().items()), __version__], default=str).encode()
+            [multi_key if on_multi else token_key, name, sorted(probe.get_params().items()), __version__],
+            default=str).encode()
         ).hexdigest()[:24]
-        probe, seconds = _fit_or_load(probe, X_train, Y_train, key, config.refit)
-        scores = class_scores(probe, X_test, len(data.class_names))
+        probe, seconds = _fit_or_load(probe, X_fit, Y_train, key, config.refit)
+        scores = class_scores(probe, X_eval, len(data.class_names))
+        if hasattr(probe, "layer_weights_"):
+            layer_weights.append(probe.layer_weights_.tolist())
         row = {"probe": name, "seed": seed, "fit_seconds": seconds, "n_parameters": probe.n_trainable_parameters_,
                "per_class_ap": per_class_ap(data.Y_test, scores).tolist(),
                **compute_scores(data.Y_test, scores, data.multilabel)}
-        if config.events:  # frame scores and the broadcast clip scores against the annotated events
+        if config.events and not on_multi:  # frame scores and the broadcast clip scores against the annotated events
             from .detection.benchmark import event_columns
 
             row.update(event_columns(probe, X_test, encoder.layouts_[0], data.events_test, data.class_names,
@@ -303,22 +372,25 @@ def run_benchmark(config: BenchmarkConfig) -> dict:
 
     metric_names = [k for k in runs[0] if k not in ("probe", "seed", "per_class_ap")]
     summary = {}
-    for name in config.probes:
+    for name in probes:
         rows = [r for r in runs if r["probe"] == name]
         summary[name] = {m: {"mean": float(np.mean([r[m] for r in rows])), "std": float(np.std([r[m] for r in rows]))}
                          for m in metric_names}
     class_ap = {name: _mean_over_seeds([r["per_class_ap"] for r in runs if r["probe"] == name])
-                for name in config.probes}
+                for name in probes}
     result = {
         "skprobe": __version__,
         # Paths are left out: the JSON sits in the output folder, and files are listed relative to it.
-        "config": {k: v for k, v in asdict(config).items() if k != "output"} | {"probes": list(config.probes)},
+        "config": {k: v for k, v in asdict(config).items() if k != "output"} | {"probes": probes},
         "data": {"name": data.name, "description": data.description, "multilabel": data.multilabel,
                  "n_train": len(X_train), "n_test": len(X_test), "class_names": data.class_names,
                  "test_positives": np.asarray(data.Y_test).sum(axis=0).tolist()},
         "encoder": {"name": encoder.encoder_spec_.name, "layers": encoder.layers_, "n_tokens": encoder.n_tokens_,
                     "dim": encoder.dim_, "prefix_tokens": encoder.prefix_tokens_,
-                    "token_grid": list(encoder.token_grid_), "hop_seconds": encoder.hop_seconds_},
+                    "token_grid": list(encoder.token_grid_), "hop_seconds": encoder.hop_seconds_,
+                    "multi_layers": multi},
+        "probe_layers": probe_layers,
+        "layer_weights": {"layers": probe_layers.get("cgp"), "per_seed": layer_weights} if layer_weights else None,
         "runs": runs,
         "summary": summary,
         "per_class_ap": class_ap,
@@ -369,6 +441,8 @@ def _write_outputs(out_dir: Path, result: dict, data: Bunch, encoder, X_test, fi
         (out_dir / "probes").mkdir(exist_ok=True)
         for name, probe in fitted.items():  # safetensors + JSON: loads without running code (load_probe)
             files.append(save_probe(probe, out_dir / "probes" / f"{name}.safetensors"))
+    if result.get("layer_weights"):
+        files.append(plotting.plot_layer_weights(result, out_dir / "layer_weights.png"))
     if "prototypical" in fitted:
         files.append(plotting.plot_prototype_activations(
             fitted["prototypical"], encoder, X_test, data, out_dir / "prototype_activations.png"))
@@ -386,9 +460,29 @@ def format_table(result: dict) -> str:
     cols = [("macro_map", "macro mAP"), ("micro_ap", "micro AP"), ("macro_roc_auc", "macro ROC-AUC")]
     if single:
         cols.append(("top1_accuracy", "top-1"))
-    header = f"{'probe':<14}" + "".join(f"{title:>18}" for _, title in cols) + f"{'fit s':>9}{'params':>12}"
+    layers = {name: _layer_list(v) for name, v in (result.get("probe_layers") or {}).items()}
+    width = max([8, *(len(v) + 2 for v in layers.values())])
+    header = (f"{'probe':<14}{'layers':<{width}}" + "".join(f"{title:>18}" for _, title in cols)
+              + f"{'fit s':>9}{'params':>12}")
     lines = [header, "-" * len(header)]
     for name, s in summary.items():
         cells = "".join(f"{s[k]['mean']:>11.3f} ± {s[k]['std']:.3f}" for k, _ in cols)
-        lines.append(f"{name:<14}{cells}{s['fit_seconds']['mean']:>9.1f}{int(s['n_parameters']['mean']):>12,}")
+        lines.append(f"{name:<14}{layers.get(name, ''):<{width}}{cells}{s['fit_seconds']['mean']:>9.1f}"
+                     f"{int(s['n_parameters']['mean']):>12,}")
     return "\n".join(lines)
+
+
+def _layer_list(layers) -> str:
+    """``[6, 7, 8, 9, 11]`` -> ``"6-9,11"``.
+
+    >>> _layer_list([6, 7, 8, 9, 11]), _layer_list([13])
+    ('6-9,11', '13')
+    """
+    layers = sorted(int(v) for v in layers)
+    runs, start = [], 0
+    for i in range(1, len(layers) + 1):
+        if i == len(layers) or layers[i] != layers[i - 1] + 1:
+            a, b = layers[start], layers[i - 1]
+            runs.append(str(a) if a == b else f"{a}-{b}")
+            start = i
+    return ",".join(runs)

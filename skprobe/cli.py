@@ -3,6 +3,7 @@
 Sub-commands::
 
     skprobe benchmark --encoder yamnet --dataset event-scenes   # compare the three probes
+    skprobe benchmark --encoder yamnet --layer 11 --layers all  # ... and the convex gated probe on layers 6-11
     skprobe extract --encoder yamnet --dataset FOLDER -o tokens.npz
     skprobe evaluate --probe probes/prototypical.safetensors --tokens tokens.npz
     skprobe detect recordings/ --probe probes/prototypical.safetensors -o events.tsv   # events in long recordings
@@ -47,7 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     _data_arguments(bench)
     _protocol_arguments(bench)
     bench.add_argument("--probes", default="linear,attentive,prototypical",
-                       help="comma-separated subset of linear, attentive, prototypical")
+                       help="comma-separated subset of linear, attentive, prototypical, cgp")
+    bench.add_argument("--layers",
+                       help="layers of the convex gated probe (cgp), trained beside the others: 'all' (every layer "
+                            "whose token map has the shape of --layer's) or a comma-separated list, e.g. 6,7,8; "
+                            "extracted in one pass"),
     bench.add_argument("--seeds", type=int, default=3, help="training seeds per probe (default 3)")
     bench.add_argument("--output", "-o", default="skprobe-results", help="folder for results and plots")
     bench.add_argument("--probe-params", default="{}",
@@ -188,12 +193,22 @@ def _config(args):
                          'e.g. \'{"linear": {"max_iter": 10}}\'')
     return BenchmarkConfig(
         encoder=args.encoder, dataset=args.dataset, labels=args.labels, checkpoint=args.checkpoint,
-        layer=args.layer, probes=tuple(p.strip() for p in getattr(args, "probes", "linear").split(",") if p.strip()),
+        layer=args.layer, layers=_layers(getattr(args, "layers", None)), probes=tuple(p.strip() for p in getattr(args, "probes", "linear").split(",") if p.strip()),
         seeds=getattr(args, "seeds", 1), test_size=args.test_size, n_train=args.n_train, n_test=args.n_test,
         output=getattr(args, "output", "skprobe-results"), device=args.device, batch_size=args.batch_size,
         refit=getattr(args, "refit", False), save_probes=getattr(args, "save_probes", False), verbose=0 if args.quiet else 1, probe_params=probe_params,
         events=getattr(args, "events", False),
     )
+
+
+def _layers(text: str | None):
+    """``--layers``: None, ``"all"`` or a list of ints."""
+    if text is None or text.strip() == "all":
+        return None if text is None else "all"
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--layers must be 'all' or comma-separated layer indices such as 6,7,8; got {text!r}") from None
 
 
 def _prepare(config) -> None:
@@ -220,7 +235,9 @@ def _benchmark(args) -> int:
     validate_config(config)  # probes, their parameters and the output folder, before any extraction
     _prepare(config)
     result = run_benchmark(config)
-    print(f"\n{result['encoder']['name']} layer {result['encoder']['layers'][0]} on {result['data']['name']}: "
+    multi = result["encoder"].get("multi_layers")
+    also = f" (cgp: layers {', '.join(map(str, multi))})" if multi else ""
+    print(f"\n{result['encoder']['name']} layer {result['encoder']['layers'][0]}{also} on {result['data']['name']}: "
           f"{result['data']['n_train']} train / {result['data']['n_test']} test clips, "
           f"{len(result['data']['class_names'])} classes, {config.seeds} seed(s)")
     print(format_table(result))

@@ -1,4 +1,4 @@
-"""Figures of the benchmark: per-class AP and prototype activations over the token grid."""
+"""Figures of the benchmark: per-class AP, prototype activations over the token grid, layer weights."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ from matplotlib.figure import Figure
 
 from ._files import atomic_write
 
-__all__ = ["plot_per_class_ap", "plot_prototype_activations", "prototype_activations_figure", "plot_frame_scores"]
+__all__ = ["plot_layer_weights", "plot_per_class_ap", "plot_prototype_activations", "prototype_activations_figure",
+           "plot_frame_scores"]
 
-_COLOURS = {"linear": "#7f7f7f", "attentive": "#1f77b4", "prototypical": "#d62728"}
+_COLOURS = {"linear": "#7f7f7f", "attentive": "#1f77b4", "prototypical": "#d62728", "cgp": "#9467bd"}
 
 
 def plot_per_class_ap(result: dict, path: str | Path) -> Path:
@@ -44,6 +45,40 @@ def plot_per_class_ap(result: dict, path: str | Path) -> Path:
     ax.set_ylim(0, 1)
     ax.set_title(f"{result['encoder']['name']} on {result['data']['name']}: AP per class")
     ax.legend(loc="upper right", fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_layer_weights(result: dict, path: str | Path) -> Path:
+    """Bars of the convex gated probe's layer weights (``layer_weights_``), mean and spread over seeds.
+
+    Where in depth the evidence for the classes sits: the gate's softmax
+    weight of each encoder layer, one dot per seed over the mean's bar.
+
+    Parameters
+    ----------
+    result : dict
+        The dict returned by :func:`skprobe.benchmark.run_benchmark`, with a
+        ``layer_weights`` entry (``layers`` and ``per_seed``).
+    path : path-like
+        PNG file to write.
+    """
+    layers = result["layer_weights"]["layers"]
+    weights = np.asarray(result["layer_weights"]["per_seed"], dtype=float)  # seeds, layers
+    fig = Figure(figsize=(max(4.0, 0.45 * len(layers) + 2), 3.2))
+    ax = fig.subplots()
+    x = np.arange(len(layers))
+    ax.bar(x, weights.mean(axis=0), 0.7, color=_COLOURS["cgp"], alpha=0.8, label="mean over seeds")
+    for seed_weights in weights:
+        ax.plot(x, seed_weights, "o", color="black", markersize=3)
+    ax.axhline(1.0 / len(layers), color="grey", lw=1, ls="--", label="uniform (the gate's start)")
+    ax.set_xticks(x, [str(v) for v in layers])
+    ax.set_xlabel("encoder layer")
+    ax.set_ylabel("gate weight (softmax)")
+    ax.set_title(f"{result['encoder']['name']} on {result['data']['name']}: convex gated probe's layer weights",
+                 fontsize=9)
+    ax.legend(loc="upper left", fontsize=7)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return _save(fig, path)

@@ -4,6 +4,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skprobe import (
     AttentiveProbeClassifier,
+    ConvexGatedProbeClassifier,
     FrozenEncoderTransformer,
     LinearProbeClassifier,
     PrototypicalProbeClassifier,
@@ -15,6 +16,7 @@ ESTIMATORS = [
     AttentiveProbeClassifier(random_state=0),
     PrototypicalProbeClassifier(random_state=0),
     PrototypicalProbeClassifier(binarize=False, loss="bce", max_iter=30, random_state=0),  # the default length is checked above
+    ConvexGatedProbeClassifier(n_prototypes=8, max_iter=10, random_state=0),  # small: its defaults cost more per fit
     FrozenEncoderTransformer(encoder="tiny-cnn"),
     FrozenEncoderTransformer(encoder="tiny-vit", layers=[0, 2]),
 ]

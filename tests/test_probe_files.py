@@ -12,7 +12,14 @@ from safetensors.torch import save as save_tensors
 from safetensors.torch import save_file
 from sklearn.exceptions import NotFittedError
 
-from skprobe import AttentiveProbeClassifier, LinearProbeClassifier, PrototypicalProbeClassifier, load_probe, save_probe
+from skprobe import (
+    AttentiveProbeClassifier,
+    ConvexGatedProbeClassifier,
+    LinearProbeClassifier,
+    PrototypicalProbeClassifier,
+    load_probe,
+    save_probe,
+)
 from skprobe.datasets.synthetic import make_token_scenes
 from skprobe.probes import ProbeFileError
 
@@ -20,6 +27,7 @@ PROBES = {
     "linear": lambda: LinearProbeClassifier(max_iter=3, random_state=0),  # cv: cv_results_ is saved too
     "attentive": lambda: AttentiveProbeClassifier(max_iter=3, random_state=0),
     "prototypical": lambda: PrototypicalProbeClassifier(max_iter=3, random_state=0),
+    "convex gated": lambda: ConvexGatedProbeClassifier(max_iter=3, n_prototypes=12, random_state=0),
 }
 
 
@@ -62,6 +70,19 @@ def test_round_trip_predicts_identically(tmp_path, targets, name, kind, one_torc
         else:
             assert loaded[key] == value, key
     assert again.module_.normalize == probe.module_.normalize and not again.module_.training
+
+
+def test_round_trip_of_a_multi_layer_convex_gated_probe(tmp_path, targets, one_torch_thread):
+    X, y = targets["multilabel"]
+    layers = np.stack([X[:, ::-1], X, 0.5 * X], axis=1)  # (n, 3 layers, tokens, dim)
+    probe = ConvexGatedProbeClassifier(max_iter=3, n_prototypes=12, normalize_tokens="center", random_state=0)
+    probe.fit(layers, y)
+    again = load_probe(save_probe(probe, tmp_path / "cgp.safetensors"))
+    assert again.n_layers_ == 3
+    np.testing.assert_array_equal(again.layer_weights_, probe.layer_weights_)
+    np.testing.assert_array_equal(again.predict_proba(layers), probe.predict_proba(layers))
+    with pytest.raises(ValueError, match="3 layer"):
+        again.predict(X)
 
 
 def test_round_trip_of_a_probe_fitted_on_a_dataframe(tmp_path, targets):

@@ -9,6 +9,7 @@
 - :func:`fetch_deb`: a Debian package's files, unpacked without installing it.
 - :func:`make_note_scenes`: pitched notes scattered in noise, labelled by pitch band (pitch encoders).
 - :func:`make_token_scenes`: synthetic token maps with short, scattered events (tests, demos).
+- :func:`make_layered_token_scenes`: the same over several layers, the labelled events in one of them.
 """
 
 from ..packages.debian import deb_info, fetch_deb
@@ -26,7 +27,7 @@ from .lazy import AudioDataset, ClipPaths, Event
 from .notes import make_note_scenes
 from .scenes import make_event_clips, make_event_scenes, split_sources
 from .sources import EVENT_CLASSES, PACKAGES, SoundSource, debian_sources
-from .synthetic import make_click_waveforms, make_token_scenes
+from .synthetic import make_click_waveforms, make_layered_token_scenes, make_token_scenes
 
 __all__ = [
     "load_audio_folder",
@@ -50,6 +51,7 @@ __all__ = [
     "PACKAGES",
     "make_note_scenes",
     "make_token_scenes",
+    "make_layered_token_scenes",
     "make_click_waveforms",
     "fetch_deb",
     "deb_info",

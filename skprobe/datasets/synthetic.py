@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.utils import Bunch, check_random_state
 
-__all__ = ["make_token_scenes", "make_click_waveforms"]
+__all__ = ["make_token_scenes", "make_layered_token_scenes", "make_click_waveforms"]
 
 
 def make_token_scenes(
@@ -110,6 +110,45 @@ def make_token_scenes(
         X = np.concatenate([np.repeat(X.mean(axis=1, keepdims=True), prefix_tokens, axis=1), X], axis=1)
     y = Y if multilabel else Y.argmax(axis=1)
     return Bunch(X=X.astype(np.float32), y=y, event_tokens=event_tokens, signatures=signatures)
+
+
+def make_layered_token_scenes(n_clips: int = 600, *, n_layers: int = 4, evidence_layer: int = 1,
+                              random_state=None, **params) -> Bunch:
+    """Token maps of several encoder layers where the labelled events are visible in one layer only.
+
+    Every layer is a :func:`make_token_scenes` draw of its own with the same
+    ``params``; the labels ``y`` are those of layer ``evidence_layer``. The
+    other layers hold events of their own, unrelated to ``y``, so a probe of
+    any other layer sees busy token maps without the labelled evidence.
+
+    Parameters
+    ----------
+    n_clips : int, default=600
+    n_layers : int, default=4
+    evidence_layer : int, default=1
+        The layer whose events ``y`` labels (negative counts from the end).
+    random_state : int, RandomState instance or None
+    **params
+        Other :func:`make_token_scenes` parameters (``n_tokens``, ``dim``, ``n_classes``...).
+
+    Returns
+    -------
+    Bunch
+        ``X`` float32 (n_clips, n_layers, n_tokens, dim), ``y``, ``evidence_layer`` (non-negative).
+
+    Examples
+    --------
+    >>> data = make_layered_token_scenes(10, n_layers=3, evidence_layer=1, n_tokens=16, dim=8, random_state=0)
+    >>> data.X.shape, data.y.shape, data.evidence_layer
+    ((10, 3, 16, 8), (10, 8), 1)
+    """
+    if not -n_layers <= evidence_layer < n_layers:
+        raise ValueError(f"evidence_layer must be in [{-n_layers}, {n_layers - 1}], got {evidence_layer}")
+    rng = check_random_state(random_state)
+    layers = [make_token_scenes(n_clips, random_state=rng, **params) for _ in range(n_layers)]
+    evidence_layer %= n_layers
+    X = np.stack([layer.X for layer in layers], axis=1)
+    return Bunch(X=X, y=layers[evidence_layer].y, evidence_layer=evidence_layer)
 
 
 def make_click_waveforms(n_clips: int = 60, n_classes: int = 3, *, sample_rate: int = 16000,

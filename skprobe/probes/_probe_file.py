@@ -3,7 +3,7 @@
 A pickle (joblib) of a fitted probe runs whatever code it holds when it is
 loaded. A probe file written by :func:`save_probe` is one ``.safetensors``
 file: the trained network's tensors, and in the file's metadata a JSON
-document with the probe's class (one of skprobe's three probes), its
+document with the probe's class (one of skprobe's four probes), its
 parameters and its fitted attributes. :func:`load_probe` reads the JSON as
 data, builds the network of that class on the ``meta`` device (nothing is
 allocated before the file's tensors are checked against it) and loads the
@@ -27,6 +27,7 @@ from .._files import atomic_write
 from .._version import __version__
 from .attentive import AttentiveProbeClassifier
 from .base import BaseProbeClassifier, ProbeNetwork
+from .convex_gated import ConvexGatedProbeClassifier
 from .linear import LinearProbeClassifier
 from .prototypical import PrototypicalProbeClassifier
 
@@ -39,7 +40,7 @@ _KEY = "skprobe"  # the metadata entry that holds the JSON document
 
 #: The only classes a probe file may name.
 _CLASSES = {cls.__name__: cls for cls in (LinearProbeClassifier, AttentiveProbeClassifier,
-                                          PrototypicalProbeClassifier)}
+                                          PrototypicalProbeClassifier, ConvexGatedProbeClassifier)}
 #: Fitted attributes that do not end in ``_`` (see ``BaseProbeClassifier._PRIVATE_FIT_STATE``).
 _PRIVATE = set(BaseProbeClassifier._PRIVATE_FIT_STATE)
 _FITTED_NAME = re.compile(r"^[a-z][a-z0-9_]*_$")
@@ -61,7 +62,7 @@ def save_probe(probe: BaseProbeClassifier, path: str | os.PathLike) -> Path:
 
     Parameters
     ----------
-    probe : LinearProbeClassifier, AttentiveProbeClassifier or PrototypicalProbeClassifier
+    probe : LinearProbeClassifier, AttentiveProbeClassifier, PrototypicalProbeClassifier or ConvexGatedProbeClassifier
         A fitted probe, for binary, multi-class or multi-label ``y``.
     path : path-like
         Destination, conventionally ending in ``.safetensors``.
@@ -73,7 +74,7 @@ def save_probe(probe: BaseProbeClassifier, path: str | os.PathLike) -> Path:
     Raises
     ------
     ValueError
-        If the probe is not fitted, is not one of skprobe's three probes (a
+        If the probe is not fitted, is not one of skprobe's four probes (a
         subclass is refused too), or holds a value JSON cannot represent
         exactly: ``classes_`` may hold integers, floats, booleans or strings
         (numpy arrays of those, or object arrays of Python ``None``, bool,
@@ -131,7 +132,7 @@ def save_probe(probe: BaseProbeClassifier, path: str | os.PathLike) -> Path:
 def load_probe(path: str | os.PathLike) -> BaseProbeClassifier:
     """Read a probe written by :func:`save_probe`; nothing in the file is run.
 
-    The file's JSON is read as data: its class must be one of skprobe's three
+    The file's JSON is read as data: its class must be one of skprobe's four
     probes, its parameters pass the probe's parameter validation, and the
     tensors must match, name for name and shape for shape, the network that
     class builds for the saved dimensions. The probe returned predicts
@@ -143,7 +144,7 @@ def load_probe(path: str | os.PathLike) -> BaseProbeClassifier:
 
     Returns
     -------
-    LinearProbeClassifier, AttentiveProbeClassifier or PrototypicalProbeClassifier
+    LinearProbeClassifier, AttentiveProbeClassifier, PrototypicalProbeClassifier or ConvexGatedProbeClassifier
         Fitted.
 
     Raises
@@ -234,8 +235,8 @@ def _network(probe: BaseProbeClassifier, saved: dict, tensors: dict[str, torch.T
     if normalize not in ("center", "standard", "scale", "none"):
         raise ValueError(f"network normalisation {normalize!r} is not one the probes use")
     with torch.device("meta"):  # no allocation, no random numbers drawn: every value comes from the file
-        network = ProbeNetwork(probe._build_head(probe.n_features_in_, len(probe.classes_)), probe.prefix_tokens,
-                               normalize)
+        network = probe._build_network(probe.n_features_in_, len(probe.classes_))
+    network.normalize = normalize
     network.token_offset_ratio, network.token_coherence = saved["token_offset_ratio"], saved["token_coherence"]
     state = dict(tensors)
     for key in state:

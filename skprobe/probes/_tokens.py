@@ -36,8 +36,8 @@ _FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64
 _F32_MAX = float(np.finfo(np.float32).max)
 
 
-def is_token_array(X) -> bool:
-    """Whether ``X`` is read in chunks: a float ndarray/memmap or a store-backed array-like of 2 or 3 dims."""
+def is_token_array(X, ndims: tuple[int, ...] = (2, 3)) -> bool:
+    """Whether ``X`` is read in chunks: a float ndarray/memmap or a store-backed array-like of ``ndims`` dims."""
     if isinstance(X, (list, tuple)) or hasattr(X, "iloc") or hasattr(X, "tocsr"):
         return False  # lists, pandas and scipy.sparse go through scikit-learn's validation
     if not all(hasattr(X, a) for a in ("shape", "dtype", "ndim", "__getitem__", "__len__")):
@@ -46,7 +46,7 @@ def is_token_array(X) -> bool:
         dtype = np.dtype(X.dtype)
     except TypeError:
         return False
-    return dtype in _FLOAT_DTYPES and X.ndim in (2, 3) and all(int(s) > 0 for s in X.shape)
+    return dtype in _FLOAT_DTYPES and X.ndim in ndims and all(int(s) > 0 for s in X.shape)
 
 
 def _mapping(X) -> mmap.mmap | None:

@@ -434,6 +434,7 @@ class BaseProbeClassifier(FrameScoresMixin, ClassifierMixin, BaseEstimator):
         ``check_values=False`` the chunked check for NaN and infinity is left
         to the caller (``fit`` does it while staging the tokens).
         """
+        X = self._prepare_tokens(X, reset=reset)
         ndim = getattr(X, "ndim", None) if not isinstance(X, (list, tuple)) else np.ndim(X)
         if ndim is not None and ndim > 3:
             raise ValueError(
@@ -476,6 +477,19 @@ class BaseProbeClassifier(FrameScoresMixin, ClassifierMixin, BaseEstimator):
 
     def _needs_patches(self) -> bool:
         return True
+
+    def _prepare_tokens(self, X, *, reset: bool):
+        """Hook of :meth:`_validate_tokens`: ``X`` in a layout it reads (3-D or 2-D); ``X`` itself by default.
+
+        A probe that takes other layouts (the multi-layer probe's
+        ``(n_clips, n_layers, n_tokens, dim)``) checks them here and returns
+        a 3-D view of them, without copying float tokens.
+        """
+        return X
+
+    def _build_network(self, dim: int, n_outputs: int) -> ProbeNetwork:
+        """The network ``fit`` trains: :meth:`_build_head` in a :class:`ProbeNetwork`."""
+        return ProbeNetwork(self._build_head(dim, n_outputs), self.prefix_tokens, self.normalize_tokens)
 
     # -- training --------------------------------------------------------------------
     def fit(self, X, y):
@@ -548,8 +562,7 @@ class BaseProbeClassifier(FrameScoresMixin, ClassifierMixin, BaseEstimator):
         devices = [device.index or 0] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
-            network = ProbeNetwork(self._build_head(tokens.shape[2], len(self.classes_)), self.prefix_tokens,
-                                   self.normalize_tokens)
+            network = self._build_network(tokens.shape[2], len(self.classes_))
             criterion = make_loss(loss, gamma_neg=self.asl_gamma_neg, gamma_pos=self.asl_gamma_pos,
                                   clip=self.asl_clip)
             problem = FitProblem(targets=target_tensor, n_outputs=len(self.classes_), criterion=criterion,

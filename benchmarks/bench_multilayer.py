@@ -1,0 +1,153 @@
+"""The convex gated probe (CGP) on several layers against the prototypical probe on each layer (issue 23).
+
+Tokens: YAMNet on the event scenes (600 train / 300 test scenes, 17 classes),
+the panel sources of ``bench_defaults_panel.py`` (cached under ``--cache``):
+``yamnet-l6-11``, layers 6-11 (YAMNet's six 512-dim blocks, token maps of one
+shape, 63 x 4 tokens), and ``yamnet-last``, the last layer (13: 32 x 2 tokens x
+1,024). For seeds ``0 .. --seeds - 1`` it fits, with their defaults, the CGP on
+layers 6-11, the prototypical probe on each of those layers and on the last
+layer, and prints each one's test macro mAP (mean ± std over seeds, and per
+seed), fit seconds and the CGP's layer weights. Writes every run to ``-o``.
+
+``--cgp`` scores other CGP settings instead (JSON dicts of parameters;
+``'{}'`` is the default), e.g. the number of prototypes against BAT's 10,000::
+
+    PYTHONPATH=$PWD python benchmarks/bench_multilayer.py --threads 2
+    PYTHONPATH=$PWD python benchmarks/bench_multilayer.py --cgp '{"n_prototypes": 85}' '{"n_prototypes": 10000}'
+    PYTHONPATH=$PWD python benchmarks/bench_multilayer.py --cgp '{}' --warmup 0.05
+
+``--warmup F`` trains the CGP with a linear warm-up over the first ``F`` of
+the optimiser steps before the cosine decay (BAT warms up for 500 of 20,000
+steps); the training engine has no warm-up, so the script patches its
+schedule for the measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_defaults_panel import load_source  # noqa: E402
+
+from skprobe import ConvexGatedProbeClassifier, PrototypicalProbeClassifier  # noqa: E402
+from skprobe.metrics import macro_map  # noqa: E402
+
+LAYERS = [6, 7, 8, 9, 10, 11]
+LAST = 13
+
+
+def load_mapped(name: str, cache: Path):
+    """A panel source with its tokens as read-only float16 memory maps (``.npy`` beside the panel's ``.npz``):
+    several runs share them through the page cache, and the probes read them a batch at a time."""
+    paths = {key: cache / f"{name}-{key}.npy" for key in ("X_train", "Y_train", "X_test", "Y_test")}
+    if not all(path.is_file() for path in paths.values()):
+        X_train, Y_train, X_test, Y_test, _ = load_source(name, cache)
+        for key, array in zip(paths, (X_train, Y_train, X_test, Y_test)):
+            tmp = paths[key].with_suffix(".tmp.npy")
+            np.save(tmp, array)
+            tmp.rename(paths[key])
+    X_train, Y_train, X_test, Y_test = (np.load(paths[key], mmap_mode="r") for key in paths)
+    return X_train, np.asarray(Y_train), X_test, np.asarray(Y_test)
+
+
+def fit_score(Probe, params: dict, X_train, Y_train, X_test, Y_test, seed: int) -> dict:
+    probe = Probe(**params, random_state=seed, device="cpu")
+    start = time.perf_counter()
+    probe.fit(X_train, Y_train)
+    seconds = time.perf_counter() - start
+    out = {"macro_map": float(macro_map(Y_test, probe.decision_function(X_test))), "fit_s": seconds,
+           "learning_rate": probe.learning_rate_, "normalize_tokens": probe.normalize_tokens_,
+           "n_steps": probe.n_steps_}
+    if hasattr(probe, "layer_weights_"):
+        out["layer_weights"] = [round(float(w), 4) for w in probe.layer_weights_]
+        out["n_prototypes"] = probe.n_prototypes_
+    return out
+
+
+def summary(name: str, runs: list[dict]) -> str:
+    scores = [r["macro_map"] for r in runs]
+    line = (f"{name:<44}{np.mean(scores):>7.3f} ± {np.std(scores):.3f}  ({' '.join(f'{v:.3f}' for v in scores)})"
+            f"{np.mean([r['fit_s'] for r in runs]):>8.1f} s")
+    if "layer_weights" in runs[0]:
+        line += "  weights " + " ".join(f"{w:.2f}" for w in np.mean([r["layer_weights"] for r in runs], axis=0))
+    return line
+
+
+def patch_warmup(fraction: float) -> None:
+    """Replace the engine's cosine schedule by linear warm-up over ``fraction`` of the steps, then cosine."""
+    from skorch.callbacks import LRScheduler
+
+    from skprobe.probes import _training
+
+    original = _training.LRScheduler
+
+    def scheduler(policy, T_max, step_every):
+        warm = max(1, round(fraction * T_max))
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, T_max - warm)))
+
+        return LRScheduler(policy=torch.optim.lr_scheduler.LambdaLR, lr_lambda=factor, step_every=step_every)
+
+    _training.LRScheduler = scheduler
+    _training._ORIGINAL_SCHEDULER = original
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. seeds - 1")
+    parser.add_argument("--first-seed", type=int, default=0, help="start at this seed (to add seeds to a run)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cache", default="/tmp/skprobe-panel")
+    parser.add_argument("--cgp", nargs="+", metavar="JSON", help="score these CGP settings only")
+    parser.add_argument("--warmup", type=float, default=0.0, help="CGP: share of steps of linear warm-up")
+    parser.add_argument("--single-layers", nargs="*", type=int, default=[*LAYERS, LAST],
+                        help="layers of the prototypical probe (default 6-11 and 13)")
+    parser.add_argument("--no-cgp", action="store_true", help="only the prototypical probe on single layers")
+    parser.add_argument("-o", "--output", default="/tmp/skprobe-panel/multilayer.json")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.warmup:
+        patch_warmup(args.warmup)
+    X_train, Y_train, X_test, Y_test = load_mapped("yamnet-l6-11", Path(args.cache))
+    print(f"yamnet layers {LAYERS[0]}-{LAYERS[-1]}: train {X_train.shape} {X_train.dtype}, {Y_train.shape[1]} classes; "
+          f"torch threads {torch.get_num_threads()}", flush=True)
+    results: dict[str, list[dict]] = {}
+    settings = args.cgp if args.cgp else [] if args.no_cgp else ["{}"]
+    for spec in settings:
+        name = f"cgp layers 6-11 {spec}" + (f" warm-up {args.warmup:g}" if args.warmup else "")
+        results[name] = []
+        for seed in range(args.first_seed, args.seeds):
+            results[name].append(fit_score(ConvexGatedProbeClassifier, json.loads(spec), X_train, Y_train, X_test,
+                                           Y_test, seed))
+            Path(args.output).write_text(json.dumps(results, indent=1))
+        print(summary(name, results[name]), flush=True)
+    if args.cgp:
+        return 0
+    for layer in args.single_layers:
+        if layer == LAST:
+            train, _, test, _ = load_mapped("yamnet-last", Path(args.cache))
+        else:
+            i = LAYERS.index(layer)
+            train, test = X_train[:, i], X_test[:, i]
+        name = f"prototypical layer {layer}"
+        results[name] = []
+        for seed in range(args.first_seed, args.seeds):
+            results[name].append(fit_score(PrototypicalProbeClassifier, {}, train, Y_train, test, Y_test, seed))
+            Path(args.output).write_text(json.dumps(results, indent=1))
+        print(summary(name, results[name]), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

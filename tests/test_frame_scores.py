@@ -8,6 +8,7 @@ from sklearn.pipeline import make_pipeline
 
 from skprobe import (
     AttentiveProbeClassifier,
+    ConvexGatedProbeClassifier,
     FrozenEncoderTransformer,
     LinearProbeClassifier,
     PrototypicalProbeClassifier,
@@ -42,6 +43,7 @@ PROBES = {
     "attentive": lambda **kw: AttentiveProbeClassifier(max_iter=30, random_state=0, **kw),
     "prototypical": lambda **kw: PrototypicalProbeClassifier(n_prototypes_per_class=4, max_iter=30, random_state=0,
                                                              **kw),
+    "convex gated": lambda **kw: ConvexGatedProbeClassifier(n_prototypes=12, max_iter=30, random_state=0, **kw),
 }
 
 
@@ -128,6 +130,37 @@ def test_frame_scores_skip_prefix_tokens():
     probe = PrototypicalProbeClassifier(n_prototypes_per_class=2, max_iter=3, prefix_tokens=1, random_state=0,
                                         device="cpu").fit(X, Y)
     assert probe.predict_frame_proba(X[:2], layout=TokenLayout(1, N_TIME, N_FREQ, DIM, 0.1)).shape == (2, N_TIME, 3)
+
+
+def _three_layers(X, seed=5):
+    """The events' layer between two layers of noise: ``(n, 3, tokens, dim)``."""
+    rng = np.random.default_rng(seed)
+    return np.stack([rng.normal(size=X.shape), X, rng.normal(size=X.shape)], axis=1).astype(np.float32)
+
+
+def test_convex_gated_frame_scores_on_several_layers():
+    X, Y, where = _events_in_frames(n_clips=160, seed=4)
+    layers = _three_layers(X)
+    probe = ConvexGatedProbeClassifier(n_prototypes=12, max_iter=30, random_state=0, device="cpu").fit(layers, Y)
+    assert probe.layer_weights_.argmax() == 1
+    scores = probe.frame_decision_function(layers[:40], layout=(N_TIME, N_FREQ))
+    assert scores.shape == (40, N_TIME, N_CLASSES)
+    hits = [where[i, c] <= scores[i, :, c].argmax() <= where[i, c] + 1 for i, c in zip(*np.nonzero(Y[:40]))]
+    assert np.mean(hits) > 0.85
+    with pytest.raises(ValueError, match="3 layer"):
+        probe.frame_decision_function(X[:2], layout=(N_TIME, N_FREQ))
+
+
+def test_convex_gated_frame_scores_with_a_prefix_token_per_layer():
+    # The prefix token's similarity is the same in every frame; the whole grid as one frame is the clip.
+    X, Y, _ = _events_in_frames(n_clips=60, seed=4, prefix=1)
+    layers = _three_layers(X)
+    probe = ConvexGatedProbeClassifier(n_prototypes=12, max_iter=5, prefix_tokens=1, random_state=0, device="cpu")
+    probe.fit(layers, Y)
+    scores = probe.frame_decision_function(layers[:5], layout=TokenLayout(1, N_TIME, N_FREQ, DIM, 0.1))
+    assert scores.shape == (5, N_TIME, N_CLASSES)
+    whole = probe.frame_decision_function(layers[:5], layout=TokenLayout(1, 1, N_TIME * N_FREQ, DIM, 0.8))
+    np.testing.assert_allclose(whole[:, 0], probe.decision_function(layers[:5]), rtol=1e-5, atol=1e-5)
 
 
 def test_frame_score_errors(fitted):

@@ -260,6 +260,28 @@ class ConvexGatedHead(nn.Module):
             middle = mixed.mean(dim=1) @ prototypes.T
         return torch.stack([low, middle, high], dim=-1).flatten(1)
 
+    def frame_logits(self, prefix: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        """Per-frame logits ``(B, T, C)`` of normalised tokens on their grid ``(B, L, T, F, D)``.
+
+        The frame-wise counterpart of :meth:`features`: the layers are mixed
+        by the gate, and each prototype's similarities are pooled over the
+        frame's ``F`` frequency tokens only (min and max; the prefix token's
+        similarity, the same for every frame, or without prefix tokens the
+        frame's mean), then the same ``Linear(3K -> C)`` maps each frame's
+        features to logits. A single frame holding every patch token gets
+        exactly the clip's logits.
+        """
+        b, n_layers, n_time, n_freq, dim = grid.shape
+        prototypes = self.unit_prototypes()
+        mixed = self.mix(grid.reshape(b, n_layers, n_time * n_freq, dim)).reshape(b, n_time, n_freq, dim)
+        similarities = mixed @ prototypes.T  # B, T, F, K
+        low, high = similarities.amin(dim=2), similarities.amax(dim=2)
+        if prefix.shape[2]:
+            middle = (self.mix(prefix[:, :, :1])[:, 0] @ prototypes.T)[:, None].expand_as(low)
+        else:
+            middle = mixed.mean(dim=2) @ prototypes.T
+        return self.linear(torch.stack([low, middle, high], dim=-1).flatten(2))
+
     def forward(self, prefix: torch.Tensor, patches: torch.Tensor, shift: torch.Tensor | None = None,
                 scale: torch.Tensor | None = None) -> torch.Tensor:
         """Logits ``(B, C)`` of raw or normalised tokens; ``shift`` / ``scale`` ``(L, D)`` normalise them on the way."""

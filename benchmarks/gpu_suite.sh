@@ -36,7 +36,8 @@ for s in $steps; do
     env) step env 60 bash -c "nvidia-smi; $PY -c 'import torch, sklearn, skorch; print(torch.__version__, \
 torch.cuda.get_device_name(), sklearn.__version__, skorch.__version__)'" ;;
     tests) step tests 100 $PY -m pytest -q -x -p no:cacheprovider tests/test_probe_data.py tests/test_probes.py \
-        tests/test_probe_defaults.py tests/test_length_selection.py tests/test_estimator_checks.py ;;
+        tests/test_probe_defaults.py tests/test_length_selection.py tests/test_estimator_checks.py \
+        tests/test_convex_gated.py tests/test_frame_scores.py tests/test_interrupt.py tests/test_probe_files.py ;;
     scale) step scale 250 $PY benchmarks/bench_gpu_scale.py --epochs 3 --probes prototypical attentive linear \
         --item-sync linear ;;
     autocast) step autocast 90 $PY benchmarks/bench_autocast.py .gpu/event_scenes_yamnet.npz ;;

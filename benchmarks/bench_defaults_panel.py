@@ -48,6 +48,15 @@ Run::
 
 ``--defaults-only`` re-measures today's defaults against the grids of an
 earlier run (after a change of defaults, without re-running the grids).
+``--reference`` fits scikit-learn's ``LogisticRegressionCV`` on the linear
+probe's pooled features (the mean of the patch tokens, standardised; one-vs-rest
+with ``scoring="average_precision"`` for multi-label sources, multinomial with
+``scoring="neg_log_loss"`` (its coming default) for single-label ones; ``Cs=10``, ``cv=5``,
+``max_iter=1000``) and, in the same run, the linear probe's default (or the
+``--settings`` given), printing scores, fit seconds and the ratio probe / LRCV::
+
+    PYTHONPATH=$PWD python benchmarks/bench_defaults_panel.py --reference --sources yamnet-last aisfx \
+        --settings '{}' '{"solver": "adamw"}' -o /tmp/reference.json
 ``--settings`` scores given settings instead, e.g.
 ``--sources crepe-notes --probes attentive --settings '{}' '{"max_iter": 30}'``.
 """
@@ -209,6 +218,12 @@ def run(name: str, Probe, params: dict, data, seeds, resolved: dict | None = Non
             _RUNS[key] = (score(probe, X_test, Y_test, multilabel), time.perf_counter() - start)
             _RESOLVED[key] = {"learning_rate": probe.learning_rate_, "normalize_tokens": probe.normalize_tokens_,
                               "batch_size": probe.batch_size_, "n_steps": probe.n_steps_}
+            for name in ("solver_", "C_"):  # the linear probe's solver and penalty
+                if hasattr(probe, name):
+                    _RESOLVED[key][name[:-1]] = getattr(probe, name)
+            if getattr(probe, "normalization_results_", None):  # the prototypical probe's held-out choice
+                _RESOLVED[key]["normalization_scores"] = [
+                    round(v, 4) for v in probe.normalization_results_["holdout_score"]]
             if hasattr(probe, "layer_weights_"):
                 _RESOLVED[key]["layer_weights"] = [round(float(w), 3) for w in probe.layer_weights_]
         resolved.update(_RESOLVED[key])
@@ -317,6 +332,84 @@ def rerun_defaults(rows: list[dict], sources: list[str], args) -> int:
     return 0
 
 
+def pooled_means(X: np.ndarray) -> np.ndarray:
+    """The linear probe's default features: the mean of every clip's (patch) tokens, float32."""
+    X = np.asarray(X)
+    if X.ndim == 2:
+        return X.astype(np.float32)
+    return np.concatenate([X[i : i + 256].astype(np.float32).mean(axis=1) for i in range(0, len(X), 256)])
+
+
+def lrcv_reference(data) -> tuple[float, float, dict]:
+    """scikit-learn's LogisticRegressionCV on the mean-pooled, standardised tokens: score, fit seconds, chosen C."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X_train, Y_train, X_test, Y_test, multilabel = data
+    start = time.perf_counter()
+    features = pooled_means(X_train)
+    if multilabel:
+        model = make_pipeline(StandardScaler(), OneVsRestClassifier(LogisticRegressionCV(
+            Cs=10, cv=5, scoring="average_precision", max_iter=1000, l1_ratios=(0.0,), use_legacy_attributes=False)))
+        y = Y_train
+    else:
+        model = make_pipeline(StandardScaler(), LogisticRegressionCV(
+            Cs=10, cv=5, scoring="neg_log_loss", max_iter=1000, l1_ratios=(0.0,), use_legacy_attributes=False))
+        y = Y_train.argmax(axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", (ConvergenceWarning, UserWarning, RuntimeWarning))
+        model.fit(features, y)
+    seconds = time.perf_counter() - start
+    scores = model.decision_function(pooled_means(X_test))
+    if multilabel:
+        value = float(macro_map(Y_test, scores))
+        chosen = sorted(float(np.ravel(e.C_)[0]) for e in model[-1].estimators_ if hasattr(e, "C_"))
+        chosen = {"C_median": float(np.median(chosen)) if chosen else None}
+    else:
+        if scores.ndim == 1:
+            scores = np.column_stack([-scores, scores])
+        full = np.full((len(scores), Y_test.shape[1]), -np.inf)
+        full[:, model[-1].classes_.astype(int)] = scores
+        value = float(top1_accuracy(Y_test, full))
+        chosen = {"C": float(np.ravel(model[-1].C_)[0])}
+    return value, seconds, chosen
+
+
+def reference_rows(sources: list[str], args) -> int:
+    """LogisticRegressionCV and the linear probe (default or ``--settings``) side by side, per source."""
+    rows = []
+    print(f"{'source':<16}{'fit':<34}{'score':>8}{'fit s':>8}{'/ LRCV':>8}  resolved", flush=True)
+    for source in sources:
+        if source in MULTI_LAYER:
+            continue
+        data = load_source(source, Path(args.cache))
+        ref, ref_s, chosen = lrcv_reference(data)
+        print(f"{source:<16}{'LogisticRegressionCV':<34}{ref:>8.3f}{ref_s:>8.1f}{1:>8.3f}  {json.dumps(chosen)}",
+              flush=True)
+        row = {"source": source, "lrcv": ref, "lrcv_fit_s": ref_s, "lrcv_chosen": chosen, "probe": []}
+        for spec in args.settings or ["{}"]:
+            params = json.loads(spec)
+            values, seconds, resolved = [], [], {}
+            for seed in range(args.seeds):
+                value, secs = run(source, LinearProbeClassifier, params, data, [seed], resolved)
+                values.append(value)
+                seconds.append(secs)
+            mean = float(np.mean(values))
+            row["probe"].append({"settings": params, "score": mean, "scores": values, "fit_s": float(np.mean(seconds)),
+                                 "ratio": mean / ref if ref else 1.0, "resolved": dict(resolved)})
+            print(f"{source:<16}{'linear ' + json.dumps(params):<34}{mean:>8.3f}{np.mean(seconds):>8.1f}"
+                  f"{mean / ref if ref else 1.0:>8.3f}  {json.dumps(resolved)}", flush=True)
+        rows.append(row)
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
 def try_settings(sources: list[str], args) -> int:
     """Mean score (and each seed's) of the given settings, on top of the defaults, per source and probe."""
     for source in sources:
@@ -355,6 +448,9 @@ def main(argv=None) -> int:
     parser.add_argument("--settings", nargs="+", metavar="JSON",
                         help="only score these settings (JSON dicts of parameters, e.g. '{\"max_iter\": 30}'; "
                              "'{}' is the default), --seeds seeds each")
+    parser.add_argument("--reference", action="store_true",
+                        help="scikit-learn's LogisticRegressionCV on the pooled features beside the linear probe's "
+                             "default (or --settings), per source")
     parser.add_argument("--defaults-only", metavar="JSON",
                         help="re-measure only the defaults (--seeds seeds) against the grids of an earlier run")
     args = parser.parse_args(argv)
@@ -366,6 +462,8 @@ def main(argv=None) -> int:
     sources = list(ORDER) if args.sources == ["all"] else args.sources
     torch.set_num_threads(args.threads)
     cache = Path(args.cache)
+    if args.reference:
+        return reference_rows(sources, args)
     if args.settings:
         return try_settings(sources, args)
     if args.defaults_only:

@@ -12,7 +12,7 @@ from skprobe.probes.losses import make_loss
 
 def test_defaults_choose_among_the_rule_and_its_neighbours(multilabel_tokens):
     X, Y = multilabel_tokens
-    clf = LinearProbeClassifier(random_state=0, device="cpu").fit(X, Y)
+    clf = LinearProbeClassifier(solver="adamw", random_state=0, device="cpu").fit(X, Y)
     results = clf.cv_results_
     rule = auto_learning_rate(10.0, X.shape[2])
     assert len(results["mean_score"]) == 12  # 3 learning rates x 2 normalisations x 2 lengths

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from numbers import Integral
 
 import numpy as np
 import torch
@@ -37,14 +38,27 @@ class Candidate:
     max_iter: int
 
 
-def _folds(targets: np.ndarray, kind: str, cv: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    from sklearn.model_selection import KFold, StratifiedKFold
+def _folds(targets: np.ndarray, kind: str, cv, seed: int, groups: np.ndarray | None = None,
+           ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Train and validation rows of each fold: ``cv`` an int (shuffled folds), a splitter or an iterable of splits.
+
+    An int gives shuffled ``KFold`` (``StratifiedKFold`` for single-label
+    targets whose every class has ``cv`` clips), or shuffled ``GroupKFold``
+    when ``groups`` are given, so that clips of one group never sit on both
+    sides of a split; anything else goes through ``check_cv`` and its
+    ``split(X, targets, groups)``.
+    """
+    from sklearn.model_selection import GroupKFold, KFold, StratifiedKFold, check_cv
 
     n = len(targets)
-    if kind != "multilabel" and np.bincount(targets).min() >= cv:
-        splitter = StratifiedKFold(cv, shuffle=True, random_state=seed)
-        return list(splitter.split(np.zeros(n), targets))
-    return list(KFold(cv, shuffle=True, random_state=seed).split(np.zeros(n)))
+    if isinstance(cv, Integral):
+        if groups is not None:
+            return list(GroupKFold(cv, shuffle=True, random_state=seed).split(np.zeros(n), targets, groups))
+        if kind != "multilabel" and np.bincount(targets).min() >= cv:
+            splitter = StratifiedKFold(cv, shuffle=True, random_state=seed)
+            return list(splitter.split(np.zeros(n), targets))
+        return list(KFold(cv, shuffle=True, random_state=seed).split(np.zeros(n)))
+    return list(check_cv(cv).split(np.zeros((n, 1)), targets, groups))
 
 
 class _Fold:
@@ -138,8 +152,9 @@ def _train_group(candidates: list[Candidate], fold: _Fold, y_train: torch.Tensor
 
 
 def select_settings(features: np.ndarray, targets: torch.Tensor, kind: str, criterion: nn.Module,
-                    candidates: list[Candidate], *, n_outputs: int, batch_size: int, weight_decay: float, cv: int,
-                    seed: int, device: torch.device, max_clips: int | None = None) -> tuple[Candidate, dict]:
+                    candidates: list[Candidate], *, n_outputs: int, batch_size: int, weight_decay: float, cv,
+                    seed: int, device: torch.device, max_clips: int | None = None, groups: np.ndarray | None = None,
+                    folds: list[tuple[np.ndarray, np.ndarray]] | None = None) -> tuple[Candidate, dict]:
     """The candidate with the best mean validation macro AP over ``cv`` folds of ``features``.
 
     Parameters
@@ -156,12 +171,21 @@ def select_settings(features: np.ndarray, targets: torch.Tensor, kind: str, crit
         The probe's training loss (mean over the batch).
     candidates : list of Candidate
         In order of preference: ties go to the earlier one.
-    n_outputs, batch_size, weight_decay, cv, seed, device
-        As in the final fit; ``cv`` folds, stratified for single-label
-        targets when every class has ``cv`` clips.
+    n_outputs, batch_size, weight_decay, seed, device
+        As in the final fit.
+    cv : int, cross-validation splitter or iterable of splits
+        An int gives shuffled folds (stratified for single-label targets
+        when every class has ``cv`` clips; grouped when ``groups`` are
+        given); a splitter is called as ``split(X, targets, groups)``.
     max_clips : int, optional
         Select on a random subset of this many clips of larger sets, which
         bounds the cost (it grows with the clips, as a fit does).
+    groups : ndarray of shape (n_clips,), optional
+        Group labels of the clips (e.g. the recording each was cut from).
+    folds : list of (train, validation) index arrays, optional
+        The folds themselves (then ``cv``, ``groups`` and ``max_clips`` are
+        not used): the linear probe scores its logistic-regression
+        candidates on the same folds.
 
     Returns
     -------
@@ -184,11 +208,13 @@ def select_settings(features: np.ndarray, targets: torch.Tensor, kind: str, crit
     >>> best.learning_rate, len(results["mean_score"])
     (0.1, 2)
     """
-    if max_clips is not None and len(features) > max_clips:
+    if folds is None and max_clips is not None and len(features) > max_clips:
         subset = np.sort(np.random.default_rng(seed).choice(len(features), max_clips, replace=False))
         features, targets = features[subset], targets[torch.from_numpy(subset)]
+        groups = None if groups is None else np.asarray(groups)[subset]
     labels = targets.numpy()
-    folds = _folds(labels, kind, cv, seed)
+    if folds is None:
+        folds = _folds(labels, kind, cv, seed, groups)
     indicator = labels if kind == "multilabel" else np.eye(n_outputs, dtype=np.int8)[labels]
     scores = np.full((len(folds), len(candidates)), np.nan)
     modes = sorted({c.normalize for c in candidates})

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from numbers import Integral
+from numbers import Integral, Real
 
 import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
-from ._selection import Candidate, select_settings
+from ._logistic import C_GRID, DEFAULT_C, fit_logistic, select_c
+from ._selection import Candidate, _folds, select_settings
 from ._tokens import CHUNK_BYTES, TokenSource
+from ._training import TrainResult
 from .base import (
     _AUTO_EPOCHS,
     NORMALIZATIONS,
@@ -37,6 +39,10 @@ _CV_NORMALIZATIONS = ("center", "standard")
 _CV_LONG_EPOCHS = _AUTO_EPOCHS[1]
 #: ``cv`` selects on a random subset of this many clips of larger sets (its cost grows with the clips).
 _CV_MAX_CLIPS = 2048
+#: L-BFGS iterations at most (per class for one-vs-rest) of ``solver="lbfgs"``.
+LBFGS_MAX_ITER = 500
+#: Training settings of the AdamW solver: setting one of them leaves ``solver="auto"`` with AdamW alone.
+_ADAMW_SETTINGS = ("learning_rate", "max_iter", "batch_size")
 
 
 class PooledLinearHead(nn.Module):
@@ -210,7 +216,9 @@ class LinearProbeClassifier(BaseProbeClassifier):
         **BaseProbeClassifier._parameter_constraints,
         "pooling": [StrOptions(set(POOLINGS))],
         "normalize_tokens": [StrOptions({"auto", *NORMALIZATIONS})],
-        "cv": [Interval(Integral, 2, None, closed="left"), None],
+        "cv": ["cv_object", None],
+        "solver": [StrOptions({"auto", "adamw", "lbfgs"})],
+        "C": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
     }
 
     def __init__(
@@ -231,17 +239,53 @@ class LinearProbeClassifier(BaseProbeClassifier):
         n_iter_no_change: int = 5,
         tol: float = 1e-4,
         normalize_tokens: str = "auto",
-        cv: int | None = 3,
+        cv=3,
+        solver: str = "auto",
+        C: float | str = "auto",
         device: str = "auto",
         random_state=None,
         verbose: int = 0,
     ) -> None:
         store_parameters(self, locals())
 
-    _auto_lr_times_fan_in = 10.0
+    def fit(self, X, y, groups=None):
+        """Train the probe on token maps.
 
-    def _fan_in(self, dim: int) -> int:
-        return 2 * dim if self.pooling == "meanmax" else dim
+        Parameters
+        ----------
+        X : array-like of shape (n_clips, n_tokens, dim) or (n_clips, dim)
+            Frozen-encoder tokens (float16/32/64). The token count may differ
+            between ``fit`` and ``predict``.
+        y : array-like of shape (n_clips,) or (n_clips, n_classes)
+            Class labels (any type) or a 0/1 multi-label indicator matrix.
+        groups : array-like of shape (n_clips,), optional
+            Group label of every clip (the recording it was cut from, the
+            speaker, the site), for the folds of ``cv``: with an int ``cv``
+            the folds become grouped (``GroupKFold``), and a splitter gets
+            them in ``split(X, y, groups)``. Only the internal selection uses
+            them.
+
+        Returns
+        -------
+        self
+        """
+        self._fit_groups = groups
+        try:
+            super().fit(X, y)
+        finally:
+            del self._fit_groups
+        if self.solver_ == "lbfgs":
+            self.n_steps_ = self.n_iter_
+        return self
+
+    def _resolve_loss(self, kind: str) -> str:
+        if self.solver == "lbfgs":
+            if self.loss == "asl":
+                raise ValueError("solver='lbfgs' solves the logistic regression (loss 'bce' or 'ce'), not the "
+                                 "asymmetric loss; use solver='adamw' with loss='asl', or loss='auto'")
+            if self.loss == "auto":
+                return "bce" if kind == "multilabel" else "ce"
+        return super()._resolve_loss(kind)
 
     def _check_params(self) -> None:
         if self.pooling == "cls" and self.prefix_tokens < 1:
@@ -249,6 +293,14 @@ class LinearProbeClassifier(BaseProbeClassifier):
                 "pooling='cls' needs prefix_tokens >= 1 (the [cls] token is the first token of X); "
                 "got prefix_tokens=0 — set prefix_tokens or use pooling='mean'"
             )
+        if self.solver == "lbfgs" and self.early_stopping:
+            raise ValueError("early_stopping=True stops the epochs of solver='adamw'; solver='lbfgs' solves to "
+                             "convergence: set early_stopping=False or solver='adamw'")
+
+    _auto_lr_times_fan_in = 10.0
+
+    def _fan_in(self, dim: int) -> int:
+        return 2 * dim if self.pooling == "meanmax" else dim
 
     def _needs_patches(self) -> bool:
         return self.pooling != "cls"
@@ -261,26 +313,157 @@ class LinearProbeClassifier(BaseProbeClassifier):
                           ) -> tuple[nn.Module, TokenSource, torch.Tensor | None]:
         # Pooling has no trainable parameters: pool every clip once instead of once per epoch, and take the
         # normalisation statistics from the same pass.
-        self.cv_results_ = None
+        self.cv_results_, self.C_, self.solver_ = None, None, "adamw"
+        self.__dict__.pop("_solved", None)
+        groups = self._check_groups(len(tokens))
         if len(tokens) * self._fan_in(tokens.shape[2]) * 4 > POOLED_FEATURES_MAX_BYTES:
+            if self.solver == "lbfgs":
+                raise ValueError(
+                    f"solver='lbfgs' needs the pooled features in memory, but {len(tokens):,} clips of "
+                    f"{self._fan_in(tokens.shape[2])} features exceed {POOLED_FEATURES_MAX_BYTES:,} bytes; use "
+                    "solver='adamw' (or 'auto'), which streams the tokens")
             if network.normalize == "auto":
                 network.normalize = "center"  # no selection on streamed tokens
             return super()._training_problem(network, tokens, device, resident, problem)
         features = pooled_features(network, tokens if resident is None else resident, device)
-        candidates = self._candidates()
-        if len(candidates) > 1 and self.cv is not None and len(features) >= 2 * self.cv:
-            kind = "multilabel" if problem.targets.ndim == 2 else "single-label"
-            best, self.cv_results_ = select_settings(
-                features, problem.targets, kind, problem.criterion, candidates, n_outputs=problem.n_outputs,
-                batch_size=problem.batch_size, weight_decay=self.weight_decay, cv=self.cv, seed=problem.seed,
-                device=device, max_clips=_CV_MAX_CLIPS)
-        else:
-            best = candidates[0]
+        penalties = self._penalties()
+        # L-BFGS solves exactly the loss AdamW would (BCE, CE) to convergence: it replaces the AdamW candidates;
+        # with the asymmetric loss, which it cannot solve, the logistic regression competes with them
+        alone = self.solver == "lbfgs" or (penalties and self.loss_ in ("bce", "ce"))
+        candidates = [] if alone else self._candidates()
+        n_splits = self._n_splits(len(features), problem.targets, groups)
+        best, best_c = (candidates[0] if candidates else None), (penalties[0] if penalties else None)
+        if len(candidates) + len(penalties) > 1 and n_splits is not None and len(features) >= 2 * n_splits:
+            best, best_c = self._select(features, problem, groups, candidates, penalties, device)
+        if best_c is not None and best is None:
+            return self._solve_logistic(network, features, problem, best_c)
         self.learning_rate_, self.max_iter_, network.normalize = best.learning_rate, best.max_iter, best.normalize
         if network.normalize != "none":
             blocks = (torch.from_numpy(features[i : i + 4096]) for i in range(0, len(features), 4096))
             network.head.feature_mean, network.head.feature_scale = feature_moments(blocks, network.normalize)
         return _PooledFeatureNetwork(network.head), TokenSource(features), None
+
+    def _check_groups(self, n_clips: int) -> np.ndarray | None:
+        groups = getattr(self, "_fit_groups", None)
+        if groups is None:
+            return None
+        groups = np.asarray(groups)
+        if groups.ndim != 1 or len(groups) != n_clips:
+            raise ValueError(f"groups must hold one group label per clip: got shape {groups.shape} for "
+                             f"{n_clips} clips in X")
+        return groups
+
+    def _n_splits(self, n_clips: int, targets: torch.Tensor, groups: np.ndarray | None) -> int | None:
+        """Folds of ``cv`` (None: no selection)."""
+        if self.cv is None:
+            return None
+        if isinstance(self.cv, Integral):
+            return int(self.cv)
+        from sklearn.model_selection import check_cv
+
+        return check_cv(self.cv).get_n_splits(np.zeros((n_clips, 1)), targets.numpy(), groups)
+
+    def _logistic_competes(self) -> bool:
+        """``solver="auto"``: logistic regression joins the selection when the AdamW settings are left alone."""
+        if self.solver == "lbfgs":
+            return True
+        return (self.solver == "auto" and self.loss != "asl" and not self.early_stopping
+                and all(getattr(self, name) == "auto" for name in _ADAMW_SETTINGS))
+
+    def _penalties(self) -> list[float]:
+        """``C`` values the logistic regression may use (empty: AdamW alone)."""
+        if not self._logistic_competes():
+            return []
+        if self.C != "auto":
+            return [float(self.C)]
+        return list(C_GRID) if self.cv is not None else [DEFAULT_C]
+
+    def _logistic_normalization(self) -> str:
+        return "standard" if self.normalize_tokens == "auto" else self.normalize_tokens
+
+    def _select(self, features: np.ndarray, problem: FitProblem, groups: np.ndarray | None,
+                candidates: list[Candidate], penalties: list[float], device: torch.device):
+        """The best AdamW candidate or ``C`` on the folds of ``cv`` (one of the two is None), and ``cv_results_``."""
+        kind = "multilabel" if problem.targets.ndim == 2 else "single-label"
+        targets = problem.targets
+        explicit = not isinstance(self.cv, Integral) and not hasattr(self.cv, "split")  # an iterable of splits
+        if len(features) > _CV_MAX_CLIPS and not explicit:
+            subset = np.sort(np.random.default_rng(problem.seed).choice(len(features), _CV_MAX_CLIPS, replace=False))
+            features, targets = features[subset], targets[torch.from_numpy(subset)]
+            groups = None if groups is None else groups[subset]
+        folds = _folds(targets.numpy(), kind, self.cv, problem.seed, groups)
+        results = {"solver": [], "learning_rate": [], "normalize_tokens": [], "max_iter": [], "C": [],
+                   "mean_log_loss": [], "mean_score": [], "std_score": []}
+        best, best_score = None, -np.inf
+        if candidates:
+            best, torch_results = select_settings(
+                features, targets, kind, problem.criterion, candidates, n_outputs=problem.n_outputs,
+                batch_size=problem.batch_size, weight_decay=self.weight_decay, cv=self.cv, seed=problem.seed,
+                device=device, folds=folds)
+            for key in ("learning_rate", "normalize_tokens", "max_iter", "mean_score", "std_score"):
+                results[key] += torch_results[key]
+            results["solver"] += ["adamw"] * len(candidates)
+            results["C"] += [None] * len(candidates)
+            results["mean_log_loss"] += [None] * len(candidates)
+            best_score = max((m for m in torch_results["mean_score"] if np.isfinite(m)), default=-np.inf)
+        best_c = None
+        if penalties:
+            mode = self._logistic_normalization()
+            normalize = None if mode == "none" else (
+                lambda rows: tuple(t.numpy() for t in feature_moments([torch.from_numpy(rows)], mode)))
+            c, logistic = select_c(features, targets.numpy(), folds, multilabel=kind == "multilabel",
+                                   n_outputs=problem.n_outputs, normalize=normalize, max_iter=LBFGS_MAX_ITER,
+                                   grid=tuple(penalties))
+            n = len(logistic["C"])
+            results["solver"] += ["lbfgs"] * n
+            results["learning_rate"] += [None] * n
+            results["normalize_tokens"] += [mode] * n
+            results["max_iter"] += [LBFGS_MAX_ITER] * n
+            results["C"] += logistic["C"]
+            results["mean_log_loss"] += logistic["mean_log_loss"]
+            results["mean_score"] += logistic["mean_score"]
+            results["std_score"] += logistic["std_score"]
+            score = logistic["mean_score"][logistic["C"].index(c)]  # average precision at the chosen C
+            if best is None or score > best_score:  # ties keep AdamW
+                best, best_c = None, c
+        ranked = np.where(np.isfinite(results["mean_score"]), results["mean_score"], -np.inf)
+        rank = np.empty(len(ranked), dtype=int)
+        rank[np.argsort(-ranked, kind="stable")] = np.arange(1, len(ranked) + 1)
+        results["rank"] = rank.tolist()
+        self.cv_results_ = results
+        return best, best_c
+
+    def _solve_logistic(self, network: ProbeNetwork, features: np.ndarray, problem: FitProblem, C: float):
+        """Fit the head as a logistic regression with penalty ``C`` on all clips; the fit is then done."""
+        mode = self._logistic_normalization()
+        network.normalize = mode
+        head = network.head
+        X = features
+        if mode != "none":
+            head.feature_mean, head.feature_scale = feature_moments([torch.from_numpy(features)], mode)
+            X = (features - head.feature_mean.numpy()) / head.feature_scale.numpy()
+        multilabel = problem.targets.ndim == 2
+        solution = fit_logistic(X, problem.targets.numpy(), multilabel=multilabel, n_outputs=problem.n_outputs,
+                                C=C, max_iter=LBFGS_MAX_ITER)
+        with torch.no_grad():
+            head.linear.weight.copy_(torch.from_numpy(solution.coef))
+            head.linear.bias.copy_(torch.from_numpy(solution.intercept))
+            logits = head.linear(torch.from_numpy(X).float())
+            if multilabel:
+                loss = nn.functional.binary_cross_entropy_with_logits(logits, problem.targets.float())
+            else:
+                loss = nn.functional.cross_entropy(logits, problem.targets)
+        self.solver_, self.C_, self.loss_ = "lbfgs", C, "bce" if multilabel else "ce"
+        self.max_iter_ = LBFGS_MAX_ITER
+        module = _PooledFeatureNetwork(head)
+        self._solved = TrainResult(module=module, n_iter=solution.n_iter, loss_curve=[float(loss)])
+        return module, TokenSource(features), None
+
+    def _train(self, module, tokens, targets, problem, device, **kwargs):
+        solved = self.__dict__.pop("_solved", None)
+        if solved is not None and solved.module is module:  # solved by L-BFGS in _training_problem
+            return solved
+        return super()._train(module, tokens, targets, problem, device, **kwargs)
 
     def _candidates(self) -> list[Candidate]:
         """Settings ``cv`` chooses among, the defaults' rules first: the parameters left at ``"auto"`` vary."""

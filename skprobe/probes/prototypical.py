@@ -10,15 +10,29 @@ import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
+from ._normalization import select_normalization
+from ._tokens import TokenSource
 from .base import (
+    _AUTO_EPOCHS,
     AUTO_CENTER_COHERENCE,
     NORMALIZATIONS,
     BaseProbeClassifier,
+    FitProblem,
+    ProbeNetwork,
     store_parameters,
     with_shared_parameters_doc,
 )
 
 __all__ = ["PrototypicalProbeClassifier", "PrototypeHead"]
+
+#: ``normalize_tokens="auto"`` chooses on held-out clips among these (the direction rule's choice first) on
+#: sets of ``NORMALIZATION_SELECTION_CLIPS`` clips; ``"none"`` is left out: cosine similarity ignores the
+#: global scale, so it equals ``"scale"``.
+NORMALIZATION_CANDIDATES = ("scale", "center", "standard")
+#: Sets with at least as many clips as the first number and fewer than the second make the choice; smaller sets
+#: hold out too few clips to tell the modes apart, larger ones follow the direction rule (their training is
+#: already 30 epochs long, so the choice would cost 2.4 fits).
+NORMALIZATION_SELECTION_CLIPS = (200, 3000)
 
 
 class PrototypeHead(nn.Module):
@@ -168,6 +182,36 @@ class PrototypicalProbeClassifier(BaseProbeClassifier):
         verbose: int = 0,
     ) -> None:
         store_parameters(self, locals())
+
+    def _training_problem(self, network: ProbeNetwork, tokens: TokenSource, device: torch.device,
+                          resident: torch.Tensor | None, problem: FitProblem,
+                          ) -> tuple[nn.Module, TokenSource, torch.Tensor | None]:
+        network, tokens, resident = super()._training_problem(network, tokens, device, resident, problem)
+        self.normalization_results_ = None
+        low, high = NORMALIZATION_SELECTION_CLIPS
+        if self.normalize_tokens != "auto" or not low <= len(tokens) < high:
+            return network, tokens, resident
+        rule = network.normalize  # the direction rule's choice, first among equals
+        modes = [rule] + [m for m in NORMALIZATION_CANDIDATES if m != rule]
+        length = min(self.max_iter_, _AUTO_EPOCHS[0])
+        if self.verbose:
+            print(f"{type(self).__name__}: choosing normalize_tokens among {modes} on a held-out split "
+                  f"({length} epochs each)")
+
+        def train(module, source, targets, *, max_iter, resident):
+            return self._train(module, source, targets, problem, device, max_iter=max_iter, resident=resident)
+
+        untrained = ProbeNetwork(network.head, network.prefix_tokens, "none")
+        # the choice leaves the random state as it found it: the final fit is the fit with the chosen mode
+        with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+            best, self.normalization_results_ = select_normalization(
+                untrained, tokens, resident, problem.targets, modes, train=train, max_iter=length,
+                batch_size=problem.batch_size, seed=problem.seed, device=device)
+        if best != rule:
+            network.normalize = best
+            network.token_mean = network.token_scale = None
+            network.calibrate(tokens if resident is None else resident)
+        return network, tokens, resident
 
     def _build_head(self, dim: int, n_outputs: int) -> nn.Module:
         self.n_prototypes_ = self.n_prototypes_per_class * n_outputs

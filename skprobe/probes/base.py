@@ -117,9 +117,12 @@ SHARED_PARAMETERS_DOC = """prefix_tokens : int, default=0
         tokens share a common offset (``|mean|^2`` over a quarter of their
         total variance), for the prototypical probe ``"center"`` when they
         crowd around one direction (mean cosine similarity to their mean
-        above 0.67), and ``"scale"`` otherwise;
-        for the linear probe, ``"center"`` or ``"standard"`` as its ``cv``
-        chooses (``"center"`` without ``cv``). The attentive and
+        above 0.67), and ``"scale"`` otherwise, the prototypical probe
+        choosing among ``"scale"``, ``"center"`` and ``"standard"`` on
+        held-out clips instead on sets of 200 to 3,000 clips
+        (``normalization_results_``); for the linear probe, ``"standard"``
+        for its logistic regression, and ``"center"`` or ``"standard"`` as
+        its ``cv`` chooses for AdamW (``"center"`` without ``cv``). The attentive and
         prototypical probes normalise the patch tokens; the linear probe
         normalises its pooled feature vector. Chosen on the panel of
         ``benchmarks/bench_defaults_panel.py`` (see

@@ -147,6 +147,11 @@ class LinearProbeClassifier(BaseProbeClassifier):
 
     The paper's ``linear`` baseline: a ``Linear(D -> C)`` on the ``[cls]``
     token, or on the mean of the patch tokens for encoders without one.
+    Pooling has no parameters, so the probe pools every clip once and its
+    training problem is a (multi-label) logistic regression on the pooled
+    features: by default it is solved as scikit-learn's
+    ``LogisticRegressionCV`` would (``solver``, ``C``, ``cv``), with the
+    asymmetric loss trained by AdamW competing on multi-label ``y``.
 
     Parameters
     ----------
@@ -161,26 +166,59 @@ class LinearProbeClassifier(BaseProbeClassifier):
         with Adam (measured from 64 to 1,024 dimensions in
         ``docs/benchmarks/defaults.md``). It assumes normalised features:
         with ``normalize_tokens="none"`` pass a float. With ``cv``, 0.3 and
-        3 times this rate are tried too.
+        3 times this rate are tried too. Setting it selects the AdamW solver
+        (``solver="auto"``).
     weight_decay : float, default=1e-4
     {shared_parameters}
-    cv : int or None, default=3
+    cv : int, cross-validation splitter, iterable of splits or None, default=3
         Folds of an internal cross-validation that chooses the settings left
-        at ``"auto"``, in the spirit of ``LogisticRegressionCV``: the
-        learning rate (the rule, 0.3 and 3 times it), the feature
-        normalisation (``"center"`` or ``"standard"``) and the length (30 or
-        90 epochs; not with ``early_stopping``). Each candidate is trained on
-        the pooled features of ``cv - 1`` folds and scored by macro average
-        precision on the held-out fold; the best mean score wins and the
-        probe is refitted on all clips with it. Sets of more than 2,048
-        clips select on a random subset of 2,048, which bounds the cost. The candidates of one length
-        train together as one batched model, so the selection costs a few
-        linear fits (5 s on the README benchmark's 600 clips, 2 cores).
-        ``None`` uses the rules alone (the rule's rate, ``"center"``, 30
-        epochs). No selection runs when nothing is left at ``"auto"``, on
-        sets of fewer than ``2 * cv`` clips, or when the pooled features
+        at ``"auto"``, as ``LogisticRegressionCV`` does: the penalty ``C`` of
+        the logistic regression (see ``solver``) and, for the AdamW
+        solver, the learning rate (the rule, 0.3 and 3 times it), the
+        feature normalisation (``"center"`` or ``"standard"``) and the
+        length (30 or 90 epochs; not with ``early_stopping``). An int gives
+        shuffled folds (stratified for single-label ``y``; grouped, with
+        ``GroupKFold``, when ``fit`` gets ``groups``); any scikit-learn
+        splitter (``GroupKFold``, ``StratifiedGroupKFold``,
+        ``PredefinedSplit``, ...) or iterable of ``(train, validation)``
+        index arrays is used as given, with ``split(X, y, groups)``. Pass
+        ``groups`` when clips share a source (cut from the same recordings,
+        sharing background beds, speakers or sites): shuffled folds then put
+        near-copies on both sides of a split, the fold scores overrate weak
+        regularisation, and the selection picks it (see
+        ``docs/model-selection.md``). AdamW candidates are scored by macro
+        average precision on the held-out fold, ``C`` by validation
+        log-loss; the probe is refitted on all clips with the winner. Sets
+        of more than 2,048 clips select on a random subset of 2,048 (not
+        with an iterable of splits), which bounds the cost. ``None`` uses
+        the rules alone (AdamW with the rule's rate, ``"center"``, 30
+        epochs; for single-label ``y`` the logistic regression with
+        ``C=1``). No selection runs when nothing is left at ``"auto"``, on
+        sets of fewer than twice the folds, or when the pooled features
         exceed the memory bound of pooling once (the tokens then stream).
         Measured on the panel of ``docs/benchmarks/defaults.md``.
+    solver : {"auto", "lbfgs", "adamw"}, default="auto"
+        ``"lbfgs"`` solves the pooled-feature problem as scikit-learn's
+        ``LogisticRegression`` does (L2 penalty ``1 / C``, L-BFGS to
+        convergence, standardised features for ``normalize_tokens="auto"``;
+        one-vs-rest for sigmoid losses, multinomial for ``"ce"``), on the
+        CPU, whatever ``device``. ``"adamw"`` trains the linear layer with
+        AdamW in torch (on ``device``), the only solver for the asymmetric
+        loss. ``"auto"``: when ``learning_rate``, ``max_iter`` and
+        ``batch_size`` are left at ``"auto"`` and ``early_stopping`` is
+        off, the logistic regression replaces AdamW where both would train
+        the same loss (BCE, or CE for single-label ``y``) and competes with
+        the AdamW candidates of ``cv`` where ``loss="auto"`` is the
+        asymmetric loss (multi-label ``y``; the better mean validation
+        average precision wins). Setting one of those AdamW parameters, or
+        ``loss="asl"``, keeps AdamW alone.
+    C : float or "auto", default="auto"
+        Inverse L2 penalty of the logistic regression, as in
+        ``LogisticRegression``. ``"auto"`` chooses among 1e-4 to 1e2 in
+        half-decades by the lowest mean validation log-loss over ``cv``,
+        walking from the strongest penalty with warm starts and stopping
+        three points past the best (1.0 without ``cv``). Not used by AdamW
+        (see ``weight_decay``).
 
     Attributes
     ----------
@@ -189,11 +227,23 @@ class LinearProbeClassifier(BaseProbeClassifier):
     n_features_in_ : int
         Token embedding dimension ``D`` seen in ``fit``.
     {shared_attributes}
+    solver_ : str
+        ``"lbfgs"`` or ``"adamw"``: the solver of the final fit. With
+        ``"lbfgs"``, ``loss_`` is ``"bce"`` or ``"ce"``, ``max_iter_`` the
+        L-BFGS iteration limit, ``n_iter_`` and ``n_steps_`` the L-BFGS
+        iterations taken (the most over the classes), ``loss_curve_`` the
+        final training loss, and ``learning_rate_`` and ``batch_size_`` are
+        not used.
+    C_ : float or None
+        The penalty of the logistic regression (None with AdamW).
     cv_results_ : dict or None
-        The selection of ``cv``: ``learning_rate``, ``normalize_tokens``,
-        ``max_iter``, ``mean_score``, ``std_score`` (validation macro AP over
-        the folds) and ``rank``, one entry per candidate; None when no
-        selection ran.
+        The selection of ``cv``, one entry per candidate: ``solver``,
+        ``learning_rate``, ``normalize_tokens``, ``max_iter`` (AdamW
+        candidates; None for the logistic regression's learning rate),
+        ``C`` and ``mean_log_loss`` (logistic-regression candidates; None
+        for AdamW), ``mean_score`` and ``std_score`` (validation macro
+        average precision over the folds) and ``rank`` (by
+        ``mean_score``); None when no selection ran.
 
     See Also
     --------
@@ -210,6 +260,11 @@ class LinearProbeClassifier(BaseProbeClassifier):
     >>> clf = LinearProbeClassifier(max_iter=50, random_state=0).fit(X, y)
     >>> clf.predict_proba(X[:2]).shape
     (2, 2)
+    >>> from sklearn.model_selection import GroupKFold
+    >>> recordings = np.arange(60) // 6  # six clips cut from each of ten recordings
+    >>> clf = LinearProbeClassifier(cv=GroupKFold(3), random_state=0).fit(X, y, groups=recordings)
+    >>> clf.solver_, clf.C_ in clf.cv_results_["C"]
+    ('lbfgs', True)
     """
 
     _parameter_constraints = {

@@ -1,0 +1,52 @@
+"""The prototypical probe's normalize_tokens="auto": the normalisation chosen on held-out clips."""
+
+import numpy as np
+import pytest
+
+from skprobe import PrototypicalProbeClassifier
+from skprobe.datasets import make_token_scenes
+from skprobe.probes._length import HOLDOUT_FRACTION
+from skprobe.probes.prototypical import NORMALIZATION_CANDIDATES, NORMALIZATION_SELECTION_CLIPS
+
+FAST = dict(n_prototypes_per_class=4, batch_size=120, random_state=0, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    """240 clips whose tokens share a strong offset along one direction (coherence far above 0.67)."""
+    data = make_token_scenes(240, n_tokens=8, dim=16, n_classes=3, event_strength=5.0, random_state=0)
+    return data.X + 3.0, data.y
+
+
+def test_auto_chooses_on_held_out_clips_and_refits_with_the_winner(scenes):
+    X, Y = scenes
+    probe = PrototypicalProbeClassifier(**FAST).fit(X, Y)
+    results = probe.normalization_results_
+    assert results["normalize_tokens"][0] == "center"  # the direction rule's choice comes first
+    assert sorted(results["normalize_tokens"]) == sorted(NORMALIZATION_CANDIDATES)
+    assert results["n_holdout"] == round(HOLDOUT_FRACTION * len(X)) and results["max_iter"] == 30
+    assert all(0 < s <= 1 for s in results["holdout_score"])
+    assert probe.normalize_tokens_ == results["normalize_tokens"][int(np.argmax(results["holdout_score"]))]
+    # the choice does not disturb the final fit: it is the fit with the chosen normalisation
+    fixed = PrototypicalProbeClassifier(normalize_tokens=probe.normalize_tokens_, **FAST).fit(X, Y)
+    np.testing.assert_array_equal(fixed.decision_function(X), probe.decision_function(X))
+
+
+def test_raw_tokens_lose_to_centring_when_an_offset_hides_the_events(scenes):
+    X, Y = scenes
+    X = X + 30.0  # an offset ten times larger: raw directions are nearly all the same
+    results = PrototypicalProbeClassifier(**FAST).fit(X, Y).normalization_results_
+    scores = dict(zip(results["normalize_tokens"], results["holdout_score"]))
+    assert max(scores["center"], scores["standard"]) > scores["scale"] + 0.05
+
+
+def test_no_choice_outside_the_bounds_or_when_fixed(scenes):
+    X, Y = scenes
+    low, high = NORMALIZATION_SELECTION_CLIPS
+    small = PrototypicalProbeClassifier(**FAST).fit(X[: low - 1], Y[: low - 1])
+    assert small.normalization_results_ is None and small.normalize_tokens_ == "center"  # the rule
+    fixed = PrototypicalProbeClassifier(normalize_tokens="standard", **FAST).fit(X, Y)
+    assert fixed.normalization_results_ is None and fixed.normalize_tokens_ == "standard"
+    big = np.concatenate([X] * (high // len(X) + 1))
+    probe = PrototypicalProbeClassifier(max_iter=1, **FAST).fit(big, np.concatenate([Y] * (high // len(X) + 1)))
+    assert probe.normalization_results_ is None

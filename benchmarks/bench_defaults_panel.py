@@ -392,18 +392,22 @@ def reference_rows(sources: list[str], args) -> int:
         print(f"{source:<16}{'LogisticRegressionCV':<34}{ref:>8.3f}{ref_s:>8.1f}{1:>8.3f}  {json.dumps(chosen)}",
               flush=True)
         row = {"source": source, "lrcv": ref, "lrcv_fit_s": ref_s, "lrcv_chosen": chosen, "probe": []}
-        for spec in args.settings or ["{}"]:
-            params = json.loads(spec)
-            values, seconds, resolved = [], [], {}
-            for seed in range(args.seeds):
-                value, secs = run(source, LinearProbeClassifier, params, data, [seed], resolved)
-                values.append(value)
-                seconds.append(secs)
-            mean = float(np.mean(values))
-            row["probe"].append({"settings": params, "score": mean, "scores": values, "fit_s": float(np.mean(seconds)),
-                                 "ratio": mean / ref if ref else 1.0, "resolved": dict(resolved)})
-            print(f"{source:<16}{'linear ' + json.dumps(params):<34}{mean:>8.3f}{np.mean(seconds):>8.1f}"
-                  f"{mean / ref if ref else 1.0:>8.3f}  {json.dumps(resolved)}", flush=True)
+        specs = [json.loads(spec) for spec in args.settings or ["{}"]]
+        values, seconds, resolved = ([[] for _ in specs] for _ in range(3))
+        for seed in range(args.seeds):  # settings interleaved per seed: machine load hits them alike
+            for i, params in enumerate(specs):
+                seen: dict = {}
+                value, secs = run(source, LinearProbeClassifier, params, data, [seed], seen)
+                values[i].append(value)
+                seconds[i].append(secs)
+                resolved[i].append(seen)
+        for i, params in enumerate(specs):
+            mean = float(np.mean(values[i]))
+            row["probe"].append({"settings": params, "score": mean, "scores": values[i],
+                                 "fit_s": float(np.mean(seconds[i])), "fit_s_each": seconds[i],
+                                 "ratio": mean / ref if ref else 1.0, "resolved": resolved[i]})
+            print(f"{source:<16}{'linear ' + json.dumps(params):<34}{mean:>8.3f}{np.mean(seconds[i]):>8.1f}"
+                  f"{mean / ref if ref else 1.0:>8.3f}  {json.dumps(resolved[i][-1])}", flush=True)
         rows.append(row)
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(rows, indent=1))

@@ -62,7 +62,7 @@ def client(crash_file):
 
 def _count_encoder_loads():
     """Run on each worker: wrap load_encoder with a counter (kept in the worker process)."""
-    from skprobe.extraction import transformer
+    from skprobe.extraction import encoder_cache as transformer
 
     if not hasattr(transformer, "_test_loads"):
         real = transformer.load_encoder
@@ -78,7 +78,7 @@ def _count_encoder_loads():
 
 
 def _encoder_loads():
-    from skprobe.extraction import transformer
+    from skprobe.extraction import encoder_cache as transformer
 
     return transformer._test_loads[0]
 

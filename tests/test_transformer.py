@@ -20,7 +20,7 @@ from skprobe.encoders import loading
 from skprobe.encoders.base import AudioEncoder
 from skprobe.encoders.formats import checkpoint as checkpoint_format
 from skprobe.encoders.models.tiny import TinyConvEncoder, TinyTransformerEncoder
-from skprobe.extraction import transformer as transformer_module
+from skprobe.extraction import encoder_cache
 from skprobe.extraction.transformer import clear_encoder_cache
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -142,7 +142,7 @@ def loads(monkeypatch):
         return real_read(*args, **kwargs)
 
     monkeypatch.setattr(loading, "load_encoder", load_encoder)
-    monkeypatch.setattr(transformer_module, "load_encoder", load_encoder)
+    monkeypatch.setattr(encoder_cache, "load_encoder", load_encoder)
     monkeypatch.setattr(checkpoint_format, "read_checkpoint", read_checkpoint)
     clear_encoder_cache()
     yield calls

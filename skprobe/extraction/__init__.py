@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 
 _LAZY = {
     "FrozenEncoderTransformer": "skprobe.extraction.transformer",
-    "clear_encoder_cache": "skprobe.extraction.transformer",
-    "extract_to_store": "skprobe.extraction.transformer",
-    "ExtractionResult": "skprobe.extraction.transformer",
+    "clear_encoder_cache": "skprobe.extraction.encoder_cache",
+    "extract_to_store": "skprobe.extraction.writing",
+    "ExtractionResult": "skprobe.extraction.result",
     "TokenStore": "skprobe.extraction.store",
     "StoreWriter": "skprobe.extraction.store",
     "StoreArray": "skprobe.extraction.store",
@@ -28,7 +28,10 @@ __all__ = ["FrozenEncoderTransformer", "clear_encoder_cache", "extract_to_store"
 if TYPE_CHECKING:  # pragma: no cover
     from .cache import clip_key
     from .store import StoreArray, StoreDescription, StoreError, StoreWriter, TokenStore
-    from .transformer import ExtractionResult, FrozenEncoderTransformer, clear_encoder_cache, extract_to_store
+    from .encoder_cache import clear_encoder_cache
+    from .result import ExtractionResult
+    from .transformer import FrozenEncoderTransformer
+    from .writing import extract_to_store
 
 
 def __getattr__(name: str):

@@ -42,7 +42,7 @@ def clips(tmp_path_factory):
 def reference(clips, tmp_path_factory):
     """Tokens of the single-process, single-machine path (same store format, float16)."""
     store = tmp_path_factory.mktemp("reference-store")
-    return np.asarray(FrozenEncoderTransformer(**ENCODER, cache=str(store), output="memmap").fit_transform(clips))
+    return np.asarray(FrozenEncoderTransformer(**ENCODER, store=str(store), output="memmap").fit_transform(clips))
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +163,7 @@ def test_cli_extract_on_a_scheduler(client, clips, reference, tmp_path, capsys):
     args = ["extract", "--dataset", folder, "--encoder", "tiny-vit", "--batch-size", "8", "--store", str(store), "-q"]
     assert main([*args, "--scheduler", client.scheduler.address]) == 0
     assert f"{N_CLIPS} files -> {store}: {N_CLIPS} encoded, 0 already stored" in capsys.readouterr().out
-    tokens = FrozenEncoderTransformer(**ENCODER, cache=str(store), output="memmap").fit_transform(clips)
+    tokens = FrozenEncoderTransformer(**ENCODER, store=str(store), output="memmap").fit_transform(clips)
     np.testing.assert_array_equal(np.asarray(tokens), reference)
 
     assert main([*args, "--scheduler", "tcp://127.0.0.1:9"]) == 2

@@ -523,7 +523,7 @@ def test_weights_load_lazily_once_on_cuda(loads, big_checkpoint, tmp_path):
     enc = FrozenEncoderTransformer(encoder=BIG, checkpoint=big_checkpoint, device="auto").fit(X)
     out = enc.transform(X)
     clone(enc).set_params(device="cuda").fit(X).transform(X)  # "cuda" and "auto" name one GPU
-    enc.set_params(cache=tmp_path).transform(X)  # hashing the weights for the store reads no more
+    enc.set_params(store=tmp_path).transform(X)  # hashing the weights for the store reads no more
     assert loads == {"load_encoder": 1, "read_checkpoint": 1}
     with torch.inference_mode():
         expected = BigEncoder(seed=1).eval()(torch.from_numpy(np.stack(X)))
@@ -632,7 +632,7 @@ def test_verbose_shows_a_progress_bar_on_stderr(capsys):
 
 def _grid_search(cache, refit):
     pipe = Pipeline([
-        ("enc", FrozenEncoderTransformer(encoder=RECORDING, cache=cache, batch_size=4)),
+        ("enc", FrozenEncoderTransformer(encoder=RECORDING, store=cache, batch_size=4)),
         ("probe", skprobe.LinearProbeClassifier(max_iter=2, random_state=0)),
     ])
     return GridSearchCV(pipe, {"probe__learning_rate": [1e-2, 1e-3]}, cv=3, refit=refit)

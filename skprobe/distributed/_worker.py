@@ -168,7 +168,7 @@ def _crash_point(chunk: int) -> int | None:
 
 
 def extract_chunk(params: dict, paths: list[str], chunk: int) -> dict:
-    """Extract one chunk of files into the store named by ``params["cache"]``; return a small summary.
+    """Extract one chunk of files into the store named by ``params["store"]``; return a small summary.
 
     Clips already committed to the store run no forward pass. Batches are committed as they
     finish, so a worker that dies mid-chunk loses at most its batches in flight; the scheduler
@@ -191,9 +191,9 @@ def extract_chunk(params: dict, paths: list[str], chunk: int) -> dict:
             error = RuntimeError(message)
         raise error from exc
     _STATS["chunks_done"] += 1
-    _STATS["clips_forwarded"] += result.computed
+    _STATS["clips_forwarded"] += result.n_forwarded
     address, _ = _worker_identity()
     row_bytes = 2 * len(transformer.layers_) * transformer.n_tokens_ * transformer.dim_  # float16 in the store
-    return {"chunk": chunk, "worker": address, "n_clips": len(paths), "n_forwarded": int(result.computed),
-            "keys": list(result.keys), "bytes_written": int(result.computed) * row_bytes,
+    return {"chunk": chunk, "worker": address, "n_clips": len(paths), "n_forwarded": int(result.n_forwarded),
+            "keys": list(result.keys), "bytes_written": int(result.n_forwarded) * row_bytes,
             "seconds": time.perf_counter() - start}

@@ -19,17 +19,17 @@ _LAZY = {
     "StoreArray": "skprobe.extraction.store",
     "StoreError": "skprobe.extraction.store",
     "StoreDescription": "skprobe.extraction.store",
-    "clip_key": "skprobe.extraction.cache",
+    "clip_key": "skprobe.extraction.keys",
 }
 
 __all__ = ["FrozenEncoderTransformer", "clear_encoder_cache", "extract_to_store", "ExtractionResult",
            "TokenStore", "StoreWriter", "StoreArray", "StoreError", "StoreDescription", "clip_key"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .cache import clip_key
-    from .store import StoreArray, StoreDescription, StoreError, StoreWriter, TokenStore
     from .encoder_cache import clear_encoder_cache
+    from .keys import clip_key
     from .result import ExtractionResult
+    from .store import StoreArray, StoreDescription, StoreError, StoreWriter, TokenStore
     from .transformer import FrozenEncoderTransformer
     from .writing import extract_to_store
 

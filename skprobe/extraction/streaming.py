@@ -17,8 +17,8 @@ from tqdm.auto import tqdm
 from .._torch import resolve_device
 from ..encoders.base import AudioEncoder
 from .batching import TokenBatcher
-from .cache import clip_key
 from .clips import check_clips, clip_name, decode_clip, prepare_clip
+from .keys import clip_key
 from .pipeline import DeviceRunner, read_ahead
 from .result import ExtractionResult
 from .store import StoreWriter, TokenStore

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from numbers import Integral, Real
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Hidden, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from .._torch import resolve_device
@@ -74,7 +75,7 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
         several times slower there) and bfloat16 autocast on CUDA.
     output_dtype : {"float32", "float16"}, default="float32"
         dtype of the returned in-memory tokens (float16 halves memory).
-    cache : path-like, optional
+    store : path-like, optional
         Root folder of a token store (see :class:`~skprobe.extraction.store.TokenStore`):
         sharded float16 files with an index by clip content. Clips already
         stored run no forward pass, a clip that occurs several times in ``X``
@@ -82,7 +83,7 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
         interrupted run resumes), and several processes may fill one store at
         once. Tokens come back as stored.
     output : {"array", "memmap"}, default="array"
-        ``"array"``: an in-memory ndarray. ``"memmap"`` (needs ``cache``): a
+        ``"array"``: an in-memory ndarray. ``"memmap"`` (needs ``store``): a
         read-only :class:`~skprobe.extraction.store.StoreArray` backed by the
         store on disk, for token sets larger than memory; the probes
         read it batch by batch.
@@ -101,6 +102,8 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
         store, :meth:`extract_to_store` lists the skipped inputs).
     verbose : int, default=0
         Progress bar (clips/s and time left) over the clips.
+    cache : path-like, optional
+        Deprecated name of ``store`` (``fit`` warns); will be removed.
 
     Attributes
     ----------
@@ -145,13 +148,14 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
         "device": [str, torch.device],
         "dtype": [StrOptions({"auto", *_DTYPES})],
         "output_dtype": [StrOptions({"float32", "float16"})],
-        "cache": [str, os.PathLike, None],
+        "store": [str, os.PathLike, None],
         "output": [StrOptions({"array", "memmap"})],
         "store_dtype": [StrOptions({"float16", "float32"})],
         "n_jobs": [Interval(Integral, 0, None, closed="left"), None],
         "prefetch": [Interval(Integral, 1, None, closed="left")],
         "on_error": [StrOptions({"raise", "skip"})],
         "verbose": ["verbose"],
+        "cache": [str, os.PathLike, None, Hidden(StrOptions({"deprecated"}))],
     }
 
     def __init__(
@@ -165,13 +169,14 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
         device: str = "auto",
         dtype: str = "auto",
         output_dtype: str = "float32",
-        cache: str | os.PathLike | None = None,
+        store: str | os.PathLike | None = None,
         output: str = "array",
         store_dtype: str = "float16",
         n_jobs: int | None = None,
         prefetch: int = 2,
         on_error: str = "raise",
         verbose: int = 0,
+        cache: str | os.PathLike | None = "deprecated",
     ) -> None:
         self.encoder = encoder
         self.checkpoint = checkpoint
@@ -182,13 +187,14 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
         self.device = device
         self.dtype = dtype
         self.output_dtype = output_dtype
-        self.cache = cache
+        self.store = store
         self.output = output
         self.store_dtype = store_dtype
         self.n_jobs = n_jobs
         self.prefetch = prefetch
         self.on_error = on_error
         self.verbose = verbose
+        self.cache = cache
 
     # -- fit: layout only ----------------------------------------------------------
     def fit(self, X, y=None):
@@ -206,6 +212,11 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
         self
         """
         self._validate_params()
+        if self.cache != "deprecated":
+            if self.store is not None:
+                raise ValueError("pass the token store as store=... only (cache= is its deprecated name)")
+            warnings.warn("FrozenEncoderTransformer(cache=...) is deprecated: pass the token store as store=...",
+                          DeprecationWarning, stacklevel=2)
         spec = get_encoder_spec(self.encoder)
         if X is not None:
             check_clips(X, self, reset=True)
@@ -261,9 +272,9 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
             :class:`~skprobe.extraction.store.StoreArray` backed by the store.
         """
         check_is_fitted(self, "layouts_")
-        if self.output == "memmap" and self.cache is None:
-            raise ValueError("output='memmap' returns tokens backed by the token store: set cache=<folder>")
-        if self.cache is not None:
+        if self.output == "memmap" and self._store_root is None:
+            raise ValueError("output='memmap' returns tokens backed by the token store: set store=<folder>")
+        if self._store_root is not None:
             store = self.open_store()
             if self.output == "memmap":
                 keys = [k for k in extract_into(self, X, store).keys if k is not None]
@@ -277,25 +288,30 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
         return out[:, 0] if isinstance(self.layers, Integral) else out
 
     @property
+    def _store_root(self) -> str | os.PathLike | None:
+        """``store``, or the deprecated ``cache`` where only that is given."""
+        return self.cache if self.store is None and self.cache != "deprecated" else self.store
+
+    @property
     def _out_dtype(self):
         return np.float16 if self.output_dtype == "float16" else np.float32
 
     def open_store(self) -> TokenStore:
-        """The token store of this configuration in the ``cache`` folder (nothing is written yet).
+        """The token store of this configuration in the ``store`` folder (nothing is written yet).
 
         Examples
         --------
         >>> import tempfile
-        >>> enc = FrozenEncoderTransformer(encoder="tiny-vit", cache=tempfile.mkdtemp()).fit(None)
+        >>> enc = FrozenEncoderTransformer(encoder="tiny-vit", store=tempfile.mkdtemp()).fit(None)
         >>> store = enc.open_store()
         >>> store.row_shape, store.dtype
         ((1, 97, 16), dtype('float16'))
         """
         check_is_fitted(self, "layouts_")
-        if self.cache is None:
-            raise ValueError("open_store needs cache=<folder> (the token store's root)")
+        if self._store_root is None:
+            raise ValueError("open_store needs store=<folder> (the token store's root)")
         device = resolve_device(self.device)
-        return TokenStore(self.cache, store_config(self, self._compute_dtype(device)),
+        return TokenStore(self._store_root, store_config(self, self._compute_dtype(device)),
                           (len(self.layers_), self.n_tokens_, self.dim_), dtype=self.store_dtype)
 
     def extract_to_store(self, X) -> ExtractionResult:
@@ -313,12 +329,12 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
         -------
         ExtractionResult
             ``keys`` (clip key per input, None for a skipped bad input),
-            ``computed`` (clips encoded by this call) and ``skipped``
+            ``n_forwarded`` (clips encoded by this call) and ``skipped``
             (``(index, name, message)`` of bad inputs when ``on_error="skip"``).
         """
         check_is_fitted(self, "layouts_")
-        if self.cache is None:
-            raise ValueError("extract_to_store needs cache=<folder> (the token store's root)")
+        if self._store_root is None:
+            raise ValueError("extract_to_store needs store=<folder> (the token store's root)")
         return extract_into(self, X, self.open_store())
 
     def _compute_dtype(self, device: torch.device) -> torch.dtype:

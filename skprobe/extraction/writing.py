@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from numbers import Integral
 
 import numpy as np
@@ -46,7 +47,7 @@ def extract_into(transformer, X, store: TokenStore, computed: dict | None = None
     out_dtype = _out_dtype(transformer)
     with DeferredWriter(store) as writer:
         for keys, tokens, n in stream_tokens(transformer, X, store=store, writer=writer, result=result):
-            result.computed += n
+            result.n_forwarded += n
             if computed is not None:  # as the store holds them (tokens may be a reused pinned buffer)
                 computed.update(zip(keys, np.asarray(tokens).astype(store.dtype).astype(out_dtype)))
     return result
@@ -66,8 +67,8 @@ def tokens_in_memory(transformer, X, store: TokenStore) -> np.ndarray:
 
 def _out_dtype(transformer) -> type:
     return np.float16 if transformer.output_dtype == "float16" else np.float32
-def extract_to_store(X, cache: str | os.PathLike, **params) -> ExtractionResult:
-    """Extract the tokens of ``X`` into the token store under ``cache``, from this process.
+def extract_to_store(X, store: str | os.PathLike | None = None, **params) -> ExtractionResult:
+    """Extract the tokens of ``X`` into the token store under ``store``, from this process.
 
     A plain function for workers (Dask, job arrays): it builds a
     :class:`FrozenEncoderTransformer` with ``params``, fits it (no weights are
@@ -77,8 +78,8 @@ def extract_to_store(X, cache: str | os.PathLike, **params) -> ExtractionResult:
     Parameters
     ----------
     X : list, array or iterable of clips or audio file paths
-    cache : path-like
-        Root folder of the token store.
+    store : path-like
+        Root folder of the token store (``cache=``, its deprecated name, still works and warns).
     **params
         Other :class:`FrozenEncoderTransformer` parameters (``encoder``, ``layers``...).
 
@@ -91,9 +92,17 @@ def extract_to_store(X, cache: str | os.PathLike, **params) -> ExtractionResult:
     >>> import numpy as np, tempfile
     >>> wavs = [np.zeros(16000, dtype="float32"), np.ones(16000, dtype="float32") / 2]
     >>> result = extract_to_store(wavs, tempfile.mkdtemp(), encoder="tiny-vit")
-    >>> len(result.keys), result.computed
+    >>> len(result.keys), result.n_forwarded
     (2, 2)
     """
     from .transformer import FrozenEncoderTransformer
 
-    return FrozenEncoderTransformer(cache=cache, **params).fit(None).extract_to_store(X)
+    if "cache" in params:
+        warnings.warn("extract_to_store(cache=...) is deprecated: pass the token store as store=...",
+                      DeprecationWarning, stacklevel=2)
+        if store is not None:
+            raise ValueError("pass the token store as store=... only (cache= is its deprecated name)")
+        store = params.pop("cache")
+    if store is None:
+        raise ValueError("extract_to_store needs store=<folder> (the token store's root)")
+    return FrozenEncoderTransformer(store=store, **params).fit(None).extract_to_store(X)

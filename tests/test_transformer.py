@@ -380,9 +380,9 @@ def test_invalid_parameters(params, message):
 
 def test_layer_list_gives_a_4d_output_matching_single_layers():
     X = _noise(2)
-    multi = FrozenEncoderTransformer(encoder="tiny-vit", layers=[-1, 0]).fit(X)
+    multi = FrozenEncoderTransformer(encoder="tiny-vit", layers=[0, -1]).fit(X)
     out = multi.transform(X)
-    assert multi.layers_ == [0, 2] and out.shape == (2, 2, 97, 16)  # ascending order, as timm returns them
+    assert multi.layers_ == [0, 2] and out.shape == (2, 2, 97, 16)
     np.testing.assert_allclose(out[:, 0], FrozenEncoderTransformer(encoder="tiny-vit", layers=0).fit_transform(X),
                                atol=1e-6)
     np.testing.assert_allclose(out[:, 1], FrozenEncoderTransformer(encoder="tiny-vit", layers=2).fit_transform(X),
@@ -391,7 +391,18 @@ def test_layer_list_gives_a_4d_output_matching_single_layers():
     assert single_list.shape == (2, 1, 97, 16)
     np.testing.assert_array_equal(
         FrozenEncoderTransformer(encoder="tiny-vit", layers=-2).fit_transform(X), single_list[:, 0])
-    assert FrozenEncoderTransformer(encoder="tiny-vit", layers=(0, 0, 2)).fit(X).layers_ == [0, 2]
+
+
+
+@pytest.mark.parametrize("layers, resolved", [([-1, 0], [0, 2]), ((0, 0, 2), [0, 2]), ([2, -3], [0, 2])])
+def test_a_layer_list_out_of_order_or_repeated_is_sorted_with_a_warning(layers, resolved):
+    """Increasing layer order, each layer once (timm's forward_intermediates); the user is told."""
+    X = _noise(1)
+    with pytest.warns(UserWarning, match=r"selects layers \[0, 2\] in increasing order.*follows \[0, 2\]"):
+        enc = FrozenEncoderTransformer(encoder="tiny-vit", layers=layers).fit(X)
+    assert enc.layers_ == resolved
+    np.testing.assert_array_equal(enc.transform(X), FrozenEncoderTransformer(
+        encoder="tiny-vit", layers=[0, 2]).fit_transform(X))
 
 
 def test_forward_stops_at_the_deepest_requested_layer(recorder):

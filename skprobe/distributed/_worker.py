@@ -17,11 +17,7 @@ from pathlib import Path
 
 from ..extraction.transformer import FrozenEncoderTransformer
 
-__all__ = ["CRASH_FILE_ENV", "check_worker", "extract_chunk", "worker_stats"]
-
-# Fault-injection hook for the tests: when this variable names a JSON file {"chunk": i, "after_batches": n},
-# the first worker to claim the file (an atomic rename) exits hard after committing n batches of chunk i.
-CRASH_FILE_ENV = "SKPROBE_DISTRIBUTED_CRASH_FILE"
+__all__ = ["check_worker", "extract_chunk", "worker_stats"]
 
 _TRANSFORMERS: dict[str, FrozenEncoderTransformer] = {}
 _STATS = {"transformers_built": 0, "clips_forwarded": 0, "chunks_done": 0, "malloc_tuned": False}
@@ -152,21 +148,6 @@ def check_worker(params: dict, store: str, dask_worker=None) -> dict:
             "store_folder": str(store.folder), "torch": torch.__version__}
 
 
-def _crash_point(chunk: int) -> int | None:
-    """Clips of ``chunk`` to commit before this worker exits hard (fault-injection hook), or None."""
-    spec_file = os.environ.get(CRASH_FILE_ENV)
-    if not spec_file or not Path(spec_file).is_file():
-        return None
-    spec = json.loads(Path(spec_file).read_text())
-    if spec["chunk"] != chunk:
-        return None
-    try:
-        os.rename(spec_file, spec_file + ".claimed")  # one worker claims it, so the rerun runs through
-    except OSError:
-        return None
-    return int(spec["after_clips"])
-
-
 def extract_chunk(params: dict, paths: list[str], chunk: int) -> dict:
     """Extract one chunk of files into the store named by ``params["store"]``; return a small summary.
 
@@ -178,10 +159,6 @@ def extract_chunk(params: dict, paths: list[str], chunk: int) -> dict:
     start = time.perf_counter()
     try:
         transformer = worker_transformer(params)
-        crash = _crash_point(chunk)
-        if crash is not None:
-            transformer.extract_to_store(paths[:crash])
-            os._exit(17)
         result = transformer.extract_to_store(paths)
     except (OSError, ValueError) as exc:
         message = f"{_describe_worker()}, chunk {chunk} (from {paths[0]}): {exc}"

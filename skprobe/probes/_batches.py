@@ -18,6 +18,7 @@ that rounds differently).
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Iterable, Iterator
@@ -27,7 +28,7 @@ import torch
 
 from ._tokens import TokenSource
 
-__all__ = ["HostPrefetcher", "NonFiniteTokens", "inference_batches", "upload"]
+__all__ = ["HostPrefetcher", "NonFiniteTokens", "exact_float32", "inference_batches", "upload"]
 
 _END = object()
 
@@ -215,3 +216,17 @@ def upload(source: TokenSource, device: torch.device, dtype: torch.dtype,
         out[start : start + len(part)] = part
         start += len(part)
     return out
+
+
+@contextlib.contextmanager
+def exact_float32(device: torch.device):
+    """Full float32 matrix products on CUDA (no TF32) for the duration, restored afterwards."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved

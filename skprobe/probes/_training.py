@@ -5,185 +5,41 @@ skprobe feeds it whole batches (:class:`TokenBatchIterator`) read out of the
 token array, converted on the way, and already on the device, instead of
 skorch's default per-sample ``DataLoader`` collation, which dominates the cost
 of small probe heads. On a GPU the tokens are kept on the device when they fit
-in the memory budget of :func:`training_options`, else streamed through pinned
+in the memory budget of the :class:`~skprobe.probes._plan.TrainingPlan`, else streamed through pinned
 buffers by a prefetching thread (see :mod:`skprobe.probes._batches`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
-import os
 from dataclasses import dataclass, field
-from numbers import Integral, Real
 
 import numpy as np
 import torch
 from skorch import NeuralNet
 from skorch.callbacks import EarlyStopping, LRScheduler, ProgressBar
-from skorch.dataset import Dataset, get_len
+from skorch.dataset import get_len
 from skorch.helper import predefined_split
 from torch import nn
 
 from ._batches import HostPrefetcher, NonFiniteTokens, upload
+from ._config import (
+    _BUDGET_ENV,
+    _ON_DEVICE_FRACTION,
+    TrainingOptions,
+    get_training_options,
+    set_training_options,
+    training_options,
+)
+from ._plan import TrainingPlan
 from ._tokens import TokenSource, check_chunks
 
-__all__ = ["TensorBatchIterator", "TokenBatchIterator", "TokenDataset", "TrainResult", "TrainingOptions",
+__all__ = ["TokenBatchIterator", "TokenDataset", "TrainResult", "TrainingOptions",
            "get_training_options", "set_training_options", "stage_tokens", "train_module", "training_options"]
-
-# Share of free GPU memory the token set may take to be kept on the device when no budget is set.
-_ON_DEVICE_FRACTION = 0.5
-_BUDGET_ENV = "SKPROBE_DEVICE_MEMORY_BUDGET"
-#: Largest budget in bytes (1 PiB): a larger number is a typo, not a memory size.
-_MAX_BUDGET_BYTES = 2**50
 
 #: Read the batch losses back once per epoch (see ``_ProbeNet``); False restores skorch's ``item()`` per batch.
 DEFER_LOSS_SYNC = True
 
 
-@dataclass
-class TrainingOptions:
-    """Process-wide settings of the probes' training engine (see :func:`training_options`)."""
-
-    device_memory_budget: float | int | None = None
-    autocast_bf16: bool = True
-    prefetch: int = 2
-
-
-_OPTIONS = TrainingOptions()
-
-
-def get_training_options() -> TrainingOptions:
-    """The current :class:`TrainingOptions` (a copy)."""
-    options = TrainingOptions(**vars(_OPTIONS))
-    if options.device_memory_budget is None and os.environ.get(_BUDGET_ENV):
-        options.device_memory_budget = _parse_budget(os.environ[_BUDGET_ENV])
-    return options
-
-
-def _parse_budget(text: str) -> float | int:
-    """The budget written in ``SKPROBE_DEVICE_MEMORY_BUDGET``: a share (float) or a whole number of bytes (int)."""
-    try:
-        value: float | int = float(text)
-    except ValueError:
-        value = float("nan")
-    if math.isfinite(value) and value > 1 and value.is_integer():
-        value = int(value)
-    return _check_budget(value, _BUDGET_ENV, f"got {text!r}", environment=True)
-
-
-def _check_budget(value, name: str, got: str, environment: bool = False) -> float | int | None:
-    """``value`` as a share in (0, 1] (float) or a number of bytes in [1, 2**50] (int); ValueError naming ``name``."""
-    if value is None and not environment:
-        return None
-    if isinstance(value, Integral) and not isinstance(value, bool) and 1 <= value <= _MAX_BUDGET_BYTES:
-        return int(value)
-    if isinstance(value, Real) and not isinstance(value, (bool, Integral)) and 0 < value <= 1:  # False for NaN
-        return float(value)
-    what = "a share of free GPU memory in (0, 1]" + ("" if environment else " (float)")
-    raise ValueError(f"{name} must be {'' if environment else 'None, '}{what} or a whole number of bytes from 1 "
-                     f"to 2**50{'' if environment else ' (int)'}, {got}")
-
-
-def set_training_options(**options) -> TrainingOptions:
-    """Set training-engine options of the probes for the rest of the process; returns the previous ones.
-
-    Same parameters as :func:`training_options`.
-
-    Examples
-    --------
-    >>> previous = set_training_options(prefetch=3)
-    >>> _ = set_training_options(**vars(previous))
-    """
-    unknown = set(options) - set(vars(_OPTIONS))
-    if unknown:
-        raise TypeError(f"unknown training option(s) {sorted(unknown)}; known: {sorted(vars(_OPTIONS))}")
-    if "device_memory_budget" in options:
-        budget = options["device_memory_budget"]
-        options["device_memory_budget"] = _check_budget(budget, "device_memory_budget", f"got {budget!r}")
-    if "prefetch" in options and (not isinstance(options["prefetch"], int) or options["prefetch"] < 1):
-        raise ValueError(f"prefetch must be a positive int, got {options['prefetch']!r}")
-    previous = TrainingOptions(**vars(_OPTIONS))
-    for name, value in options.items():
-        setattr(_OPTIONS, name, value)
-    return previous
-
-
-class _Unchanged:
-    """Default of :func:`training_options`' parameters: the option keeps its current value."""
-
-    def __repr__(self) -> str:
-        return "unchanged"
-
-
-_UNCHANGED = _Unchanged()
-
-
-@contextlib.contextmanager
-def training_options(*, device_memory_budget: float | int | None | _Unchanged = _UNCHANGED,
-                     autocast_bf16: bool | _Unchanged = _UNCHANGED, prefetch: int | _Unchanged = _UNCHANGED):
-    """Set training-engine options of the probes for a ``with`` block.
-
-    Options not given keep their current value; the defaults below are the
-    process's settings until :func:`set_training_options` changes them.
-
-    Parameters
-    ----------
-    device_memory_budget : float, int or None, default=None
-        GPU memory the training tokens may occupy to be kept on the device
-        (converted to float16 where they fit its range): a share of the free
-        memory at ``fit`` time in ``(0, 1]`` (float), or a whole number of
-        bytes from 1 to ``2**50`` (int); anything else (NaN, 0, negative,
-        beyond these ranges) is a ``ValueError``. ``None``
-        reads the environment variable ``SKPROBE_DEVICE_MEMORY_BUDGET`` (same
-        meaning; it also reaches joblib's worker processes) or else uses half of
-        the free memory. Tokens that do not fit are streamed from pinned host
-        buffers. A budget below one batch of tokens is an error.
-    autocast_bf16 : bool, default=True
-        Run the heads' forward pass under bfloat16 autocast on CUDA during
-        training (no effect on the CPU or at inference, which stays float32).
-        On by default: on an H200 it left the event-scene macro mAP within
-        0.0012 of float32 for every probe (3 seeds) and brought the
-        prototypical probe's AudioSet-20k-sized epoch from 4.0 s to 1.52 s
-        (``docs/benchmarks/training.md``).
-    prefetch : int, default=2
-        Batches read ahead by the streaming thread.
-
-    Examples
-    --------
-    >>> from skprobe.probes import get_training_options, training_options
-    >>> with training_options(device_memory_budget=0.25):
-    ...     get_training_options().device_memory_budget
-    0.25
-    """
-    given = {"device_memory_budget": device_memory_budget, "autocast_bf16": autocast_bf16, "prefetch": prefetch}
-    previous = set_training_options(**{k: v for k, v in given.items() if v is not _UNCHANGED})
-    try:
-        yield get_training_options()
-    finally:
-        set_training_options(**vars(previous))
-
-
-class TensorBatchIterator:
-    """skorch iterator over ``(X[idx], y[idx])`` slices of a :class:`~skorch.dataset.Dataset` of tensors.
-
-    Kept for code that trains on tensors directly; ``train_module`` uses
-    :class:`TokenBatchIterator`.
-    """
-
-    def __init__(self, dataset: Dataset, batch_size: int = 128, shuffle: bool = False, **_: object) -> None:
-        self.X, self.y = dataset.X, dataset.y
-        self.batch_size, self.shuffle = batch_size, shuffle
-
-    def __len__(self) -> int:
-        return -(-len(self.X) // self.batch_size)
-
-    def __iter__(self):
-        n = len(self.X)
-        order = torch.randperm(n) if self.shuffle else torch.arange(n)
-        for start in range(0, n, self.batch_size):
-            idx = order[start : start + self.batch_size]
-            yield self.X[idx.to(self.X.device)], (self.y[idx.to(self.y.device)] if self.y is not None else None)
 
 
 class TokenDataset(torch.utils.data.Dataset):
@@ -394,23 +250,24 @@ def _resident_tokens(source: TokenSource, device: torch.device, budget: int | No
     return None
 
 
-def stage_tokens(source: TokenSource, batch_size: int, device: torch.device, name: str = "X") -> torch.Tensor | None:
-    """Validate the training tokens and, on a GPU, copy them to the device when they fit the budget.
+def stage_tokens(source: TokenSource, plan: TrainingPlan, name: str = "X") -> torch.Tensor | None:
+    """Validate the training tokens and, on a GPU, copy them to the device when they fit the plan's budget.
 
-    On CUDA, tokens within the memory budget of :func:`training_options` are
-    uploaded once and checked for NaN and infinity on the device on the way,
-    so ``fit`` reads them from the host once (the copy) instead of three
-    times (validation, normalisation statistics, copy). Returns the resident
-    tokens, or None after a chunked check on the host (CPU, or tokens that
-    stream). A bad value raises the ``ValueError`` of
-    :func:`~skprobe.probes._tokens.check_chunks` naming the first bad clip;
-    running out of GPU memory raises ``MemoryError`` naming the budget.
+    On CUDA, tokens within ``plan.memory_budget`` (see
+    :func:`~skprobe.probes.config_context`) are uploaded once and checked for
+    NaN and infinity on the device on the way, so ``fit`` reads them from the
+    host once (the copy) instead of three times (validation, normalisation
+    statistics, copy). Returns the resident tokens, or None after a chunked
+    check on the host (CPU, or tokens that stream). A bad value raises the
+    ``ValueError`` of :func:`~skprobe.probes._tokens.check_chunks` naming the
+    first bad clip; running out of GPU memory raises ``MemoryError`` naming
+    the budget.
     """
+    device = plan.device
     if device.type != "cuda":
         check_chunks(source, name)
         return None
-    options = get_training_options()
-    budget = device_budget(source, batch_size, device, options.device_memory_budget)
+    budget = device_budget(source, plan.batch_size, device, plan.memory_budget)
     try:
         resident = _resident_tokens(source, device, budget, check_finite=True)
     except NonFiniteTokens:
@@ -418,7 +275,7 @@ def stage_tokens(source: TokenSource, batch_size: int, device: torch.device, nam
         check_chunks(source, name)  # the host check words the error (NaN, infinity, beyond float32)
         raise RuntimeError("a token chunk was not finite on the device but passed the host check") from None
     except torch.OutOfMemoryError:
-        message = _oom_message(source, device, batch_size, options)
+        message = _oom_message(source, plan)
     else:
         if resident is None:  # streamed: checked on the host
             check_chunks(source, name)
@@ -427,55 +284,32 @@ def stage_tokens(source: TokenSource, batch_size: int, device: torch.device, nam
     raise MemoryError(message)
 
 
-def train_module(
-    module: nn.Module,
-    X: torch.Tensor | TokenSource,
-    y: torch.Tensor,
-    *,
-    criterion: nn.Module,
-    learning_rate: float,
-    weight_decay: float,
-    no_decay: tuple[str, ...],
-    max_iter: int,
-    batch_size: int,
-    early_stopping: bool,
-    validation_fraction: float,
-    n_iter_no_change: int,
-    tol: float,
-    device: torch.device,
-    verbose: int,
-    seed: int,
-    stratify: np.ndarray | None = None,
-    resident: torch.Tensor | None = None,
-) -> TrainResult:
-    """Train ``module`` on ``(X, y)`` with AdamW, a per-batch cosine schedule and optional early stopping.
+def train_module(module: nn.Module, X: torch.Tensor | TokenSource, y: torch.Tensor, plan: TrainingPlan, *,
+                 criterion: nn.Module, stratify: np.ndarray | None = None,
+                 resident: torch.Tensor | None = None) -> TrainResult:
+    """Train ``module`` on ``(X, y)`` as ``plan`` says: AdamW, a per-batch cosine schedule, optional early stopping.
 
     ``X`` is a :class:`~skprobe.probes._tokens.TokenSource` (or a CPU tensor
-    of tokens); ``resident`` is all of it already on ``device`` (from
-    :func:`stage_tokens`). ``no_decay`` lists parameter-name patterns (fnmatch) excluded
-    from weight decay. Must be called inside a seeded RNG context:
-    initialisation, shuffling and the validation split all derive from
-    ``seed``. On CUDA the options of :func:`training_options` apply; running
-    out of GPU memory raises ``MemoryError`` naming the budget to lower.
+    of tokens); ``resident`` is all of it already on ``plan.device`` (from
+    :func:`stage_tokens`). Must be called inside a seeded RNG context:
+    initialisation and shuffling draw from torch's generator, the validation
+    split from ``plan.seed``. Running out of GPU memory raises
+    ``MemoryError`` naming the budget to lower.
     """
     source = X if isinstance(X, TokenSource) else TokenSource(X.detach().cpu().numpy())
-    options = get_training_options()
-    budget = None if resident is not None else device_budget(source, batch_size, device,
-                                                             options.device_memory_budget)
-    if early_stopping:
-        train_idx, valid_idx = validation_split(len(source), validation_fraction, stratify, seed)
+    device = plan.device
+    budget = None if resident is not None else device_budget(source, plan.batch_size, device, plan.memory_budget)
+    if plan.early_stopping:
+        train_idx, valid_idx = validation_split(len(source), plan.validation_fraction, stratify, plan.seed)
     else:
         train_idx, valid_idx = np.arange(len(source)), None
     try:
         if resident is None:
             resident = _resident_tokens(source, device, budget)
         y = y.to(device) if device.type == "cuda" else y
-        result = _fit(module, source, y, resident, train_idx, valid_idx, criterion=criterion,
-                      learning_rate=learning_rate, weight_decay=weight_decay, no_decay=no_decay, max_iter=max_iter,
-                      batch_size=batch_size, device=device, verbose=verbose, n_iter_no_change=n_iter_no_change,
-                      tol=tol, options=options)
+        result = _fit(module, source, y, resident, train_idx, valid_idx, criterion, plan)
     except torch.OutOfMemoryError:
-        message = _oom_message(source, device, batch_size, options)
+        message = _oom_message(source, plan)
     else:
         return result
     resident = None
@@ -483,29 +317,29 @@ def train_module(
     raise MemoryError(message)
 
 
-def _oom_message(source: TokenSource, device: torch.device, batch_size: int, options: TrainingOptions) -> str:
+def _oom_message(source: TokenSource, plan: TrainingPlan) -> str:
     size = len(source) * source.shape[1] * source.shape[2] * 2 / 1e9
     return (
-        f"{device} ran out of memory while fitting the probe on {len(source):,} clips x {source.shape[1]} tokens x "
-        f"{source.shape[2]} dims ({size:.2f} GB in float16). Lower the GPU memory budget for resident tokens "
-        f"(skprobe.probes.training_options(device_memory_budget=...) or the {_BUDGET_ENV} environment variable; "
-        f"now {options.device_memory_budget!r}, None meaning {_ON_DEVICE_FRACTION} of the free memory) so that "
-        f"the tokens stream from host memory, or lower batch_size (now {batch_size})"
+        f"{plan.device} ran out of memory while fitting the probe on {len(source):,} clips x {source.shape[1]} "
+        f"tokens x {source.shape[2]} dims ({size:.2f} GB in float16). Lower the GPU memory budget for resident "
+        f"tokens (skprobe.probes.training_options(device_memory_budget=...) or the {_BUDGET_ENV} environment "
+        f"variable; now {plan.memory_budget!r}, None meaning {_ON_DEVICE_FRACTION} of the free memory) so that "
+        f"the tokens stream from host memory, or lower batch_size (now {plan.batch_size})"
     )
 
 
-def _fit(module, source, y, resident, train_idx, valid_idx, *, criterion, learning_rate, weight_decay, no_decay,
-         max_iter, batch_size, device, verbose, n_iter_no_change, tol, options) -> TrainResult:
-    n_batches = -(-len(train_idx) // batch_size)
+def _fit(module, source, y, resident, train_idx, valid_idx, criterion, plan: TrainingPlan) -> TrainResult:
+    device, verbose = plan.device, plan.verbose
+    n_batches = -(-len(train_idx) // plan.batch_size)
     callbacks: list = [
         ("cosine", LRScheduler(policy=torch.optim.lr_scheduler.CosineAnnealingLR,
-                               T_max=max(1, max_iter * n_batches), step_every="batch")),
+                               T_max=max(1, plan.max_iter * n_batches), step_every="batch")),
     ]
     train_split = None
     if valid_idx is not None:
-        train_split = predefined_split(TokenDataset(source, y, valid_idx, device, resident, options.prefetch))
+        train_split = predefined_split(TokenDataset(source, y, valid_idx, device, resident, plan.prefetch))
         callbacks.append(("early_stopping", _EarlyStopping(
-            monitor="valid_loss", patience=n_iter_no_change, threshold=tol,
+            monitor="valid_loss", patience=plan.n_iter_no_change, threshold=plan.tol,
             threshold_mode="rel", lower_is_better=True, load_best=True, sink=_sink(verbose))))
     if verbose >= 2:
         callbacks.append(("progress", ProgressBar()))
@@ -514,11 +348,11 @@ def _fit(module, source, y, resident, train_idx, valid_idx, *, criterion, learni
         module=module,
         criterion=criterion,
         optimizer=torch.optim.AdamW,
-        optimizer__weight_decay=weight_decay,
-        optimizer__param_groups=[(pattern, {"weight_decay": 0.0}) for pattern in no_decay],
-        lr=learning_rate,
-        max_epochs=max_iter,
-        batch_size=batch_size,
+        optimizer__weight_decay=plan.weight_decay,
+        optimizer__param_groups=[(pattern, {"weight_decay": 0.0}) for pattern in plan.no_decay],
+        lr=plan.learning_rate,
+        max_epochs=plan.max_iter,
+        batch_size=plan.batch_size,
         iterator_train=TokenBatchIterator,
         iterator_valid=TokenBatchIterator,
         iterator_train__shuffle=True,
@@ -527,13 +361,12 @@ def _fit(module, source, y, resident, train_idx, valid_idx, *, criterion, learni
         device=device,
         verbose=verbose,
     )
-    if options.autocast_bf16 and device.type == "cuda":
-        net.autocast_dtype = torch.bfloat16
+    net.autocast_dtype = plan.autocast_dtype
     net.defer_loss_sync = DEFER_LOSS_SYNC and verbose < 2  # the progress bar shows each batch's loss as it comes
     if verbose == 0:
         net.set_params(callbacks__print_log=None)
     try:
-        net.fit(TokenDataset(source, y, train_idx, device, resident, options.prefetch), None)
+        net.fit(TokenDataset(source, y, train_idx, device, resident, plan.prefetch), None)
     except _Interrupted as exc:
         raise exc.__cause__ from None
 

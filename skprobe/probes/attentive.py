@@ -215,20 +215,21 @@ class AttentiveProbeClassifier(BaseProbeClassifier):
                           resident: torch.Tensor | None, problem: FitProblem,
                           ) -> tuple[nn.Module, TokenSource, torch.Tensor | None]:
         network, tokens, resident = super()._training_problem(network, tokens, device, resident, problem)
-        self.length_results_ = None
+        self._set_fitted(length_results_=None)
         lengths = self._candidate_lengths(len(tokens))
         if len(lengths) > 1:
             if self.verbose:
                 print(f"{type(self).__name__}: choosing max_iter among {lengths} epochs on a held-out split")
 
             def train(module, source, targets, *, max_iter, resident):
-                return self._train(module, source, targets, problem, device, max_iter=max_iter, resident=resident)
+                return self._train(module, source, targets, problem, max_iter=max_iter, early_stopping=False,
+                                   verbose=0, resident=resident)
 
             # the choice leaves the random state as it found it: the final fit is the fit at the chosen length
             with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
-                self.max_iter_, self.length_results_ = select_length(
-                    network, tokens, resident, problem.targets, lengths, train=train,
-                    batch_size=problem.batch_size, seed=problem.seed, device=device)
+                max_iter, results = select_length(network, tokens, resident, problem.targets, lengths, train=train,
+                                                  batch_size=problem.batch_size, seed=problem.seed, device=device)
+            self._set_fitted(max_iter_=max_iter, length_results_=results)
         return network, tokens, resident
 
     def _candidate_lengths(self, n_clips: int) -> list[int]:
@@ -243,7 +244,7 @@ class AttentiveProbeClassifier(BaseProbeClassifier):
         heads = auto_heads(dim) if self.n_heads == "auto" else self.n_heads
         if dim % heads:
             raise ValueError(f"n_heads={heads} must divide the token dimension {dim}; use n_heads='auto'")
-        self.n_heads_ = heads
+        self._set_fitted(n_heads_=heads)
         n_params = attentive_parameter_count(dim, n_outputs, self.n_queries)
         if n_params > MAX_PARAMETERS:
             raise ValueError(

@@ -514,7 +514,7 @@ class ConvexGatedProbeClassifier(BaseProbeClassifier):
                 )
             X = flatten_layers(X)
         if reset:
-            self.n_layers_ = n_layers
+            self._set_fitted(n_layers_=n_layers)
         elif n_layers != self.n_layers_:
             given = f"{n_layers} layers per clip (a {ndim}-D X)" if ndim == 4 else f"one layer (a {ndim}-D X)"
             raise ValueError(
@@ -531,7 +531,7 @@ class ConvexGatedProbeClassifier(BaseProbeClassifier):
         return 3 * self._n_prototypes(len(self.classes_))
 
     def _build_head(self, dim: int, n_outputs: int) -> nn.Module:
-        self.n_prototypes_ = self._n_prototypes(n_outputs)
+        self._set_fitted(n_prototypes_=self._n_prototypes(n_outputs))
         return ConvexGatedHead(dim, n_outputs, self.n_layers_, self.n_prototypes_, self.dropout)
 
     def _build_network(self, dim: int, n_outputs: int) -> ProbeNetwork:
@@ -554,10 +554,12 @@ class ConvexGatedProbeClassifier(BaseProbeClassifier):
         -------
         self
         """
-        super().fit(X, y)
+        return super().fit(X, y)
+
+    def _fitted_attributes(self, module, result, plan, n_clips: int) -> dict:
         with torch.no_grad():
-            self.layer_weights_ = self.module_.head.layer_weights().double().numpy()
-        return self
+            weights = module.head.layer_weights().double().numpy()
+        return {**super()._fitted_attributes(module, result, plan, n_clips), "layer_weights_": weights}
 
     # -- inspection ------------------------------------------------------------------
     def prototype_similarities(self, X) -> np.ndarray:

@@ -326,12 +326,9 @@ class LinearProbeClassifier(BaseProbeClassifier):
         """
         self._fit_groups = groups
         try:
-            super().fit(X, y)
+            return super().fit(X, y)
         finally:
             del self._fit_groups
-        if self.solver_ == "lbfgs":
-            self.n_steps_ = self.n_iter_
-        return self
 
     def _resolve_loss(self, kind: str) -> str:
         if self.solver == "lbfgs":
@@ -368,7 +365,7 @@ class LinearProbeClassifier(BaseProbeClassifier):
                           ) -> tuple[nn.Module, TokenSource, torch.Tensor | None]:
         # Pooling has no trainable parameters: pool every clip once instead of once per epoch, and take the
         # normalisation statistics from the same pass.
-        self.cv_results_, self.C_, self.solver_ = None, None, "adamw"
+        self._set_fitted(cv_results_=None, C_=None, solver_="adamw")
         self.__dict__.pop("_solved", None)
         groups = self._check_groups(len(tokens))
         if len(tokens) * self._fan_in(tokens.shape[2]) * 4 > POOLED_FEATURES_MAX_BYTES:
@@ -392,7 +389,8 @@ class LinearProbeClassifier(BaseProbeClassifier):
             best, best_c = self._select(features, problem, groups, candidates, penalties, device)
         if best_c is not None and best is None:
             return self._solve_logistic(network, features, problem, best_c)
-        self.learning_rate_, self.max_iter_, network.normalize = best.learning_rate, best.max_iter, best.normalize
+        self._set_fitted(learning_rate_=best.learning_rate, max_iter_=best.max_iter)
+        network.normalize = best.normalize
         if network.normalize != "none":
             blocks = (torch.from_numpy(features[i : i + 4096]) for i in range(0, len(features), 4096))
             network.head.feature_mean, network.head.feature_scale = feature_moments(blocks, network.normalize)
@@ -485,7 +483,7 @@ class LinearProbeClassifier(BaseProbeClassifier):
         rank = np.empty(len(ranked), dtype=int)
         rank[np.argsort(-ranked, kind="stable")] = np.arange(1, len(ranked) + 1)
         results["rank"] = rank.tolist()
-        self.cv_results_ = results
+        self._set_fitted(cv_results_=results)
         return best, best_c
 
     def _solve_logistic(self, network: ProbeNetwork, features: np.ndarray, problem: FitProblem, C: float):
@@ -508,17 +506,22 @@ class LinearProbeClassifier(BaseProbeClassifier):
                 loss = nn.functional.binary_cross_entropy_with_logits(logits, problem.targets.float())
             else:
                 loss = nn.functional.cross_entropy(logits, problem.targets)
-        self.solver_, self.C_, self.loss_ = "lbfgs", C, "bce" if multilabel else "ce"
-        self.max_iter_ = LBFGS_MAX_ITER
+        self._set_fitted(solver_="lbfgs", C_=C, loss_="bce" if multilabel else "ce", max_iter_=LBFGS_MAX_ITER)
         module = _PooledFeatureNetwork(head)
         self._solved = TrainResult(module=module, n_iter=solution.n_iter, loss_curve=[float(loss)])
         return module, TokenSource(features), None
 
-    def _train(self, module, tokens, targets, problem, device, **kwargs):
+    def _fit_trainable(self, module, tokens, targets, plan, **kwargs):
         solved = self.__dict__.pop("_solved", None)
         if solved is not None and solved.module is module:  # solved by L-BFGS in _training_problem
             return solved
-        return super()._train(module, tokens, targets, problem, device, **kwargs)
+        return super()._fit_trainable(module, tokens, targets, plan, **kwargs)
+
+    def _fitted_attributes(self, module, result, plan, n_clips: int) -> dict:
+        attributes = super()._fitted_attributes(module, result, plan, n_clips)
+        if self.solver_ == "lbfgs":
+            attributes["n_steps_"] = result.n_iter  # L-BFGS iterations, not optimiser steps over batches
+        return attributes
 
     def _candidates(self) -> list[Candidate]:
         """Settings ``cv`` chooses among, the defaults' rules first: the parameters left at ``"auto"`` vary."""

@@ -199,7 +199,7 @@ class PrototypicalProbeClassifier(BaseProbeClassifier):
                           resident: torch.Tensor | None, problem: FitProblem,
                           ) -> tuple[nn.Module, TokenSource, torch.Tensor | None]:
         network, tokens, resident = super()._training_problem(network, tokens, device, resident, problem)
-        self.normalization_results_ = None
+        self._set_fitted(normalization_results_=None)
         low, high = NORMALIZATION_SELECTION_CLIPS
         if self.normalize_tokens != "auto" or not low <= len(tokens) < high:
             return network, tokens, resident
@@ -211,14 +211,16 @@ class PrototypicalProbeClassifier(BaseProbeClassifier):
                   f"({length} epochs each)")
 
         def train(module, source, targets, *, max_iter, resident):
-            return self._train(module, source, targets, problem, device, max_iter=max_iter, resident=resident)
+            return self._train(module, source, targets, problem, max_iter=max_iter, early_stopping=False, verbose=0,
+                               resident=resident)
 
         untrained = ProbeNetwork(network.head, network.prefix_tokens, "none")
         # the choice leaves the random state as it found it: the final fit is the fit with the chosen mode
         with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
-            best, self.normalization_results_ = select_normalization(
+            best, results = select_normalization(
                 untrained, tokens, resident, problem.targets, modes, train=train, max_iter=length,
                 batch_size=problem.batch_size, seed=problem.seed, device=device)
+        self._set_fitted(normalization_results_=results)
         if best != rule:
             network.normalize = best
             network.token_mean = network.token_scale = None

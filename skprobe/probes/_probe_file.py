@@ -43,7 +43,7 @@ _CLASSES = {cls.__name__: cls for cls in (LinearProbeClassifier, AttentiveProbeC
                                           PrototypicalProbeClassifier, ConvexGatedProbeClassifier)}
 #: Fitted attributes that do not end in ``_`` (see ``BaseProbeClassifier._PRIVATE_FIT_STATE``).
 _PRIVATE = set(BaseProbeClassifier._PRIVATE_FIT_STATE)
-_FITTED_NAME = re.compile(r"^[a-z][a-z0-9_]*_$")
+_FITTED_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*_$")  # C_ as LogisticRegressionCV names it
 #: numpy dtype kinds an array in a probe file may have: bool, integers, floats, strings, Python scalars.
 _ARRAY_KINDS = set("biufUO")
 _TAG = "__skprobe_type__"

@@ -24,7 +24,7 @@ FAST = dict(max_iter=3, random_state=0)
 def test_multilabel_outputs(Probe, multilabel_tokens):
     X, Y = multilabel_tokens
     clf = Probe(**FAST).fit(X, Y)
-    assert clf.loss_ == "asl"
+    assert clf.loss_ == "asl" and clf.target_type_ == "multilabel"
     np.testing.assert_array_equal(clf.classes_, np.arange(3))
     proba = clf.predict_proba(X)
     assert proba.shape == (len(X), 3) and proba.dtype == np.float64
@@ -53,6 +53,7 @@ def test_binary_decision_function_is_positive_class_log_odds(loss, multiclass_to
     X, y = multiclass_tokens
     keep = y != "dog"
     clf = PrototypicalProbeClassifier(loss=loss, **FAST).fit(X[keep], y[keep])
+    assert clf.target_type_ == "binary"
     proba = clf.predict_proba(X[keep])
     decision = clf.decision_function(X[keep])
     assert decision.shape == (keep.sum(),)

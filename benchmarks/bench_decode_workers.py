@@ -24,7 +24,7 @@ import numpy as np
 import soundfile as sf
 
 from skprobe.audio import fix_length, read_audio, resample
-from skprobe.extraction.cache import clip_key
+from skprobe.extraction.keys import clip_key
 from skprobe.extraction.pipeline import read_ahead
 
 

@@ -194,8 +194,10 @@ _RUNS: dict[str, tuple[float, float]] = {}
 _RESOLVED: dict[str, dict] = {}
 
 
-def run(name: str, Probe, params: dict, data, seeds, resolved: dict | None = None) -> tuple[float, float]:
-    """Mean score and fit seconds over ``seeds``; ``resolved`` receives the fitted probe's resolved settings."""
+def run(name: str, Probe, params: dict, data, seeds, resolved: dict | None = None,
+        per_seed: list | None = None) -> tuple[float, float]:
+    """Mean score and fit seconds over ``seeds``; ``resolved`` receives the fitted probe's resolved settings,
+    ``per_seed`` each seed's score."""
     resolved = {} if resolved is None else resolved
     X_train, Y_train, X_test, Y_test, multilabel = data
     y = Y_train if multilabel else Y_train.argmax(axis=1)
@@ -214,6 +216,8 @@ def run(name: str, Probe, params: dict, data, seeds, resolved: dict | None = Non
         resolved.update(_RESOLVED[key])
         values.append(_RUNS[key][0])
         seconds.append(_RUNS[key][1])
+    if per_seed is not None:
+        per_seed[:] = values
     return float(np.mean(values)), float(np.mean(seconds))
 
 
@@ -233,7 +237,11 @@ def panel_row(source: str, probe: str, data, seeds: int, quick: bool, lr_axis: b
     Probe = PROBES[probe]
     one = [0]
     resolved: dict = {}
-    default, default_s = run(source, Probe, {}, data, range(seeds), resolved)
+    default_seeds: list[float] = []
+    default, default_s = run(source, Probe, {}, data, range(seeds), resolved, default_seeds)
+    print(f"  {source} {probe} default: {default:.3f} ± {np.std(default_seeds):.3f} "
+          f"({' '.join(f'{v:.3f}' for v in default_seeds)}), {default_s:.1f} s per fit, {json.dumps(resolved)}",
+          file=sys.stderr, flush=True)
     grid_lrs, grid_norms, lengths = grid(probe)
     lrs, norms = lrs or grid_lrs, norms or grid_norms
     points = {}
@@ -254,10 +262,12 @@ def panel_row(source: str, probe: str, data, seeds: int, quick: bool, lr_axis: b
             if key not in points:
                 points[key] = run(source, Probe, params, data, one)[0]
     best = json.loads(max(points, key=points.get))
-    best_mean, best_s = run(source, Probe, best, data, range(seeds))
+    best_seeds: list[float] = []
+    best_mean, best_s = run(source, Probe, best, data, range(seeds), per_seed=best_seeds)
     best_mean = max(best_mean, default)  # the default is itself a point of the search space
     row = {"source": source, "probe": probe, "default": default, "default_fit_s": default_s,
-           "default_resolved": resolved, "grid_best": best_mean,
+           "default_resolved": resolved, "default_per_seed": default_seeds, "grid_best": best_mean,
+           "grid_best_per_seed": best_seeds,
            "grid_best_params": best, "grid_best_fit_s": best_s, "ratio": default / best_mean if best_mean else 1.0,
            "grid": points}
     print(f"{source:<16}{probe:<14}{default:>9.3f}{best_mean:>11.3f}{row['ratio']:>8.3f}{default_s:>9.1f}  "

@@ -71,7 +71,7 @@ def traffic(client) -> dict:
 def run(n_workers: int, paths: list[str], root: Path, params: dict, chunk_size: int) -> dict:
     with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
-        scratch = dict(params, cache=str(root / f"scratch-{n_workers}"))
+        scratch = dict(params, store=str(root / f"scratch-{n_workers}"))
         client.run(_warm_up, scratch, paths[0])
         before = traffic(client)
         start = time.perf_counter()
@@ -89,12 +89,12 @@ def single_process(paths: list[str], root: Path, params: dict) -> dict:
     """The same extraction in this process, without Dask (torch's default threads), after a warm-up."""
     from skprobe import FrozenEncoderTransformer
 
-    FrozenEncoderTransformer(**params, cache=str(root / "scratch-single")).fit(None).extract_to_store(paths[:1])
-    transformer = FrozenEncoderTransformer(**params, cache=str(root / "store-single")).fit(None)
+    FrozenEncoderTransformer(**params, store=str(root / "scratch-single")).fit(None).extract_to_store(paths[:1])
+    transformer = FrozenEncoderTransformer(**params, store=str(root / "store-single")).fit(None)
     start = time.perf_counter()
     result = transformer.extract_to_store(paths)
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "clips_per_s": len(paths) / seconds, "forwarded": result.computed}
+    return {"seconds": seconds, "clips_per_s": len(paths) / seconds, "forwarded": result.n_forwarded}
 
 
 def main() -> None:

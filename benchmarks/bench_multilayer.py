@@ -9,10 +9,16 @@ layers 6-11, the prototypical probe on each of those layers and on the last
 layer, and prints each one's test macro mAP (mean ± std over seeds, and per
 seed), fit seconds and the CGP's layer weights. Writes every run to ``-o``.
 
+``--source whisper`` does the same on Whisper tiny.en's six residual streams
+(``whisper-layers``: the stem output, blocks 1-4 and the final LayerNorm, 500
+tokens x 384 each); its last layer (5) is one of the six, so no other source
+is read.
+
 ``--cgp`` scores other CGP settings instead (JSON dicts of parameters;
 ``'{}'`` is the default), e.g. the number of prototypes against BAT's 10,000::
 
     PYTHONPATH=$PWD python benchmarks/bench_multilayer.py --threads 2
+    PYTHONPATH=$PWD python benchmarks/bench_multilayer.py --threads 2 --source whisper
     PYTHONPATH=$PWD python benchmarks/bench_multilayer.py --cgp '{"n_prototypes": 85}' '{"n_prototypes": 10000}'
     PYTHONPATH=$PWD python benchmarks/bench_multilayer.py --cgp '{}' --warmup 0.05
 
@@ -40,8 +46,11 @@ from bench_defaults_panel import load_source  # noqa: E402
 from skprobe import ConvexGatedProbeClassifier, PrototypicalProbeClassifier  # noqa: E402
 from skprobe.metrics import macro_map  # noqa: E402
 
-LAYERS = [6, 7, 8, 9, 10, 11]
-LAST = 13
+#: --source: (multi-layer panel source, its layer numbers, last-layer panel source, the last layer's number).
+#: Whisper's last residual stream (5, the final LayerNorm) is the last layer of ``whisper-layers`` itself.
+SOURCES = {"yamnet": ("yamnet-l6-11", [6, 7, 8, 9, 10, 11], "yamnet-last", 13),
+           "whisper": ("whisper-layers", [0, 1, 2, 3, 4, 5], None, 5)}
+LAYERS, LAST = SOURCES["yamnet"][1], SOURCES["yamnet"][3]
 
 
 def load_mapped(name: str, cache: Path):
@@ -111,21 +120,25 @@ def main(argv=None) -> int:
     parser.add_argument("--cache", default="/tmp/skprobe-panel")
     parser.add_argument("--cgp", nargs="+", metavar="JSON", help="score these CGP settings only")
     parser.add_argument("--warmup", type=float, default=0.0, help="CGP: share of steps of linear warm-up")
-    parser.add_argument("--single-layers", nargs="*", type=int, default=[*LAYERS, LAST],
-                        help="layers of the prototypical probe (default 6-11 and 13)")
+    parser.add_argument("--source", default="yamnet", choices=list(SOURCES),
+                        help="yamnet: layers 6-11 (and 13, the last); whisper: residual streams 0-5")
+    parser.add_argument("--single-layers", nargs="*", type=int,
+                        help="layers of the prototypical probe (default: every layer of --source and its last)")
     parser.add_argument("--no-cgp", action="store_true", help="only the prototypical probe on single layers")
     parser.add_argument("-o", "--output", default="/tmp/skprobe-panel/multilayer.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.warmup:
         patch_warmup(args.warmup)
-    X_train, Y_train, X_test, Y_test = load_mapped("yamnet-l6-11", Path(args.cache))
-    print(f"yamnet layers {LAYERS[0]}-{LAYERS[-1]}: train {X_train.shape} {X_train.dtype}, {Y_train.shape[1]} classes; "
-          f"torch threads {torch.get_num_threads()}", flush=True)
+    multi, layers, last_source, last = SOURCES[args.source]
+    single_layers = args.single_layers if args.single_layers is not None else list(dict.fromkeys([*layers, last]))
+    X_train, Y_train, X_test, Y_test = load_mapped(multi, Path(args.cache))
+    print(f"{args.source} layers {layers[0]}-{layers[-1]}: train {X_train.shape} {X_train.dtype}, "
+          f"{Y_train.shape[1]} classes; torch threads {torch.get_num_threads()}", flush=True)
     results: dict[str, list[dict]] = {}
     settings = args.cgp if args.cgp else [] if args.no_cgp else ["{}"]
     for spec in settings:
-        name = f"cgp layers 6-11 {spec}" + (f" warm-up {args.warmup:g}" if args.warmup else "")
+        name = f"cgp layers {layers[0]}-{layers[-1]} {spec}" + (f" warm-up {args.warmup:g}" if args.warmup else "")
         results[name] = []
         for seed in range(args.first_seed, args.seeds):
             results[name].append(fit_score(ConvexGatedProbeClassifier, json.loads(spec), X_train, Y_train, X_test,
@@ -134,11 +147,11 @@ def main(argv=None) -> int:
         print(summary(name, results[name]), flush=True)
     if args.cgp:
         return 0
-    for layer in args.single_layers:
-        if layer == LAST:
-            train, _, test, _ = load_mapped("yamnet-last", Path(args.cache))
+    for layer in single_layers:
+        if layer not in layers:
+            train, _, test, _ = load_mapped(last_source, Path(args.cache))
         else:
-            i = LAYERS.index(layer)
+            i = layers.index(layer)
             train, test = X_train[:, i], X_test[:, i]
         name = f"prototypical layer {layer}"
         results[name] = []

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from skprobe.extraction import TokenStore
-from skprobe.extraction.cache import clip_key
+from skprobe.extraction.keys import clip_key
 
 
 def main() -> None:

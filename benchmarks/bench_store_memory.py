@@ -2,7 +2,7 @@
 
 Each size runs in a fresh process: a generator of random 1 s clips (never
 listed) goes through ``FrozenEncoderTransformer(encoder="tiny-vit",
-cache=..., output="memmap")``; the process prints its peak resident set
+store=..., output="memmap")``; the process prints its peak resident set
 (``VmHWM``). Memory should not depend on the number of clips.
 
 Usage::
@@ -30,7 +30,7 @@ def clips():
     for _ in range(n):
         yield (0.1 * rng.standard_normal(16000)).astype(np.float32)
 start = time.perf_counter()
-out = FrozenEncoderTransformer(encoder="tiny-vit", cache=store, output="memmap", batch_size=64,
+out = FrozenEncoderTransformer(encoder="tiny-vit", store=store, output="memmap", batch_size=64,
                                device="cpu").fit(None).transform(clips())
 seconds = time.perf_counter() - start
 peak = [l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM")][0]

@@ -8,7 +8,7 @@ their ratios are comparable even on a shared machine:
   bfloat16 on the device and copied into pinned memory, the issue's reference);
 - ``transform``: a list of numpy waveforms through ``transform`` (validation,
   cropping, batching, device transfer, output assembly), no store;
-- ``store write``: the same into an empty token store (``cache=``, float16);
+- ``store write``: the same into an empty token store (``store=``, float16);
 - ``store read``: the second call, every clip stored, ``output="memmap"``
   (clip keys hashed, index looked up, no forward, no token copy);
 - ``files``: the clips as 16-bit WAV and FLAC files at 44.1 kHz stereo
@@ -98,10 +98,10 @@ def main() -> None:
     rows = [("bare module", t_bare), ("transform (arrays, no store)", t_wrapped)]
 
     with tempfile.TemporaryDirectory(prefix="skprobe-bench-") as tmp:
-        stored = FrozenEncoderTransformer(**params, cache=Path(tmp) / "store").fit(clips[:1])
+        stored = FrozenEncoderTransformer(**params, store=Path(tmp) / "store").fit(clips[:1])
         writes = []
         for r in range(args.repeats):  # a fresh store each time: every clip is written
-            stored.set_params(cache=Path(tmp) / f"store{r}", output="array")
+            stored.set_params(store=Path(tmp) / f"store{r}", output="array")
             writes.append(timed(lambda: stored.transform(clips)))
         rows.append(("transform, writing the store", min(writes)))
         stored.set_params(output="memmap")

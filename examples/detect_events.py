@@ -65,7 +65,7 @@ def load(quick: bool):
 
     fetch_weights("yamnet")
     data = make_event_scenes()
-    encoder = FrozenEncoderTransformer(encoder="yamnet", cache="~/.cache/skprobe/tokens")
+    encoder = FrozenEncoderTransformer(encoder="yamnet", store="~/.cache/skprobe/tokens")
     X, Y = data.X_train[:500], data.Y_train[:500]
     X_val, Y_val = data.X_train[500:], data.Y_train[500:]  # validation clips for the thresholds
     return (X, Y, X_val, Y_val, data.X_test[:60], data.events_test[:60], 10.0, list(data.class_names), encoder,

@@ -75,7 +75,8 @@ def test_layers_all_means_the_layers_of_the_single_layers_shape():
     # tiny-cnn's two layers have token maps of different shapes: "all" is the one of --layer's shape
     assert resolve_multi_layers(BenchmarkConfig(encoder="tiny-cnn", layers="all")) == [1]
     assert resolve_multi_layers(BenchmarkConfig(encoder="tiny-vit", layers="all", layer=0)) == [0, 1, 2]
-    assert resolve_multi_layers(BenchmarkConfig(encoder="tiny-vit", layers=[-1, 0])) == [0, 2]
+    with pytest.warns(UserWarning, match="increasing order"):
+        assert resolve_multi_layers(BenchmarkConfig(encoder="tiny-vit", layers=[-1, 0])) == [0, 2]
     assert resolve_multi_layers(BenchmarkConfig(encoder="tiny-vit")) is None
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +19,8 @@ from sklearn.model_selection import GridSearchCV, KFold  # noqa: E402
 from skprobe import FrozenEncoderTransformer, LinearProbeClassifier  # noqa: E402
 from skprobe.cli import main  # noqa: E402
 from skprobe.distributed import ClusterSetupError, extract  # noqa: E402
-from skprobe.distributed._worker import CRASH_FILE_ENV  # noqa: E402
+from skprobe.encoders import EncoderSpec, register_encoder  # noqa: E402
+from skprobe.encoders.models.tiny import TinyTransformerEncoder  # noqa: E402
 
 ENCODER = {"encoder": "tiny-vit", "batch_size": 8}
 N_CLIPS = 200
@@ -42,27 +43,49 @@ def clips(tmp_path_factory):
 def reference(clips, tmp_path_factory):
     """Tokens of the single-process, single-machine path (same store format, float16)."""
     store = tmp_path_factory.mktemp("reference-store")
-    return np.asarray(FrozenEncoderTransformer(**ENCODER, cache=str(store), output="memmap").fit_transform(clips))
+    return np.asarray(FrozenEncoderTransformer(**ENCODER, store=str(store), output="memmap").fit_transform(clips))
 
 
 @pytest.fixture(scope="module")
-def crash_file(tmp_path_factory):
-    return tmp_path_factory.mktemp("crash") / "crash.json"
+def client():
+    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as c:
+        yield c
 
 
-@pytest.fixture(scope="module")
-def client(crash_file):
-    # Workers inherit the environment: the fault-injection hook is armed only when the file exists.
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(CRASH_FILE_ENV, str(crash_file))
-        with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                                      dashboard_address=None) as cluster, distributed.Client(cluster) as c:
-            yield c
+class CrashingEncoder(TinyTransformerEncoder):
+    """tiny-vit whose worker process exits hard on the batch that holds a marked clip.
+
+    The marker file holds the clip's first samples; the first worker to rename it
+    (atomically) exits, so the rerun of its chunk runs through.
+    """
+
+    marker: Path | None = None
+
+    def forward_layers(self, wav, layers):
+        marker = CrashingEncoder.marker
+        if marker is not None and marker.exists():
+            start = np.load(marker)
+            if any(np.allclose(row[: len(start)], start, rtol=0, atol=1e-7) for row in wav.cpu().numpy()):
+                try:
+                    os.rename(marker, marker.with_name("claimed.npy"))
+                except OSError:  # another worker claimed it first
+                    pass
+                else:
+                    os._exit(17)
+        return super().forward_layers(wav, layers)
+
+
+def _register_crashing_encoder(marker: str) -> None:
+    """Run on each worker: the same weights as tiny-vit under another name, armed with ``marker``."""
+    CrashingEncoder.marker = Path(marker)
+    register_encoder(EncoderSpec(name="test-crashing-vit", builder=CrashingEncoder, sample_rate=16000,
+                                 clip_seconds=1.0, requires_checkpoint=False), overwrite=True)
 
 
 def _count_encoder_loads():
     """Run on each worker: wrap load_encoder with a counter (kept in the worker process)."""
-    from skprobe.extraction import transformer
+    from skprobe.extraction import encoder_cache as transformer
 
     if not hasattr(transformer, "_test_loads"):
         real = transformer.load_encoder
@@ -78,7 +101,7 @@ def _count_encoder_loads():
 
 
 def _encoder_loads():
-    from skprobe.extraction import transformer
+    from skprobe.extraction import encoder_cache as transformer
 
     return transformer._test_loads[0]
 
@@ -106,11 +129,14 @@ def test_two_workers_give_the_single_process_tokens_and_load_the_encoder_once_ea
     np.testing.assert_array_equal(np.asarray(again), reference)
 
 
-def test_a_worker_killed_mid_chunk_keeps_committed_tokens(client, clips, reference, tmp_path, crash_file):
-    # The worker running chunk 1 commits its first 16 clips (two batches), then exits hard.
-    crash_file.write_text(json.dumps({"chunk": 1, "after_clips": 16}))
-    tokens, report = extract(clips, tmp_path / "store", client=client, chunk_size=25, return_report=True, **ENCODER)
-    assert not crash_file.exists() and crash_file.with_name("crash.json.claimed").exists()  # it did crash
+def test_a_worker_killed_mid_chunk_keeps_committed_tokens(client, clips, reference, tmp_path):
+    # The worker running chunk 1 (clips 25-49) commits two batches of 8, then dies on the batch holding clip 41.
+    marker = tmp_path / "crash.npy"
+    np.save(marker, sf.read(clips[41], dtype="float32")[0][:64])
+    client.run(_register_crashing_encoder, str(marker))
+    params = dict(ENCODER, encoder="test-crashing-vit")
+    tokens, report = extract(clips, tmp_path / "store", client=client, chunk_size=25, return_report=True, **params)
+    assert not marker.exists() and marker.with_name("claimed.npy").exists()  # it did crash
     assert report.n_forwarded == N_CLIPS - 16  # the rerun of chunk 1 skipped what was committed
     np.testing.assert_array_equal(np.asarray(tokens), reference)
     client.wait_for_workers(2, timeout=60)  # the nanny restarts the dead worker
@@ -163,7 +189,7 @@ def test_cli_extract_on_a_scheduler(client, clips, reference, tmp_path, capsys):
     args = ["extract", "--dataset", folder, "--encoder", "tiny-vit", "--batch-size", "8", "--store", str(store), "-q"]
     assert main([*args, "--scheduler", client.scheduler.address]) == 0
     assert f"{N_CLIPS} files -> {store}: {N_CLIPS} encoded, 0 already stored" in capsys.readouterr().out
-    tokens = FrozenEncoderTransformer(**ENCODER, cache=str(store), output="memmap").fit_transform(clips)
+    tokens = FrozenEncoderTransformer(**ENCODER, store=str(store), output="memmap").fit_transform(clips)
     np.testing.assert_array_equal(np.asarray(tokens), reference)
 
     assert main([*args, "--scheduler", "tcp://127.0.0.1:9"]) == 2

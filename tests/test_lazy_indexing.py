@@ -5,7 +5,7 @@ import pytest
 
 from skprobe._indexing import lazy_getitem, row_selection
 from skprobe.extraction import TokenStore
-from skprobe.extraction.cache import clip_key
+from skprobe.extraction.keys import clip_key
 from skprobe.probes import TokenView
 
 SHAPE = (7, 3, 4)

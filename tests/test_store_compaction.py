@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from skprobe.cli import main
-from skprobe.extraction.cache import clip_key
+from skprobe.extraction.keys import clip_key
 from skprobe.extraction.store import CompactionPolicy, StoreError, TokenStore, compaction
 from skprobe.extraction.store.index import scan_records
 from skprobe.extraction.store.layout import LEGACY_SEGMENT_DTYPE
@@ -216,7 +216,7 @@ def test_interrupted_compaction_leaves_a_readable_store_and_is_cleaned_up(tmp_pa
 _CONCURRENT = textwrap.dedent("""
     import json, os, sys, time
     import numpy as np
-    from skprobe.extraction.cache import clip_key
+    from skprobe.extraction.keys import clip_key
     from skprobe.extraction.store import CompactionPolicy, TokenStore
 
     role, root, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -283,7 +283,7 @@ def test_compaction_while_a_writer_commits_and_a_reader_reads_loses_nothing(tmp_
 _KILLED = textwrap.dedent("""
     import sys
     import numpy as np
-    from skprobe.extraction.cache import clip_key
+    from skprobe.extraction.keys import clip_key
     from skprobe.extraction.store import CompactionPolicy, TokenStore
 
     root, n = sys.argv[1], int(sys.argv[2])

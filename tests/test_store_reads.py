@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from skprobe.extraction.cache import clip_key
+from skprobe.extraction.keys import clip_key
 from skprobe.extraction.store import TokenStore
 
 

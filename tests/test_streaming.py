@@ -56,7 +56,7 @@ def forwards(monkeypatch):
 def test_generator_input_and_memmap_output(tmp_path, forwards):
     ref = FrozenEncoderTransformer(encoder="tiny-vit", device="cpu").fit_transform(list(_gen(10)))
     forwards["clips"] = 0
-    enc = FrozenEncoderTransformer(encoder="tiny-vit", cache=tmp_path, output="memmap", batch_size=4,
+    enc = FrozenEncoderTransformer(encoder="tiny-vit", store=tmp_path, output="memmap", batch_size=4,
                                    device="cpu").fit(None)
     out = enc.transform(_gen(10))
     assert isinstance(out, StoreArray)
@@ -81,7 +81,7 @@ def test_read_ahead_workers_do_not_change_tokens(n_jobs):
 
 def test_memmap_output_needs_a_store():
     enc = FrozenEncoderTransformer(encoder="tiny-vit", output="memmap").fit(None)
-    with pytest.raises(ValueError, match="output='memmap'.*set cache="):
+    with pytest.raises(ValueError, match="output='memmap'.*set store="):
         enc.transform(_gen(1))
 
 
@@ -90,7 +90,7 @@ def test_memmap_output_in_a_pipeline(tmp_path):
 
     X = list(_gen(12))
     y = np.arange(12) % 2
-    pipe = Pipeline([("enc", FrozenEncoderTransformer(encoder="tiny-vit", cache=tmp_path, output="memmap")),
+    pipe = Pipeline([("enc", FrozenEncoderTransformer(encoder="tiny-vit", store=tmp_path, output="memmap")),
                      ("probe", LinearProbeClassifier(max_iter=2, random_state=0))])
     pipe.fit(X, y)
     assert pipe.predict(X).shape == (12,)
@@ -98,13 +98,13 @@ def test_memmap_output_in_a_pipeline(tmp_path):
 
 def test_extract_to_store_function(tmp_path, forwards):
     result = extract_to_store(list(_gen(5)) + [_clip(0)], tmp_path, encoder="tiny-vit", batch_size=2)
-    assert result.computed == 5 and forwards["clips"] == 5  # the repeated clip is encoded once
+    assert result.n_forwarded == 5 and forwards["clips"] == 5  # the repeated clip is encoded once
     assert len(result.keys) == 6 and result.keys[0] == result.keys[5] and result.skipped == []
-    enc = FrozenEncoderTransformer(encoder="tiny-vit", cache=tmp_path).fit(None)
+    enc = FrozenEncoderTransformer(encoder="tiny-vit", store=tmp_path).fit(None)
     store = enc.open_store()
     assert store.missing(result.keys) == []
     assert store.array(result.keys, squeeze_layer=True).shape == (6, 97, 16)
-    assert extract_to_store(_gen(5), tmp_path, encoder="tiny-vit").computed == 0
+    assert extract_to_store(_gen(5), tmp_path, encoder="tiny-vit").n_forwarded == 0
 
 
 # -- bad inputs ------------------------------------------------------------------------
@@ -121,7 +121,7 @@ def _files(folder, n):
 def test_bad_file_stops_after_committing_then_rerun_resumes(tmp_path, forwards):
     paths = _files(tmp_path, 9)
     paths[6].write_bytes(b"RIFF0000WAVEjunk")  # truncated header
-    enc = FrozenEncoderTransformer(encoder="tiny-vit", cache=tmp_path / "store", batch_size=2, n_jobs=2).fit(None)
+    enc = FrozenEncoderTransformer(encoder="tiny-vit", store=tmp_path / "store", batch_size=2, n_jobs=2).fit(None)
     with pytest.raises(ValueError, match=rf"X\[6\]: cannot read audio file {paths[6]}"):
         enc.transform(iter(paths))
     assert forwards["clips"] == 6  # clips 0-5 were encoded and committed
@@ -136,12 +136,12 @@ def test_skip_bad_files_reports_them(tmp_path):
     paths[1].write_bytes(b"not audio")
     directory = tmp_path / "folder.wav"
     directory.mkdir()
-    enc = FrozenEncoderTransformer(encoder="tiny-vit", cache=tmp_path / "store", on_error="skip").fit(None)
+    enc = FrozenEncoderTransformer(encoder="tiny-vit", store=tmp_path / "store", on_error="skip").fit(None)
     with pytest.warns(UserWarning, match=r"skipping X\[1\]"):
         result = enc.extract_to_store(paths + [directory])
     assert [(i, name) for i, name, _ in result.skipped] == [(1, str(paths[1])), (4, str(directory))]
     assert "is a directory, not an audio file" in result.skipped[1][2]
-    assert result.keys[1] is None and result.computed == 3
+    assert result.keys[1] is None and result.n_forwarded == 3
     with pytest.warns(UserWarning):
         out = enc.transform(paths)
     assert out.shape == (3, 97, 16)
@@ -174,13 +174,13 @@ EXPLODING = EncoderSpec(name="test-exploding", builder=_Exploding, sample_rate=1
 def test_non_finite_tokens_name_the_clip(tmp_path, cache):
     X = list(_gen(3))
     X[2] = X[2] * 1e30
-    enc = FrozenEncoderTransformer(encoder=EXPLODING, cache=tmp_path if cache else None, batch_size=2)
+    enc = FrozenEncoderTransformer(encoder=EXPLODING, store=tmp_path if cache else None, batch_size=2)
     with pytest.raises(ValueError, match=r"X\[2\] \(X\[2\]\): the encoder returned NaN or infinite tokens"):
         enc.fit_transform(X)
 
 
 def test_tampered_store_row_is_not_returned(tmp_path):
-    enc = FrozenEncoderTransformer(encoder="tiny-vit", cache=tmp_path)
+    enc = FrozenEncoderTransformer(encoder="tiny-vit", store=tmp_path)
     enc.fit_transform(list(_gen(2)))
     shard = next(tmp_path.rglob("shards/*.bin"))
     data = np.fromfile(shard, np.float16)
@@ -199,7 +199,7 @@ def test_reregistered_encoder_with_other_weights_gets_new_tokens(tmp_path):
                            sample_rate=16000, clip_seconds=1.0, requires_checkpoint=False)
         register_encoder(spec, overwrite=True)
         clear_encoder_cache()
-        outs.append(FrozenEncoderTransformer(encoder="test-reregistered", cache=tmp_path).fit_transform(X))
+        outs.append(FrozenEncoderTransformer(encoder="test-reregistered", store=tmp_path).fit_transform(X))
     fresh = FrozenEncoderTransformer(encoder=spec, device="cpu").fit_transform(X)
     np.testing.assert_allclose(outs[1], fresh, rtol=2e-3, atol=2e-3)
     assert not np.allclose(outs[0], outs[1], atol=1e-2)
@@ -220,7 +220,7 @@ def test_reregistered_encoder_many_times_without_clearing_gets_each_weights_toke
         gc.collect()  # the previous builder is freed here: the new one is likely to get its address
         register_encoder(_seeded_spec(seed), overwrite=True)
         out = FrozenEncoderTransformer(encoder="test-reregistered-many", device="cpu",
-                                       cache=tmp_path / "store" if store else None).fit_transform(X)
+                                       store=tmp_path / "store" if store else None).fit_transform(X)
         np.testing.assert_allclose(out, expected[seed], rtol=2e-3, atol=2e-3, err_msg=f"registration {seed + 1}")
 
 
@@ -244,7 +244,7 @@ _WORKER = textwrap.dedent("""
                               output="memmap")
     with open("/proc/self/status") as fh:
         peak = [line.split()[1] for line in fh if line.startswith("VmHWM")][0]
-    print(result.computed, peak, flush=True)
+    print(result.n_forwarded, peak, flush=True)
 """)
 
 
@@ -268,13 +268,13 @@ def test_kill_9_mid_extraction_then_rerun(tmp_path, forwards):
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    enc = FrozenEncoderTransformer(encoder="tiny-vit", cache=tmp_path / "store", batch_size=batch,
+    enc = FrozenEncoderTransformer(encoder="tiny-vit", store=tmp_path / "store", batch_size=batch,
                                    device="cpu").fit(None)
     committed = len(enc.open_store())
     assert 0 < committed < n, "the extraction was not interrupted in the middle"
     resumed = enc.transform(_gen(n))
     assert forwards["clips"] == n - committed  # only clips that had not been committed
-    whole = FrozenEncoderTransformer(encoder="tiny-vit", cache=tmp_path / "other", batch_size=batch,
+    whole = FrozenEncoderTransformer(encoder="tiny-vit", store=tmp_path / "other", batch_size=batch,
                                      device="cpu").fit(None).transform(_gen(n))
     np.testing.assert_array_equal(resumed, whole)
 
@@ -291,7 +291,7 @@ def test_two_processes_on_overlapping_clips(tmp_path):
     records = scan_records(folder)  # every index file, segments and compacted runs
     assert len(records) == 160 and len(np.unique(records["key"])) == 160  # nor stored twice
     assert sum(p.stat().st_size for p in folder.glob("shards/*.bin")) == 160 * 97 * 16 * 2  # float16 rows
-    enc = FrozenEncoderTransformer(encoder="tiny-vit", cache=store, device="cpu").fit(None)
+    enc = FrozenEncoderTransformer(encoder="tiny-vit", store=store, device="cpu").fit(None)
     out = enc.set_params(output="memmap").transform(_gen(160))
     ref = FrozenEncoderTransformer(encoder="tiny-vit", device="cpu", batch_size=4).fit(None).transform(_gen(160))
     np.testing.assert_allclose(np.asarray(out, np.float32), ref, rtol=2e-3, atol=2e-3)
@@ -315,7 +315,7 @@ def test_cuda_pipeline_matches_the_cpu(tmp_path, cache):
     """Pinned staging, overlapped copies and one-batch-late results give the CPU's tokens (bfloat16 tolerance)."""
     X = list(_gen(11))
     ref = FrozenEncoderTransformer(encoder="tiny-vit", device="cpu").fit_transform(X)
-    enc = FrozenEncoderTransformer(encoder="tiny-vit", device="cuda", batch_size=3, cache=tmp_path if cache else None)
+    enc = FrozenEncoderTransformer(encoder="tiny-vit", device="cuda", batch_size=3, store=tmp_path if cache else None)
     out = enc.fit_transform(iter(X))
     assert out.shape == ref.shape
     np.testing.assert_allclose(out, ref, atol=3e-2, rtol=3e-2)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from skprobe.extraction import StoreArray, StoreError, TokenStore
-from skprobe.extraction.cache import clip_key
+from skprobe.extraction.keys import clip_key
 from skprobe.extraction.store import StoreWriter
 from skprobe.extraction.store.index import scan_records
 
@@ -372,7 +372,7 @@ def test_stray_or_broken_file_in_the_index_names_it(tmp_path, name, content):
 
 _WRITER = """
 import sys, numpy as np
-from skprobe.extraction.cache import clip_key
+from skprobe.extraction.keys import clip_key
 from skprobe.extraction.store import CompactionPolicy, TokenStore
 root, start, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 TokenStore.compaction = CompactionPolicy(segments=4, fanout=2, base_rows=16)  # compactions race the commits too

@@ -20,7 +20,7 @@ from skprobe.encoders import loading
 from skprobe.encoders.base import AudioEncoder
 from skprobe.encoders.formats import checkpoint as checkpoint_format
 from skprobe.encoders.models.tiny import TinyConvEncoder, TinyTransformerEncoder
-from skprobe.extraction import transformer as transformer_module
+from skprobe.extraction import encoder_cache
 from skprobe.extraction.transformer import clear_encoder_cache
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -142,7 +142,7 @@ def loads(monkeypatch):
         return real_read(*args, **kwargs)
 
     monkeypatch.setattr(loading, "load_encoder", load_encoder)
-    monkeypatch.setattr(transformer_module, "load_encoder", load_encoder)
+    monkeypatch.setattr(encoder_cache, "load_encoder", load_encoder)
     monkeypatch.setattr(checkpoint_format, "read_checkpoint", read_checkpoint)
     clear_encoder_cache()
     yield calls
@@ -380,9 +380,9 @@ def test_invalid_parameters(params, message):
 
 def test_layer_list_gives_a_4d_output_matching_single_layers():
     X = _noise(2)
-    multi = FrozenEncoderTransformer(encoder="tiny-vit", layers=[-1, 0]).fit(X)
+    multi = FrozenEncoderTransformer(encoder="tiny-vit", layers=[0, -1]).fit(X)
     out = multi.transform(X)
-    assert multi.layers_ == [0, 2] and out.shape == (2, 2, 97, 16)  # ascending order, as timm returns them
+    assert multi.layers_ == [0, 2] and out.shape == (2, 2, 97, 16)
     np.testing.assert_allclose(out[:, 0], FrozenEncoderTransformer(encoder="tiny-vit", layers=0).fit_transform(X),
                                atol=1e-6)
     np.testing.assert_allclose(out[:, 1], FrozenEncoderTransformer(encoder="tiny-vit", layers=2).fit_transform(X),
@@ -391,7 +391,18 @@ def test_layer_list_gives_a_4d_output_matching_single_layers():
     assert single_list.shape == (2, 1, 97, 16)
     np.testing.assert_array_equal(
         FrozenEncoderTransformer(encoder="tiny-vit", layers=-2).fit_transform(X), single_list[:, 0])
-    assert FrozenEncoderTransformer(encoder="tiny-vit", layers=(0, 0, 2)).fit(X).layers_ == [0, 2]
+
+
+
+@pytest.mark.parametrize("layers, resolved", [([-1, 0], [0, 2]), ((0, 0, 2), [0, 2]), ([2, -3], [0, 2])])
+def test_a_layer_list_out_of_order_or_repeated_is_sorted_with_a_warning(layers, resolved):
+    """Increasing layer order, each layer once (timm's forward_intermediates); the user is told."""
+    X = _noise(1)
+    with pytest.warns(UserWarning, match=r"selects layers \[0, 2\] in increasing order.*follows \[0, 2\]"):
+        enc = FrozenEncoderTransformer(encoder="tiny-vit", layers=layers).fit(X)
+    assert enc.layers_ == resolved
+    np.testing.assert_array_equal(enc.transform(X), FrozenEncoderTransformer(
+        encoder="tiny-vit", layers=[0, 2]).fit_transform(X))
 
 
 def test_forward_stops_at_the_deepest_requested_layer(recorder):
@@ -523,7 +534,7 @@ def test_weights_load_lazily_once_on_cuda(loads, big_checkpoint, tmp_path):
     enc = FrozenEncoderTransformer(encoder=BIG, checkpoint=big_checkpoint, device="auto").fit(X)
     out = enc.transform(X)
     clone(enc).set_params(device="cuda").fit(X).transform(X)  # "cuda" and "auto" name one GPU
-    enc.set_params(cache=tmp_path).transform(X)  # hashing the weights for the store reads no more
+    enc.set_params(store=tmp_path).transform(X)  # hashing the weights for the store reads no more
     assert loads == {"load_encoder": 1, "read_checkpoint": 1}
     with torch.inference_mode():
         expected = BigEncoder(seed=1).eval()(torch.from_numpy(np.stack(X)))
@@ -632,7 +643,7 @@ def test_verbose_shows_a_progress_bar_on_stderr(capsys):
 
 def _grid_search(cache, refit):
     pipe = Pipeline([
-        ("enc", FrozenEncoderTransformer(encoder=RECORDING, cache=cache, batch_size=4)),
+        ("enc", FrozenEncoderTransformer(encoder=RECORDING, store=cache, batch_size=4)),
         ("probe", skprobe.LinearProbeClassifier(max_iter=2, random_state=0)),
     ])
     return GridSearchCV(pipe, {"probe__learning_rate": [1e-2, 1e-3]}, cv=3, refit=refit)

@@ -75,8 +75,8 @@ def make_event_scenes(n_train: int = 600, n_test: int = 300, *, seed: int = 0, s
     The default sources are 17 classes from six Debian data packages
     (:data:`~skprobe.datasets.sources.PACKAGES`, about 370 MB to download
     once, fetched with :func:`~skprobe.packages.debian.fetch_deb`). The
-    default 600 + 300 scenes of 10 s take about a minute to build the first
-    time and load from the cache in seconds.
+    scenes are built once and then loaded from the cache (build and load
+    times: docs/datasets.md, "Sizes, time and cache").
 
     Parameters
     ----------

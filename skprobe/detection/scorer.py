@@ -116,7 +116,7 @@ class FrameScorer:
         self.transformer = transformer
         # Windows are arrays at the encoder's rate and length; no token store (a long recording would fill it).
         self._window_transformer = clone(transformer).set_params(
-            cache=None, output="array", sample_rate=self.sample_rate, clip_seconds=transformer.clip_seconds_,
+            store=None, output="array", sample_rate=self.sample_rate, clip_seconds=transformer.clip_seconds_,
             n_jobs=0, verbose=0, on_error="raise").fit(None)
 
     def tokens(self, windows: np.ndarray) -> np.ndarray:

@@ -137,7 +137,7 @@ def extract(X, store: str | os.PathLike, *, client=None, n_workers: int | None =
         Audio files every worker can read (a shared filesystem), or a folder searched
         recursively for audio files.
     store : path-like
-        Token store folder every worker can write (the ``cache`` of the transformer).
+        Token store folder every worker can write (the ``store`` of the transformer).
     client : distributed.Client, str or None
         The cluster: a client, a scheduler address (``"tcp://host:8786"``), or None for the
         current default client (or a new LocalCluster when ``n_workers`` is given).
@@ -162,7 +162,7 @@ def extract(X, store: str | os.PathLike, *, client=None, n_workers: int | None =
     Returns
     -------
     tokens : StoreArray or ndarray of shape (n_files, n_tokens, dim) or (n_files, n_layers, n_tokens, dim)
-        What ``FrozenEncoderTransformer(cache=store, output=output, **transformer_params).fit_transform(files)``
+        What ``FrozenEncoderTransformer(store=store, output=output, **transformer_params).fit_transform(files)``
         returns on one machine: with the default ``output="memmap"`` a read-only, store-backed
         :class:`~skprobe.extraction.StoreArray` whose pickle holds only the store's description and
         the clip keys (so joblib and Dask ship it cheaply); with ``output="array"`` an ndarray in memory.
@@ -196,7 +196,7 @@ def extract(X, store: str | os.PathLike, *, client=None, n_workers: int | None =
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     paths = _paths(X)
     store = os.fspath(Path(store).expanduser().absolute())
-    params = dict(transformer_params, cache=store)
+    params = dict(transformer_params, store=store)
     FrozenEncoderTransformer(**params)._validate_params()  # bad parameters fail here, not on every worker
 
     with cluster_client(client, n_workers=n_workers, connect_timeout=connect_timeout) as dask_client:

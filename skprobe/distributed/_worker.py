@@ -17,11 +17,7 @@ from pathlib import Path
 
 from ..extraction.transformer import FrozenEncoderTransformer
 
-__all__ = ["CRASH_FILE_ENV", "check_worker", "extract_chunk", "worker_stats"]
-
-# Fault-injection hook for the tests: when this variable names a JSON file {"chunk": i, "after_batches": n},
-# the first worker to claim the file (an atomic rename) exits hard after committing n batches of chunk i.
-CRASH_FILE_ENV = "SKPROBE_DISTRIBUTED_CRASH_FILE"
+__all__ = ["check_worker", "extract_chunk", "worker_stats"]
 
 _TRANSFORMERS: dict[str, FrozenEncoderTransformer] = {}
 _STATS = {"transformers_built": 0, "clips_forwarded": 0, "chunks_done": 0, "malloc_tuned": False}
@@ -71,11 +67,11 @@ def tune_malloc_for_torch() -> bool:
 
     With that variable set, glibc keeps a fixed 128 KiB mmap threshold and
     returns freed memory at once, so every large temporary of a torch forward
-    on the CPU is mapped and page-faulted anew in each batch: YAMNet on 2 s
-    clips ran at 37 instead of 92 clips/s in one process on the 2-core
-    development machine. Raising the mmap and trim thresholds (32 and 64 MiB)
-    from inside the worker fixes it wherever the worker was started
-    (``LocalCluster``, dask-jobqueue, Kubernetes); 118 clips/s measured.
+    on the CPU is mapped and page-faulted anew in each batch. Raising the mmap
+    and trim thresholds (32 and 64 MiB) from inside the worker fixes it
+    wherever the worker was started (``LocalCluster``, dask-jobqueue,
+    Kubernetes); the speeds with and without are on the distributed benchmark
+    page (docs/benchmarks/distributed.md).
     Returns whether the thresholds were set.
     """
     if "MALLOC_TRIM_THRESHOLD_" not in os.environ or _STATS["malloc_tuned"]:
@@ -152,23 +148,8 @@ def check_worker(params: dict, store: str, dask_worker=None) -> dict:
             "store_folder": str(store.folder), "torch": torch.__version__}
 
 
-def _crash_point(chunk: int) -> int | None:
-    """Clips of ``chunk`` to commit before this worker exits hard (fault-injection hook), or None."""
-    spec_file = os.environ.get(CRASH_FILE_ENV)
-    if not spec_file or not Path(spec_file).is_file():
-        return None
-    spec = json.loads(Path(spec_file).read_text())
-    if spec["chunk"] != chunk:
-        return None
-    try:
-        os.rename(spec_file, spec_file + ".claimed")  # one worker claims it, so the rerun runs through
-    except OSError:
-        return None
-    return int(spec["after_clips"])
-
-
 def extract_chunk(params: dict, paths: list[str], chunk: int) -> dict:
-    """Extract one chunk of files into the store named by ``params["cache"]``; return a small summary.
+    """Extract one chunk of files into the store named by ``params["store"]``; return a small summary.
 
     Clips already committed to the store run no forward pass. Batches are committed as they
     finish, so a worker that dies mid-chunk loses at most its batches in flight; the scheduler
@@ -178,10 +159,6 @@ def extract_chunk(params: dict, paths: list[str], chunk: int) -> dict:
     start = time.perf_counter()
     try:
         transformer = worker_transformer(params)
-        crash = _crash_point(chunk)
-        if crash is not None:
-            transformer.extract_to_store(paths[:crash])
-            os._exit(17)
         result = transformer.extract_to_store(paths)
     except (OSError, ValueError) as exc:
         message = f"{_describe_worker()}, chunk {chunk} (from {paths[0]}): {exc}"
@@ -191,9 +168,9 @@ def extract_chunk(params: dict, paths: list[str], chunk: int) -> dict:
             error = RuntimeError(message)
         raise error from exc
     _STATS["chunks_done"] += 1
-    _STATS["clips_forwarded"] += result.computed
+    _STATS["clips_forwarded"] += result.n_forwarded
     address, _ = _worker_identity()
     row_bytes = 2 * len(transformer.layers_) * transformer.n_tokens_ * transformer.dim_  # float16 in the store
-    return {"chunk": chunk, "worker": address, "n_clips": len(paths), "n_forwarded": int(result.computed),
-            "keys": list(result.keys), "bytes_written": int(result.computed) * row_bytes,
+    return {"chunk": chunk, "worker": address, "n_clips": len(paths), "n_forwarded": int(result.n_forwarded),
+            "keys": list(result.keys), "bytes_written": int(result.n_forwarded) * row_bytes,
             "seconds": time.perf_counter() - start}

@@ -42,9 +42,14 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    # Moved to skprobe.extraction; kept reachable from here for code written against 0.x.
     if name in {"FrozenEncoderTransformer", "clear_encoder_cache"}:
-        import importlib
+        # Deprecated alias of the transformer's home before 0.1; the one import of extraction from encoders,
+        # allowed by name in tests/test_architecture.py (DEPRECATED_EDGES) until the alias goes.
+        import warnings
 
-        return getattr(importlib.import_module("skprobe.extraction.transformer"), name)
+        from ..extraction import transformer
+
+        warnings.warn(f"skprobe.encoders.{name} is deprecated and will be removed: use "
+                      f"`from skprobe.extraction import {name}`", DeprecationWarning, stacklevel=2)
+        return getattr(transformer, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,9 @@
 """Layer selection shared by every architecture.
 
-- :func:`resolve_layers`: the user-facing ``layers`` parameter (timm style:
-  None = last, an int or a list, negatives count from the end);
+- :func:`resolve_layers`: the user-facing ``layers`` parameter (None = last,
+  an int or a list, negatives count from the end; a list comes back in
+  increasing layer order without repeats, as timm's ``forward_intermediates``
+  returns its ``indices``, with a warning when that changes the list);
 - :func:`check_layers`: the index lists of the encoder contract
   (:meth:`~skprobe.encoders.AudioEncoder.forward_layers`: sorted, unique,
   non-negative); both raise the same message for an index out of range;
@@ -11,6 +13,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from numbers import Integral
 from typing import Any
@@ -36,7 +39,14 @@ def _indices(layers: Sequence[int], n_layers: int, *, negative: bool) -> list[in
 
 
 def resolve_layers(layers: int | Sequence[int] | None, n_layers: int) -> list[int]:
-    """timm-style layer selection to sorted unique non-negative indices.
+    """Layer selection to non-negative indices in increasing layer order, each once.
+
+    The order is the encoder's, not the request's, as in timm (whose
+    ``forward_intermediates`` takes its ``indices`` as a set and returns the
+    layers in the order the blocks run): ``layers=[11, 3]`` gives ``[3, 11]``,
+    so a 4-D token array holds layer 3 first. A list that this reorders or
+    shortens (a layer named twice, e.g. ``-1`` and ``11`` of 12) draws a
+    ``UserWarning`` saying so.
 
     Parameters
     ----------
@@ -57,13 +67,19 @@ def resolve_layers(layers: int | Sequence[int] | None, n_layers: int) -> list[in
 
     Examples
     --------
-    >>> resolve_layers([-1, 0, 11], 12)
+    >>> resolve_layers([0, -1], 12)
     [0, 11]
     >>> resolve_layers(None, 12)
     [11]
     """
     requested = [-1] if layers is None else ([layers] if isinstance(layers, Integral) else list(layers))
-    return sorted(set(_indices(requested, n_layers, negative=True)))
+    given = _indices(requested, n_layers, negative=True)
+    out = sorted(set(given))
+    if out != given:
+        warnings.warn(f"layers={list(requested)!r} selects layers {out} in increasing order (each once), as timm "
+                      f"does: the layer axis of the tokens follows {out}, not the order given", UserWarning,
+                      stacklevel=3)
+    return out
 
 
 def check_layers(layers: Sequence[int], n_layers: int) -> list[int]:

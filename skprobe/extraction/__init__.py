@@ -11,24 +11,27 @@ from typing import TYPE_CHECKING
 
 _LAZY = {
     "FrozenEncoderTransformer": "skprobe.extraction.transformer",
-    "clear_encoder_cache": "skprobe.extraction.transformer",
-    "extract_to_store": "skprobe.extraction.transformer",
-    "ExtractionResult": "skprobe.extraction.transformer",
+    "clear_encoder_cache": "skprobe.extraction.encoder_cache",
+    "extract_to_store": "skprobe.extraction.writing",
+    "ExtractionResult": "skprobe.extraction.result",
     "TokenStore": "skprobe.extraction.store",
     "StoreWriter": "skprobe.extraction.store",
     "StoreArray": "skprobe.extraction.store",
     "StoreError": "skprobe.extraction.store",
     "StoreDescription": "skprobe.extraction.store",
-    "clip_key": "skprobe.extraction.cache",
+    "clip_key": "skprobe.extraction.keys",
 }
 
 __all__ = ["FrozenEncoderTransformer", "clear_encoder_cache", "extract_to_store", "ExtractionResult",
            "TokenStore", "StoreWriter", "StoreArray", "StoreError", "StoreDescription", "clip_key"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .cache import clip_key
+    from .encoder_cache import clear_encoder_cache
+    from .keys import clip_key
+    from .result import ExtractionResult
     from .store import StoreArray, StoreDescription, StoreError, StoreWriter, TokenStore
-    from .transformer import ExtractionResult, FrozenEncoderTransformer, clear_encoder_cache, extract_to_store
+    from .transformer import FrozenEncoderTransformer
+    from .writing import extract_to_store
 
 
 def __getattr__(name: str):

@@ -1,33 +1,17 @@
-"""Clip keys: what identifies a clip in the token store (:mod:`skprobe.extraction.store`).
-
-The store's configuration key hashes everything that changes the tokens
-(encoder, weights hash, layers, input sample rate, clip length, compute dtype,
-package version); the clip key hashes the clip's samples and their sample rate.
-(skprobe 0.x kept one ``.npy`` file per clip here; the store replaces it.)
-"""
+"""Deprecated module: :func:`clip_key` lives in :mod:`skprobe.extraction.keys` (also ``skprobe.extraction.clip_key``)."""
 
 from __future__ import annotations
 
-import hashlib
+import warnings
 
-import numpy as np
-
-__all__ = ["clip_key"]
+__all__ = ["clip_key"]  # noqa: F822 (module __getattr__)
 
 
-def clip_key(wav: np.ndarray, sample_rate: int | None = None) -> str:
-    """SHA-256 of a mono float32 waveform's samples, its length and its sample rate.
+def __getattr__(name: str):
+    if name == "clip_key":
+        warnings.warn("skprobe.extraction.cache is deprecated: import clip_key from skprobe.extraction",
+                      DeprecationWarning, stacklevel=2)
+        from .keys import clip_key
 
-    The rate matters: the same samples read from files of different rates are
-    different sounds.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> len(clip_key(np.zeros(10, dtype="float32"), 16000))
-    64
-    """
-    wav = np.ascontiguousarray(wav, dtype=np.float32)
-    digest = hashlib.sha256(f"{wav.shape[0]}@{sample_rate}".encode())
-    digest.update(wav.tobytes())
-    return digest.hexdigest()
+        return clip_key
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

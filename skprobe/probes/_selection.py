@@ -75,13 +75,13 @@ class _Fold:
 
 
 def _macro_ap(indicator: np.ndarray, scores: np.ndarray) -> float:
-    """Mean average precision over the classes with positives and negatives (NaN if there is none)."""
-    from ..metrics import per_class_ap
+    """:func:`skprobe.metrics.macro_map` over the classes with positives and negatives (NaN if there is none)."""
+    from ..metrics import macro_map
 
     keep = (indicator.sum(0) > 0) & (indicator.sum(0) < len(indicator))
     if not keep.any() or not np.isfinite(scores).all():
         return float("nan")
-    return float(np.mean(per_class_ap(indicator[:, keep], scores[:, keep])))
+    return macro_map(indicator[:, keep], scores[:, keep])
 
 
 def _train_group(candidates: list[Candidate], fold: _Fold, y_train: torch.Tensor, criterion: nn.Module, *,

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from skorch import NeuralNet
 from skorch.callbacks import EarlyStopping, LRScheduler, ProgressBar
-from skorch.dataset import Dataset, get_len
+from skorch.dataset import get_len
 from skorch.helper import predefined_split
 from torch import nn
 
@@ -33,33 +33,13 @@ from ._config import (
 from ._plan import TrainingPlan
 from ._tokens import TokenSource, check_chunks
 
-__all__ = ["TensorBatchIterator", "TokenBatchIterator", "TokenDataset", "TrainResult", "TrainingOptions",
+__all__ = ["TokenBatchIterator", "TokenDataset", "TrainResult", "TrainingOptions",
            "get_training_options", "set_training_options", "stage_tokens", "train_module", "training_options"]
 
 #: Read the batch losses back once per epoch (see ``_ProbeNet``); False restores skorch's ``item()`` per batch.
 DEFER_LOSS_SYNC = True
 
 
-class TensorBatchIterator:
-    """skorch iterator over ``(X[idx], y[idx])`` slices of a :class:`~skorch.dataset.Dataset` of tensors.
-
-    Kept for code that trains on tensors directly; ``train_module`` uses
-    :class:`TokenBatchIterator`.
-    """
-
-    def __init__(self, dataset: Dataset, batch_size: int = 128, shuffle: bool = False, **_: object) -> None:
-        self.X, self.y = dataset.X, dataset.y
-        self.batch_size, self.shuffle = batch_size, shuffle
-
-    def __len__(self) -> int:
-        return -(-len(self.X) // self.batch_size)
-
-    def __iter__(self):
-        n = len(self.X)
-        order = torch.randperm(n) if self.shuffle else torch.arange(n)
-        for start in range(0, n, self.batch_size):
-            idx = order[start : start + self.batch_size]
-            yield self.X[idx.to(self.X.device)], (self.y[idx.to(self.y.device)] if self.y is not None else None)
 
 
 class TokenDataset(torch.utils.data.Dataset):

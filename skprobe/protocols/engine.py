@@ -195,7 +195,7 @@ def _transformer(config: ProtocolConfig) -> FrozenEncoderTransformer:
     store = Path(config.store).expanduser() if config.store else data_home() / "tokens"
     return FrozenEncoderTransformer(
         encoder=config.encoder, checkpoint=config.checkpoint, layers=config.layer, batch_size=config.batch_size,
-        device=config.device, cache=str(store), output="memmap", verbose=config.verbose,
+        device=config.device, store=str(store), output="memmap", verbose=config.verbose,
     ).fit(None)
 
 
@@ -206,8 +206,8 @@ def _extract(config: ProtocolConfig, encoder: FrozenEncoderTransformer, data: Au
     if config.workers is not None or config.scheduler is not None:
         from ..distributed import extract
 
-        params = {k: v for k, v in encoder.get_params().items() if k not in ("cache", "output", "verbose")}
-        store_tokens, report = extract(list(paths), encoder.cache, client=config.scheduler, n_workers=config.workers,
+        params = {k: v for k, v in encoder.get_params().items() if k not in ("store", "cache", "output", "verbose")}
+        store_tokens, report = extract(list(paths), encoder.store, client=config.scheduler, n_workers=config.workers,
                                        chunk_size=config.chunk_size, return_report=True, verbose=config.verbose,
                                        **params)
         keys = store_tokens.keys
@@ -215,7 +215,7 @@ def _extract(config: ProtocolConfig, encoder: FrozenEncoderTransformer, data: Au
     else:
         result = encoder.extract_to_store(paths)
         keys = [k for k in result.keys if k is not None]
-        info = {"clips": len(needed), "encoded": result.computed, "workers": 0}
+        info = {"clips": len(needed), "encoded": result.n_forwarded, "workers": 0}
     if len(keys) != len(needed):
         raise ValueError(f"{len(needed) - len(keys)} of {len(needed)} clips gave no tokens")
     tokens = encoder.open_store().array(keys, squeeze_layer=isinstance(encoder.layers, Integral))

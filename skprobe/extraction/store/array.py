@@ -41,7 +41,7 @@ class StoreArray:
     Examples
     --------
     >>> import numpy as np, tempfile
-    >>> from skprobe.extraction.cache import clip_key
+    >>> from skprobe.extraction.keys import clip_key
     >>> from skprobe.extraction.store import TokenStore
     >>> store = TokenStore(tempfile.mkdtemp(), {"encoder": "demo"}, row_shape=(1, 2, 3))
     >>> keys = [clip_key(np.full(4, i, dtype="float32")) for i in range(3)]

@@ -49,7 +49,7 @@ class TokenStore:
     Examples
     --------
     >>> import numpy as np, tempfile
-    >>> from skprobe.extraction.cache import clip_key
+    >>> from skprobe.extraction.keys import clip_key
     >>> store = TokenStore(tempfile.mkdtemp(), {"encoder": "demo"}, row_shape=(4, 3))
     >>> keys = [clip_key(np.full(10, i, dtype="float32")) for i in range(3)]
     >>> store.missing(keys) == keys
@@ -213,7 +213,7 @@ class TokenStore:
         Examples
         --------
         >>> import numpy as np, tempfile
-        >>> from skprobe.extraction.cache import clip_key
+        >>> from skprobe.extraction.keys import clip_key
         >>> store = TokenStore(tempfile.mkdtemp(), {"encoder": "demo"}, row_shape=(2,))
         >>> store.compaction = None  # no compaction as the writer goes, to show the explicit one
         >>> keys = [clip_key(np.full(3, i, dtype="float32")) for i in range(4)]

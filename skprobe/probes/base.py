@@ -165,14 +165,8 @@ class BaseProbeClassifier(TokenInputMixin, FrameScoresMixin, ClassifierMixin, Ba
     #: Fitted state without a trailing underscore (removed with the fitted attributes by :meth:`_forget_fit`).
     _PRIVATE_FIT_STATE = ("_sigmoid_outputs", "_y_dtype")
 
-    @property
-    def _target_kind(self) -> str:
-        """The former private name of ``target_type_`` (read by code written before it)."""
-        return self.target_type_
-
-    @_target_kind.setter
-    def _target_kind(self, value: str) -> None:
-        self.target_type_ = value
+    #: The former private name of ``target_type_``, for code and probe files written before it.
+    _target_kind = property(lambda self: self.target_type_, lambda self, value: setattr(self, "target_type_", value))
 
     def _forget_fit(self) -> None:
         """Remove every fitted attribute (``name_``) and the private fitted state: the probe is not fitted."""

@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing = sub.add_parser("list-encoders", help="list registered encoders and their metadata")
     listing.add_argument("--json", action="store_true", help="print the full metadata as JSON")
 
-    store = sub.add_parser("store", help="maintain token stores (the folders of --store and cache=)")
+    store = sub.add_parser("store", help="maintain token stores (the folders of --store and store=)")
     store_sub = store.add_subparsers(dest="store_command", required=True)
     compact = store_sub.add_parser(
         "compact", help="merge the index files of token stores into one sorted run each (safe while other "
@@ -494,7 +494,7 @@ def _store(args) -> int:
     else:
         folders = sorted(p for p in path.iterdir() if (p / "store.json").is_file()) if path.is_dir() else []
     if not folders:
-        raise ValueError(f"no token store in {path}: pass a store root (the cache or --store folder) or a store "
+        raise ValueError(f"no token store in {path}: pass a store root (the store= or --store folder) or a store "
                          "folder (one holding store.json)")
     for folder in folders:
         store = TokenStore.from_folder(folder)

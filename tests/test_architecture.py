@@ -40,6 +40,13 @@ FORBIDDEN = [
     ("skprobe.datasets", "skprobe.detection"),
     ("skprobe.detection", "skprobe.cli"),
     ("skprobe.detection", "skprobe.benchmark"),
+    # the experiment engine sits above probes, extraction and data, below the benchmark entry point and the CLI
+    ("skprobe.encoders", "skprobe.experiments"),
+    ("skprobe.probes", "skprobe.experiments"),
+    ("skprobe.extraction", "skprobe.experiments"),
+    ("skprobe.distributed", "skprobe.experiments"),
+    ("skprobe.experiments", "skprobe.benchmark"),
+    ("skprobe.experiments", "skprobe.cli"),
 ]
 
 

@@ -32,6 +32,9 @@ from skprobe.probes.convex_gated import (
 )
 from skprobe.probes.prototypical import PrototypeHead
 
+# on toy tensors torch's thread synchronisation costs far more than it saves (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 FAST = dict(n_prototypes=12, max_iter=3, random_state=0)
 
 

@@ -158,7 +158,10 @@ def test_benchmark_interrupted_while_training_exits_130_and_caches_nothing(tmp_p
         [sys.executable, "-m", "skprobe", "benchmark", "--encoder", "tiny-cnn", "--dataset", str(audio_folder),
          "--probes", "linear,prototypical", "--seeds", "1", "--output", str(out), "--quiet",
          "--probe-params", '{"linear": {"max_iter": 2}, "prototypical": {"max_iter": 100000, "verbose": 1}}'],
-        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        # A runner started in the background (`pytest &`) ignores SIGINT, its children inherit that, and Python
+        # then installs no KeyboardInterrupt handler: the child must start with SIGINT at its default.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     streams = {"out": bytearray(), "err": bytearray()}
     readers = [threading.Thread(target=_drain, args=(pipe, streams[name]))
                for name, pipe in (("out", proc.stdout), ("err", proc.stderr))]

@@ -1,5 +1,8 @@
 """Layer selection and the shared stop-early block loop."""
 
+import re
+import warnings
+
 import pytest
 import torch
 
@@ -19,7 +22,14 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
     [(None, [11]), (0, [0]), (-1, [11]), ([-1, 0, 11], [0, 11]), ((3, 1, -12), [0, 1, 3])],
 )
 def test_resolve_layers_timm_semantics(layers, expected):
-    assert resolve_layers(layers, 12) == expected
+    given = [] if layers is None or isinstance(layers, int) else [x % 12 for x in layers]
+    if given and given != expected:  # reordered or repeated: said in a warning
+        with pytest.warns(UserWarning, match=rf"selects layers {re.escape(str(expected))} in increasing order"):
+            assert resolve_layers(layers, 12) == expected
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert resolve_layers(layers, 12) == expected
 
 
 @pytest.mark.parametrize("layers", [12, -13, [0, 12], [1.5], ["a"]])

@@ -11,6 +11,9 @@ from skprobe.probes._length import HOLDOUT_FRACTION, select_length
 from skprobe.probes._tokens import TokenSource
 from skprobe.probes.attentive import LENGTH_SELECTION_MIN_CLIPS
 
+# on toy tensors torch's thread synchronisation costs far more than it saves (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 @pytest.fixture(scope="module")
 def scenes():

@@ -9,6 +9,9 @@ from skprobe.probes._selection import Candidate, _Fold, _train_group, select_set
 from skprobe.probes.base import auto_learning_rate
 from skprobe.probes.losses import make_loss
 
+# on toy tensors torch's thread synchronisation costs far more than it saves (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def test_defaults_choose_among_the_rule_and_its_neighbours(multilabel_tokens):
     X, Y = multilabel_tokens

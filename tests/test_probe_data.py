@@ -15,6 +15,9 @@ from skprobe.probes import TokenView, _tokens, _training, get_training_options, 
 from skprobe.probes._batches import HostPrefetcher
 from skprobe.probes._tokens import TokenSource
 
+# on toy tensors torch's thread synchronisation costs far more than it saves (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 PROBES = [LinearProbeClassifier, AttentiveProbeClassifier, PrototypicalProbeClassifier]
 FAST = dict(max_iter=3, random_state=0)
 
@@ -183,11 +186,13 @@ def test_peak_memory_does_not_grow_with_the_memmap(tmp_path):
     script = textwrap.dedent("""
         import json, sys
         import numpy as np
+        import torch
         from skprobe.probes import _tokens
         from skprobe import LinearProbeClassifier
         _tokens.RELEASE_BYTES = _tokens.CHUNK_BYTES = 4 << 20
         path, n = sys.argv[1], int(sys.argv[2])
-        LinearProbeClassifier(max_iter=1, batch_size=512).fit(np.ones((600, 16, 32), np.float16),
+        torch.set_num_threads(1)
+        LinearProbeClassifier(max_iter=1, batch_size=512, cv=None).fit(np.ones((600, 16, 32), np.float16),
                                                               np.arange(600) % 2).predict(np.ones((600, 16, 32)))
         X = np.memmap(path, dtype=np.float16, mode="r", shape=(n, 16, 32))
         y = np.arange(n) % 2
@@ -197,7 +202,7 @@ def test_peak_memory_does_not_grow_with_the_memmap(tmp_path):
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")
         base = status("VmRSS:")
-        LinearProbeClassifier(max_iter=1, batch_size=64, random_state=0).fit(X, y).predict(X)
+        LinearProbeClassifier(max_iter=1, batch_size=64, cv=None, random_state=0).fit(X, y).predict(X)
         print(json.dumps({"growth_mb": (status("VmHWM:") - base) / 1024}))
     """)
     growth = {}

@@ -19,6 +19,9 @@ from skprobe.probes.base import (
 )
 from skprobe.probes.losses import saturated_share
 
+# on toy tensors torch's thread synchronisation costs far more than it saves (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 PROBES = [LinearProbeClassifier, AttentiveProbeClassifier, PrototypicalProbeClassifier]
 #: The paper's recipe: 30 epochs of batches of 128 on raw tokens at a fixed learning rate.
 PAPER_RECIPE = dict(normalize_tokens="none", batch_size=128, max_iter=30)

@@ -253,3 +253,23 @@ def test_loaded_probe_can_be_refitted(saved, targets):
     probe._forget_fit()
     with pytest.raises(NotFittedError):
         probe.predict(X)
+
+
+def test_files_and_pickles_from_before_target_type_still_load(saved, targets):
+    """Files and pickles written while the target kind was the private ``_target_kind`` load as ``target_type_``."""
+    X, _ = targets["multiclass"]
+    expected = load_probe(saved).predict_proba(X)
+
+    def rename(document):
+        document["attributes"]["_target_kind"] = document["attributes"].pop("target_type_")
+    _rewrite(saved, rename)
+    old = load_probe(saved)
+    assert old.target_type_ == old._target_kind == "multiclass"
+    np.testing.assert_array_equal(old.predict_proba(X), expected)
+
+    state = old.__getstate__()
+    state["_target_kind"] = state.pop("target_type_")
+    unpickled = type(old).__new__(type(old))
+    unpickled.__setstate__(state)
+    assert unpickled.target_type_ == "multiclass" and "_target_kind" not in vars(unpickled)
+    np.testing.assert_array_equal(unpickled.predict_proba(X), expected)

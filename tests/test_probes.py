@@ -13,6 +13,9 @@ from skprobe.probes.attentive import AttentivePoolingHead, auto_heads
 from skprobe.probes.linear import PooledLinearHead
 from skprobe.probes.prototypical import PrototypeHead
 
+# on toy tensors torch's thread synchronisation costs far more than it saves (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 PROBES = [LinearProbeClassifier, AttentiveProbeClassifier, PrototypicalProbeClassifier]
 FAST = dict(max_iter=3, random_state=0)
 
@@ -21,7 +24,7 @@ FAST = dict(max_iter=3, random_state=0)
 def test_multilabel_outputs(Probe, multilabel_tokens):
     X, Y = multilabel_tokens
     clf = Probe(**FAST).fit(X, Y)
-    assert clf.loss_ == "asl"
+    assert clf.loss_ == "asl" and clf.target_type_ == "multilabel"
     np.testing.assert_array_equal(clf.classes_, np.arange(3))
     proba = clf.predict_proba(X)
     assert proba.shape == (len(X), 3) and proba.dtype == np.float64
@@ -50,6 +53,7 @@ def test_binary_decision_function_is_positive_class_log_odds(loss, multiclass_to
     X, y = multiclass_tokens
     keep = y != "dog"
     clf = PrototypicalProbeClassifier(loss=loss, **FAST).fit(X[keep], y[keep])
+    assert clf.target_type_ == "binary"
     proba = clf.predict_proba(X[keep])
     decision = clf.decision_function(X[keep])
     assert decision.shape == (keep.sum(),)
@@ -185,7 +189,7 @@ def test_cls_pooling_reads_the_first_token_only():
     X = rng.normal(size=(80, 6, 8)).astype(np.float32)
     y = (X[:, 0, 0] > 0).astype(int)
     X[:, 1:] = rng.normal(size=(80, 5, 8))
-    clf = LinearProbeClassifier(pooling="cls", prefix_tokens=1, learning_rate=0.1, max_iter=60,
+    clf = LinearProbeClassifier(pooling="cls", prefix_tokens=1, learning_rate=0.1, max_iter=60, cv=None,
                                 random_state=0).fit(X, y)
     assert clf.score(X, y) > 0.9
     changed = X.copy()
@@ -221,7 +225,7 @@ def test_standard_normalisation_removes_offsets_and_scales(multilabel_tokens):
 
 def test_early_stopping_stops_and_keeps_validation_curve(multilabel_tokens):
     X, Y = multilabel_tokens
-    clf = LinearProbeClassifier(early_stopping=True, n_iter_no_change=2, max_iter=200, learning_rate=0.5,
+    clf = LinearProbeClassifier(early_stopping=True, n_iter_no_change=2, max_iter=200, learning_rate=0.5, cv=None,
                                 random_state=0).fit(X, Y)
     assert clf.n_iter_ < 200
     assert len(clf.validation_loss_curve_) == clf.n_iter_ == len(clf.loss_curve_)

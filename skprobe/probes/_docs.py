@@ -83,6 +83,10 @@ SHARED_PARAMETERS_DOC = """prefix_tokens : int, default=0
 #: Fitted attributes every probe sets in ``fit`` (numpydoc lines, spliced into each probe's docstring).
 SHARED_ATTRIBUTES_DOC = """module_ : torch.nn.Module
         The trained network (on CPU after ``fit``).
+    target_type_ : {"binary", "multiclass", "multilabel"}
+        The kind of ``y`` seen in ``fit`` (scikit-learn's ``type_of_target``;
+        ``"multilabel"`` for a 0/1 indicator matrix): it decides the outputs'
+        shapes and how ``predict_proba`` normalises.
     loss_ : str
         The resolved training loss.
     learning_rate_ : float

@@ -145,7 +145,7 @@ class FrameScoresMixin:
         (3, 6, 2)
         """
         logits = self._frame_logits(X, layout)
-        if self._target_kind == "binary":
+        if self.target_type_ == "binary":
             if self._sigmoid_outputs:
                 return np.logaddexp(0.0, -logits[..., 0]) - np.logaddexp(0.0, -logits[..., 1])
             return logits[..., 1] - logits[..., 0]
@@ -178,10 +178,10 @@ class FrameScoresMixin:
         ((3, 6, 2), True)
         """
         logits = self._frame_logits(X, layout)
-        if self._target_kind == "multilabel" or self._sigmoid_outputs:
+        if self.target_type_ == "multilabel" or self._sigmoid_outputs:
             eps = np.finfo(np.float64).eps
             proba = np.clip(expit(logits), eps, 1 - eps)
-            if self._target_kind == "multilabel":
+            if self.target_type_ == "multilabel":
                 return proba
             return proba / proba.sum(axis=-1, keepdims=True)
         return softmax(logits, axis=-1)

@@ -42,7 +42,7 @@ _KEY = "skprobe"  # the metadata entry that holds the JSON document
 _CLASSES = {cls.__name__: cls for cls in (LinearProbeClassifier, AttentiveProbeClassifier,
                                           PrototypicalProbeClassifier, ConvexGatedProbeClassifier)}
 #: Fitted attributes that do not end in ``_`` (see ``BaseProbeClassifier._PRIVATE_FIT_STATE``).
-_PRIVATE = set(BaseProbeClassifier._PRIVATE_FIT_STATE)
+_PRIVATE = set(BaseProbeClassifier._PRIVATE_FIT_STATE) | {"_target_kind"}  # files written before target_type_
 _FITTED_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*_$")  # C_ as LogisticRegressionCV names it
 #: numpy dtype kinds an array in a probe file may have: bool, integers, floats, strings, Python scalars.
 _ARRAY_KINDS = set("biufUO")
@@ -220,8 +220,8 @@ def _build(document: dict, tensors: dict[str, torch.Tensor]) -> BaseProbeClassif
         if not (key in _PRIVATE or (_FITTED_NAME.match(key) and not hasattr(cls, key))):
             raise ValueError(f"{key!r} is not a fitted attribute of a probe")
         setattr(probe, key, _decode(value, limit))
-    for key in ("classes_", "n_features_in_", "_target_kind"):
-        if key not in attributes:
+    for key in ("classes_", "n_features_in_", "target_type_"):
+        if key not in attributes and not (key == "target_type_" and "_target_kind" in attributes):
             raise KeyError(key)
     if not isinstance(probe.n_features_in_, int) or probe.n_features_in_ < 1:
         raise ValueError(f"n_features_in_ must be a positive int, got {probe.n_features_in_!r}")

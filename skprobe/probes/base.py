@@ -163,7 +163,10 @@ class BaseProbeClassifier(TokenInputMixin, FrameScoresMixin, ClassifierMixin, Ba
             raise
 
     #: Fitted state without a trailing underscore (removed with the fitted attributes by :meth:`_forget_fit`).
-    _PRIVATE_FIT_STATE = ("_target_kind", "_sigmoid_outputs", "_y_dtype")
+    _PRIVATE_FIT_STATE = ("_sigmoid_outputs", "_y_dtype")
+
+    #: The former private name of ``target_type_``, for code and probe files written before it.
+    _target_kind = property(lambda self: self.target_type_, lambda self, value: setattr(self, "target_type_", value))
 
     def _forget_fit(self) -> None:
         """Remove every fitted attribute (``name_``) and the private fitted state: the probe is not fitted."""
@@ -193,7 +196,7 @@ class BaseProbeClassifier(TokenInputMixin, FrameScoresMixin, ClassifierMixin, Ba
                 f"({targets.classes[0]!r})"
             )
         loss = self._resolve_loss(targets.kind)
-        self._set_fitted(classes_=targets.classes, _target_kind=targets.kind, _sigmoid_outputs=loss != "ce",
+        self._set_fitted(classes_=targets.classes, target_type_=targets.kind, _sigmoid_outputs=loss != "ce",
                          _y_dtype=targets.dtype, loss_=loss)
         target_tensor = torch.from_numpy(targets.indices if loss == "ce" else targets.indicator)
         plan = self._training_plan(len(tokens), tokens.shape[2])
@@ -342,7 +345,7 @@ class BaseProbeClassifier(TokenInputMixin, FrameScoresMixin, ClassifierMixin, Ba
             scikit-learn.
         """
         logits = self._logits(X)
-        if self._target_kind == "binary":
+        if self.target_type_ == "binary":
             if self._sigmoid_outputs:  # log-odds of the normalised sigmoids of predict_proba
                 return np.logaddexp(0.0, -logits[:, 0]) - np.logaddexp(0.0, -logits[:, 1])
             return logits[:, 1] - logits[:, 0]
@@ -355,10 +358,10 @@ class BaseProbeClassifier(TokenInputMixin, FrameScoresMixin, ClassifierMixin, Ba
         rows sum to 1 (softmax, or normalised sigmoids for the sigmoid losses).
         """
         logits = self._logits(X)
-        if self._target_kind == "multilabel" or self._sigmoid_outputs:
+        if self.target_type_ == "multilabel" or self._sigmoid_outputs:
             eps = np.finfo(np.float64).eps
             proba = np.clip(expit(logits), eps, 1 - eps)
-            if self._target_kind == "multilabel":
+            if self.target_type_ == "multilabel":
                 return proba
             return proba / proba.sum(axis=1, keepdims=True)
         logits -= logits.max(axis=1, keepdims=True)
@@ -368,7 +371,7 @@ class BaseProbeClassifier(TokenInputMixin, FrameScoresMixin, ClassifierMixin, Ba
     def predict(self, X) -> np.ndarray:
         """Labels from ``classes_``, or a 0/1 indicator matrix for multi-label ``y``."""
         logits = self._logits(X)
-        if self._target_kind == "multilabel":
+        if self.target_type_ == "multilabel":
             return (logits > 0).astype(self._y_dtype)
         return self.classes_[np.argmax(logits, axis=1)]
 
@@ -386,6 +389,12 @@ class BaseProbeClassifier(TokenInputMixin, FrameScoresMixin, ClassifierMixin, Ba
         if module is not None and any(t.device.type != "cpu" for t in module.state_dict().values()):
             state["module_"] = copy.deepcopy(module).cpu()  # a GPU-fitted probe unpickles on a CPU machine
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        if "_target_kind" in state:  # pickled before target_type_ was public
+            state = {**state, "target_type_": state["_target_kind"]}
+            del state["_target_kind"]
+        super().__setstate__(state)
 
 
 def store_parameters(estimator: BaseEstimator, arguments: dict) -> None:

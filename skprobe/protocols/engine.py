@@ -21,8 +21,11 @@ from tqdm.auto import tqdm
 
 from .._config import data_home
 from .._version import __version__
-from ..benchmark import PROBES, BenchmarkConfig, _fit_or_load, _mean_over_seeds, class_scores, validate_config
 from ..datasets.lazy import AudioDataset
+from ..experiments.config import PROBES, BenchmarkConfig, validate_config
+from ..experiments.probe_cache import fit_or_load as _fit_or_load
+from ..experiments.scoring import class_scores
+from ..experiments.scoring import mean_over_seeds as _mean_over_seeds
 from ..extraction import FrozenEncoderTransformer
 from ..metrics import METRICS, per_class_ap
 from ..probes import TokenView

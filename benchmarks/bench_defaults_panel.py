@@ -434,7 +434,7 @@ def try_settings(sources: list[str], args) -> int:
             for spec in args.settings:
                 params = json.loads(spec)
                 values, seconds, resolved = [], [], {}
-                for seed in range(args.seeds):
+                for seed in range(args.first_seed, args.seeds):
                     value, secs = run(source, PROBES[probe], params, data, [seed], resolved)
                     values.append(value)
                     seconds.append(secs)
@@ -449,6 +449,8 @@ def main(argv=None) -> int:
     parser.add_argument("--sources", nargs="+", default=["all"], help=f"any of {list(REAL) + list(SYNTH)} or all")
     parser.add_argument("--probes", nargs="+", default=list(PROBES))
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="--settings: seeds first-seed .. seeds - 1 (to add seeds to an earlier run)")
     parser.add_argument("--quick", action="store_true", help="skip the training-length axis (learning rate x normalisation at the default length only)")
     parser.add_argument("--no-lr-axis", action="store_true",
                         help="search normalisation only, at the default learning rate (cheapest)")

@@ -72,7 +72,7 @@ def validate_config(config: BenchmarkConfig) -> None:
     >>> validate_config(BenchmarkConfig(probes=("linear",), probe_params={"linear": {"foo": 1}}))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: probe_params for 'linear': unknown parameter(s) ['foo']; valid: ['asl_clip', ...]
+    ValueError: probe_params for 'linear': unknown parameter(s) ['foo']; valid: [...]
     """
     if not config.probes:
         raise ValueError(f"probes is empty; choose one or more of {list(PROBES)}")

@@ -55,7 +55,7 @@ def bare_loop(network, X, Y, *, epochs, batch_size, lr, weight_decay, no_decay, 
     decay = [p for n, p in network.named_parameters() if not any(n == f"head.{d}" for d in no_decay)]
     rest = [p for n, p in network.named_parameters() if any(n == f"head.{d}" for d in no_decay)]
     groups = [{"params": decay}] + ([{"params": rest, "weight_decay": 0.0}] if rest else [])
-    optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, fused=torch.device(device).type in ("cpu", "cuda"))
     steps = epochs * -(-len(X) // batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     criterion = make_loss("asl", gamma_neg=asl[0], gamma_pos=asl[1], clip=asl[2])

@@ -95,8 +95,25 @@ def per_class_ap(y_true, y_score, labels=None) -> np.ndarray:
     out = np.full(y.shape[1], np.nan)
     for c in range(y.shape[1]):
         if y[:, c].any():
-            out[c] = average_precision_score(y[:, c], s[:, c])
+            out[c] = _average_precision(y[:, c], s[:, c])
     return out
+
+
+def _average_precision(y: np.ndarray, score: np.ndarray) -> float:
+    """``sklearn.metrics.average_precision_score`` of one class (with positives), without its input checks.
+
+    The same step-wise sum over the distinct score thresholds in decreasing
+    order, ``sum_k (R_k - R_{k-1}) P_k``, tied scores forming one threshold;
+    equal to scikit-learn's to float rounding (tested). Selection loops call
+    it thousands of times, where the checks cost 30 times the sum.
+    """
+    order = np.argsort(score, kind="mergesort")[::-1]
+    score, hits = score[order], y[order].astype(np.float64)
+    last = np.r_[np.flatnonzero(np.diff(score)), len(score) - 1]  # last clip of every threshold
+    tps = np.cumsum(hits)[last]
+    precision = tps / (last + 1)
+    recall_steps = np.diff(tps, prepend=0.0) / tps[-1]
+    return float(recall_steps @ precision)
 
 
 def macro_map(y_true, y_score, labels=None) -> float:

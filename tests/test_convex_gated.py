@@ -26,7 +26,6 @@ from skprobe.probes.base import raw_moments
 from skprobe.probes.convex_gated import (
     ConvexGatedHead,
     auto_n_prototypes,
-    extreme_similarities,
     gated_mix,
     layer_moments,
 )
@@ -127,26 +126,6 @@ def test_prefix_token_is_the_middle_feature():
     torch.testing.assert_close(features[..., 2], sims.amax(1))
     no_prefix = head.features(prefix[:, :, :0], patches).reshape(4, 5, 3)
     torch.testing.assert_close(no_prefix[..., 1], sims.mean(1))
-
-
-def test_extreme_similarities_match_dense_min_max_and_their_gradients(monkeypatch):
-    """The sparse backward through the attaining tokens equals autograd's through amin / amax (no ties)."""
-    monkeypatch.setattr(convex_gated, "_CHUNK_VALUES", 40)  # chunks of 2 prototypes
-    torch.manual_seed(0)
-    mixed = torch.randn(3, 7, 5, dtype=torch.float64, requires_grad=True)
-    protos = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
-    w_low, w_high = torch.randn(3, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)
-    low, high = extreme_similarities(mixed, protos)
-    ((low * w_low).sum() + (high * w_high).sum()).backward()
-    grads = mixed.grad.clone(), protos.grad.clone()
-    mixed.grad = protos.grad = None
-    sims = mixed @ protos.T
-    torch.testing.assert_close(low, sims.amin(1))
-    torch.testing.assert_close(high, sims.amax(1))
-    ((sims.amin(1) * w_low).sum() + (sims.amax(1) * w_high).sum()).backward()
-    torch.testing.assert_close(grads[0], mixed.grad)
-    torch.testing.assert_close(grads[1], protos.grad)
-    assert torch.autograd.gradcheck(lambda a, b: extreme_similarities(a, b), (mixed, protos))
 
 
 @pytest.mark.parametrize("normalise", [False, True])

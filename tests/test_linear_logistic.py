@@ -16,13 +16,23 @@ def _pooled(X):
 
 
 def test_one_vs_rest_matches_scikit_learn(multilabel_tokens):
+    """Each class's direct L-BFGS-B call takes LogisticRegression's steps: the same solution at the same
+    tolerance, also for fewer clips than features (solved in the span of the rows); a class without positives
+    gets a constant, very negative logit."""
     X, Y = multilabel_tokens
     F = _pooled(X)
-    fit = fit_logistic(F, Y, multilabel=True, n_outputs=Y.shape[1], C=0.05, max_iter=500)
-    for c in range(Y.shape[1]):
-        ref = LogisticRegression(C=0.05, max_iter=500).fit(F, Y[:, c])
-        np.testing.assert_allclose(fit.coef[c], ref.coef_[0], atol=1e-6)
-        np.testing.assert_allclose(fit.intercept[c], ref.intercept_[0], atol=1e-6)
+    Y = Y.copy()
+    Y[:, 0] = 0
+    # 120 clips: the same steps; 12 clips of 16 features: the same optimum, but the stopping rule (every gradient
+    # entry below tol) reads other coordinates, so the two stop within tol of it, not at the same point
+    for rows, atol in ((slice(None), 1e-6), (slice(0, 12), 1e-4)):
+        fit = fit_logistic(F[rows], Y[rows], multilabel=True, n_outputs=Y.shape[1], C=0.05, max_iter=500)
+        np.testing.assert_array_equal(fit.coef[0], 0.0)
+        assert fit.intercept[0] < -10 and fit.n_iter > 0
+        for c in range(1, Y.shape[1]):
+            ref = LogisticRegression(C=0.05, max_iter=500).fit(F[rows], Y[rows, c])
+            np.testing.assert_allclose(fit.coef[c], ref.coef_[0], atol=atol)
+            np.testing.assert_allclose(fit.intercept[c], ref.intercept_[0], atol=atol)
 
 
 def test_multinomial_matches_scikit_learn_and_binary_keeps_the_decision_value(multiclass_tokens):
@@ -47,9 +57,9 @@ def test_lbfgs_probe_is_standardised_logistic_regression(multilabel_tokens):
     F = X.astype(np.float64).mean(axis=1)
     scaler = StandardScaler().fit(F)
     for c in range(Y.shape[1]):
-        ref = LogisticRegression(C=0.05, max_iter=500).fit(scaler.transform(F), Y[:, c])
+        ref = LogisticRegression(C=0.05, max_iter=5000, tol=1e-10).fit(scaler.transform(F), Y[:, c])
         np.testing.assert_allclose(probe.decision_function(X)[:, c], ref.decision_function(scaler.transform(F)),
-                                   atol=1e-3)
+                                   atol=2e-3)  # the probe stops at scikit-learn's default tolerance
 
 
 def test_c_is_chosen_by_validation_log_loss_along_a_stopping_path():

@@ -70,3 +70,17 @@ def test_scorers_in_model_selection(multilabel_tokens, multiclass_tokens):
     assert 0 <= search.best_score_ <= 1
     with pytest.raises(ValueError, match="unknown metric"):
         get_scorer("f1")
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_per_class_ap_equals_scikit_learn_with_ties_and_imbalance(seed):
+    """The direct sum equals average_precision_score per class: tied (rounded) scores, rare and common classes,
+    one positive, all positive."""
+    rng = np.random.default_rng(seed)
+    n, k = 97, 6
+    Y = (rng.random((n, k)) < [0.01, 0.05, 0.3, 0.5, 0.9, 1.0]).astype(int)
+    Y[rng.integers(n), 0] = 1
+    S = np.round(rng.normal(size=(n, k)) + Y * rng.random(k), 1)  # ties
+    ap = per_class_ap(Y, S)
+    for c in range(k):
+        assert ap[c] == pytest.approx(average_precision_score(Y[:, c], S[:, c]), abs=1e-12)

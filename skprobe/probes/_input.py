@@ -60,7 +60,7 @@ class TokenInputMixin:
 
     def _check_dim(self, dim: int, reset: bool, ndim: int) -> None:
         if reset:
-            self.n_features_in_ = dim
+            self._set_fitted(n_features_in_=dim)
             if ndim == 3:
                 self.__dict__.pop("feature_names_in_", None)
         elif dim != self.n_features_in_:

@@ -9,7 +9,11 @@ grid of ``C`` by validation log-loss on the internal folds, walking each
 fold's regularisation path from strong to weak penalties with warm starts (as
 ``LogisticRegressionCV`` does), and stops the walk once the loss has not
 improved for :data:`C_PATIENCE` grid points in a row. One-vs-rest for sigmoid losses
-(multi-label ``y``), multinomial for the softmax loss.
+(multi-label ``y``: scikit-learn's binary objective, start and stopping rule in a
+direct L-BFGS-B call per class, without ``LogisticRegression``'s per-call
+overhead), multinomial for the softmax loss (``LogisticRegression`` itself). Sets with fewer clips than
+features are solved in the span of their rows (:class:`_RowSpace`: the same
+solution on fewer features).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 
 __all__ = ["C_GRID", "C_PATIENCE", "DEFAULT_C", "LogisticSolution", "fit_logistic", "select_c"]
 
@@ -26,6 +31,8 @@ C_GRID = tuple(float(c) for c in np.logspace(-4, 2, 13))
 C_PATIENCE = 3
 #: ``C="auto"`` where no selection runs (``cv=None``, tiny sets): scikit-learn's default.
 DEFAULT_C = 1.0
+#: L-BFGS stops when every entry of the objective's gradient is below this (scikit-learn's ``tol``).
+TOL = 1e-4
 #: Logit of a class the training rows hold no positive (or no negative) of.
 _ABSENT_LOGIT = 30.0
 
@@ -37,20 +44,91 @@ class LogisticSolution:
         self.coef, self.intercept, self.n_iter = coef, intercept, n_iter
 
 
+#: Problems with fewer multiply-adds per gradient (rows x features x classes) run their BLAS calls on one
+#: thread: L-BFGS's many small vector operations and these products lose more to waking threads than they
+#: gain (``benchmarks/bench_linear_solver.py``).
+_ONE_THREAD_SIZE = 1 << 26
+
+
+def _blas_threads(size: int):
+    """One BLAS thread for small problems (see :data:`_ONE_THREAD_SIZE`), the default for large ones."""
+    from contextlib import nullcontext
+
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1, user_api="blas") if size < _ONE_THREAD_SIZE else nullcontext()
+
+
+class _RowSpace:
+    """Coordinates of the rows of ``X (n, d)`` in their own span when ``n < d``: ``X = Z V``, ``Z (n, r)``.
+
+    With an L2 penalty the optimal weights lie in the span of the training
+    rows (a component outside it only adds penalty), so the logistic
+    regression on ``Z = U S`` (thin SVD ``X = U S V``) has the same solution,
+    ``w = V^T b``, and L-BFGS, whose steps are equivariant under rotations,
+    takes the same steps on ``r <= n`` features instead of ``d``.
+    """
+
+    def __init__(self, X: np.ndarray) -> None:
+        self.basis = None
+        if len(X) < X.shape[1]:
+            U, S, Vt = np.linalg.svd(X, full_matrices=False)
+            keep = S > S[0] * max(X.shape) * np.finfo(X.dtype).eps if len(S) and S[0] > 0 else np.zeros(len(S), bool)
+            self.basis = Vt[keep]  # (r, d), orthonormal rows
+            X = U[:, keep] * S[keep]
+        self.X = X
+
+    def weights(self, coef: np.ndarray) -> np.ndarray:
+        """Coefficients ``(..., r)`` in row-space coordinates as weights ``(..., d)`` of the features."""
+        return coef if self.basis is None else coef @ self.basis
+
+
+def _binary_objective(params: np.ndarray, X: np.ndarray, y: np.ndarray, penalty: float):
+    """scikit-learn's binary logistic objective and gradient: mean log-loss + ``penalty / 2 * ||w||^2``."""
+    from scipy.special import expit
+
+    w, b = params[:-1], params[-1]
+    z = X @ w + b
+    n = len(X)
+    loss = (np.logaddexp(0.0, z).sum() - y @ z) / n + penalty / 2 * (w @ w)
+    g = (expit(z) - y) / n
+    grad = np.empty_like(params)
+    grad[:-1] = X.T @ g + penalty * w
+    grad[-1] = g.sum()
+    return loss, grad
+
+
+def _binary_lbfgs(X: np.ndarray, y: np.ndarray, C: float, start: np.ndarray, max_iter: int):
+    """One class's logistic regression by L-BFGS-B with scikit-learn's objective, start and stopping rules
+    (``tol=1e-4`` on every gradient entry): its iterates, without its per-call overhead."""
+    from scipy.optimize import minimize
+
+    result = minimize(_binary_objective, start, args=(X, y, 1.0 / (C * len(X))), jac=True, method="L-BFGS-B",
+                      options={"maxiter": max_iter, "maxls": 50, "gtol": TOL, "ftol": 64 * np.finfo(float).eps})
+    if result.status == 1:
+        warnings.warn(f"L-BFGS did not converge in {max_iter} iterations (C={C:g}); raise max_iter or lower C",
+                      ConvergenceWarning, stacklevel=3)
+    return result.x, int(result.nit)
+
+
 class _Path:
     """One training set's logistic regressions, refitted along the ``C`` grid from the previous solution."""
 
     def __init__(self, X: np.ndarray, targets: np.ndarray, multilabel: bool, n_outputs: int, max_iter: int) -> None:
         from sklearn.linear_model import LogisticRegression
 
-        self.X, self.multilabel, self.n_outputs = X, multilabel, n_outputs
-        if multilabel:  # one-vs-rest: one warm-started model per class that has positives and negatives here
+        self.size, self.max_iter = X.size * n_outputs, max_iter
+        with _blas_threads(self.size):
+            self.space = _RowSpace(np.asarray(X, dtype=np.float64))
+        self.X, self.multilabel, self.n_outputs = self.space.X, multilabel, n_outputs
+        if multilabel:  # one-vs-rest: one warm-started solution per class that has positives and negatives here
             columns = targets.astype(np.int8)
-            self.models, self.constant = {}, np.zeros(n_outputs)
+            self.columns, self.start, self.constant = {}, {}, np.zeros(n_outputs)
             for c in range(n_outputs):
                 positives = int(columns[:, c].sum())
                 if 0 < positives < len(columns):
-                    self.models[c] = (LogisticRegression(max_iter=max_iter, warm_start=True), columns[:, c])
+                    self.columns[c] = columns[:, c].astype(np.float64)
+                    self.start[c] = np.zeros(self.X.shape[1] + 1)
                 else:  # nothing to learn: the class is always or never present in these rows
                     self.constant[c] = _ABSENT_LOGIT if positives else -_ABSENT_LOGIT
         else:
@@ -58,15 +136,20 @@ class _Path:
             self.targets = targets
 
     def fit(self, C: float) -> LogisticSolution:
+        with _blas_threads(self.size):
+            coef, intercept, n_iter = self._fit(C)
+        return LogisticSolution(self.space.weights(coef), intercept, n_iter)
+
+    def _fit(self, C: float) -> tuple[np.ndarray, np.ndarray, int]:
         coef, intercept = np.zeros((self.n_outputs, self.X.shape[1])), np.zeros(self.n_outputs)
         if self.multilabel:
             intercept[:] = self.constant
             n_iter = 0
-            for c, (model, column) in self.models.items():
-                model.set_params(C=C).fit(self.X, column)
-                coef[c], intercept[c] = model.coef_[0], model.intercept_[0]
-                n_iter = max(n_iter, int(np.max(model.n_iter_)))
-            return LogisticSolution(coef, intercept, n_iter)
+            for c, column in self.columns.items():
+                self.start[c], steps = _binary_lbfgs(self.X, column, C, self.start[c], self.max_iter)
+                coef[c], intercept[c] = self.start[c][:-1], self.start[c][-1]
+                n_iter = max(n_iter, steps)
+            return coef, intercept, n_iter
         model = self.model.set_params(C=C).fit(self.X, self.targets)
         present = model.classes_.astype(int)
         intercept[:] = -_ABSENT_LOGIT  # classes these rows lack (a fold may miss a rare class)
@@ -75,7 +158,7 @@ class _Path:
             intercept[present] = np.array([-model.intercept_[0], model.intercept_[0]]) / 2
         else:
             coef[present], intercept[present] = model.coef_, model.intercept_
-        return LogisticSolution(coef, intercept, int(np.max(model.n_iter_)))
+        return coef, intercept, int(np.max(model.n_iter_))
 
 
 def fit_logistic(X: np.ndarray, targets: np.ndarray, *, multilabel: bool, n_outputs: int, C: float,
@@ -151,8 +234,6 @@ def select_c(X: np.ndarray, targets: np.ndarray, folds: list[tuple[np.ndarray, n
     >>> best == results["C"][int(np.argmin(results["mean_log_loss"]))]
     True
     """
-    from sklearn.exceptions import ConvergenceWarning
-
     from ._selection import _macro_ap
 
     indicator = targets if multilabel else np.eye(n_outputs, dtype=np.int8)[targets]

@@ -99,7 +99,10 @@ class ProbeNetwork(nn.Module):
 
     ``head(prefix (B, P, D), patches (B, M, D)) -> logits (B, C)``. The
     normalisation statistics are set by :meth:`calibrate` on the training
-    tokens. A head with ``normalizes_features = True`` (the linear probe)
+    tokens. A head with ``ignores_token_scale = True`` (cosine similarity:
+    the prototype heads) skips the global scale of ``"scale"`` and
+    ``"center"``, which cannot change its output. A head with
+    ``normalizes_features = True`` (the linear probe)
     normalises its own pooled features instead of the tokens.
 
     Parameters
@@ -153,10 +156,15 @@ class ProbeNetwork(nn.Module):
         """Float32, normalised ``(prefix (B, P, D), patches (B, M, D))``."""
         tokens = tokens.float()
         if self.token_mean is not None:
+            # a head that sees token directions only (cosine similarity) needs no global scale: skip that pass
+            global_scale_only = self.normalize in ("scale", "center") and getattr(self.head, "ignores_token_scale",
+                                                                                 False)
             if self.normalize == "scale":  # no shift: one multiplication
-                tokens = tokens * (1.0 / self.token_scale)
+                tokens = tokens if global_scale_only else tokens * (1.0 / self.token_scale)
             else:  # the difference is a fresh tensor: divide in place
-                tokens = torch.sub(tokens, self.token_mean).div_(self.token_scale)
+                tokens = torch.sub(tokens, self.token_mean)
+                if not global_scale_only:
+                    tokens.div_(self.token_scale)
         return tokens[:, : self.prefix_tokens], tokens[:, self.prefix_tokens :]
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:

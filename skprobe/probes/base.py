@@ -7,8 +7,8 @@ the patch tokens that the heads pool over.
 
 The parts live next door: the network and its token normalisation in
 :mod:`._network`, the measured ``"auto"`` rules in :mod:`._auto`, input
-validation in :mod:`._input`, the frozen training plan in :mod:`._plan` and
-the training engine in :mod:`._training`. Their public names stay importable
+validation in :mod:`._input`, the fitted state in :mod:`._fitted`, the frozen
+training plan in :mod:`._plan` and the training engine in :mod:`._training`. Their public names stay importable
 from here.
 """
 
@@ -41,6 +41,7 @@ from ._auto import (  # noqa: F401
 )
 from ._batches import exact_float32, inference_batches
 from ._docs import SHARED_ATTRIBUTES_DOC, SHARED_PARAMETERS_DOC, with_shared_parameters_doc
+from ._fitted import FittedStateMixin
 from ._frames import FrameScoresMixin
 from ._input import _TOKEN_DTYPES, TokenInputMixin  # noqa: F401
 from ._network import NORMALIZATIONS, ProbeNetwork, TokenMoments, feature_moments, normalisation_stats, raw_moments  # noqa: F401
@@ -78,7 +79,7 @@ class FitProblem:
         return self.plan.seed
 
 
-class BaseProbeClassifier(TokenInputMixin, FrameScoresMixin, ClassifierMixin, BaseEstimator):
+class BaseProbeClassifier(FittedStateMixin, TokenInputMixin, FrameScoresMixin, ClassifierMixin, BaseEstimator):
     """Base class of the probes; not for direct use.
 
     Subclasses implement :meth:`_build_head` and set ``_no_decay`` (parameter
@@ -161,29 +162,6 @@ class BaseProbeClassifier(TokenInputMixin, FrameScoresMixin, ClassifierMixin, Ba
         except BaseException:
             self._forget_fit()
             raise
-
-    #: Fitted state without a trailing underscore (removed with the fitted attributes by :meth:`_forget_fit`).
-    _PRIVATE_FIT_STATE = ("_sigmoid_outputs", "_y_dtype")
-
-    #: The former private name of ``target_type_``, for code and probe files written before it.
-    _target_kind = property(lambda self: self.target_type_, lambda self, value: setattr(self, "target_type_", value))
-
-    def _forget_fit(self) -> None:
-        """Remove every fitted attribute (``name_``) and the private fitted state: the probe is not fitted."""
-        for name in list(vars(self)):
-            if self._is_fitted_name(name):
-                delattr(self, name)
-
-    @classmethod
-    def _is_fitted_name(cls, name: str) -> bool:
-        return (name.endswith("_") and not name.startswith("__")) or name in cls._PRIVATE_FIT_STATE
-
-    def _set_fitted(self, **attributes) -> None:
-        """Set fitted attributes: the one way ``fit`` and its hooks record what they found."""
-        for name, value in attributes.items():
-            if not self._is_fitted_name(name):
-                raise AttributeError(f"{name!r} is not a fitted attribute (name_ or one of {self._PRIVATE_FIT_STATE})")
-            setattr(self, name, value)
 
     def _fit(self, X, y):
         self._validate_params()
@@ -382,19 +360,6 @@ class BaseProbeClassifier(TokenInputMixin, FrameScoresMixin, ClassifierMixin, Ba
         tags.classifier_tags.multi_label = True
         tags.target_tags.multi_output = True
         return tags
-
-    def __getstate__(self) -> dict:
-        state = super().__getstate__()
-        module = state.get("module_")
-        if module is not None and any(t.device.type != "cpu" for t in module.state_dict().values()):
-            state["module_"] = copy.deepcopy(module).cpu()  # a GPU-fitted probe unpickles on a CPU machine
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        if "_target_kind" in state:  # pickled before target_type_ was public
-            state = {**state, "target_type_": state["_target_kind"]}
-            del state["_target_kind"]
-        super().__setstate__(state)
 
 
 def store_parameters(estimator: BaseEstimator, arguments: dict) -> None:

@@ -12,6 +12,7 @@ from sklearn.utils.validation import check_array
 from torch import nn
 
 from ._layers import flatten_layers
+from ._similarity import extreme_similarities
 from ._tokens import is_token_array
 from .base import (
     _TOKEN_DTYPES,
@@ -43,76 +44,6 @@ def auto_n_prototypes(n_classes: int) -> int:
     (200, 10000)
     """
     return int(min(AUTO_MAX_PROTOTYPES, AUTO_PROTOTYPES_PER_CLASS * n_classes))
-
-
-class _ExtremeSimilarities(torch.autograd.Function):
-    """Smallest and largest similarity over the tokens of every prototype, with a sparse backward.
-
-    ``(mixed (B, M, D), prototypes (K, D)) -> (min (B, K), max (B, K))`` of
-    ``mixed @ prototypes.T``. The gradient of a minimum or maximum reaches only
-    the token that attains it, so the backward pass gathers those tokens
-    (``B x K`` of them, in chunks of about :data:`_CHUNK_VALUES` values)
-    instead of multiplying the dense ``(B, M, K)`` gradient back: ``O(B K D)``
-    instead of ``O(B M K D)`` (autograd's ``amin``/``amax`` would spread a
-    gradient over tied tokens; here the first one takes it).
-    """
-
-    @staticmethod
-    def forward(ctx, mixed: torch.Tensor, prototypes: torch.Tensor):
-        sims = mixed @ prototypes.T
-        low, low_at = sims.min(dim=1)
-        high, high_at = sims.max(dim=1)
-        ctx.save_for_backward(mixed, prototypes, low_at, high_at)
-        return low, high
-
-    @staticmethod
-    def backward(ctx, grad_low: torch.Tensor, grad_high: torch.Tensor):
-        mixed, prototypes, low_at, high_at = ctx.saved_tensors
-        b, m, d = mixed.shape
-        k = prototypes.shape[0]
-        # sums in float32 at least (the forward may run in bfloat16 under autocast), cast back at the end
-        dtype = torch.promote_types(torch.promote_types(mixed.dtype, prototypes.dtype), torch.float32)
-        flat = mixed.reshape(b * m, d).to(dtype)
-        units = prototypes.to(dtype)
-        grad_flat = torch.zeros_like(flat) if ctx.needs_input_grad[0] else None
-        grad_prototypes = torch.zeros_like(units) if ctx.needs_input_grad[1] else None
-        offsets = torch.arange(b, device=mixed.device)[:, None] * m
-        step = max(1, _CHUNK_VALUES // max(1, b * d))
-        for grad, at in ((grad_low, low_at), (grad_high, high_at)):
-            if grad is None:
-                continue
-            rows = at + offsets  # (B, K) rows of the flattened tokens
-            for k0 in range(0, k, step):
-                g = grad[:, k0 : k0 + step].to(dtype)  # B, c
-                r = rows[:, k0 : k0 + step].reshape(-1)
-                if grad_flat is not None:
-                    grad_flat.index_add_(0, r, (g[:, :, None] * units[k0 : k0 + step]).reshape(-1, d))
-                if grad_prototypes is not None:
-                    picked = flat.index_select(0, r).reshape(b, -1, d)
-                    grad_prototypes[k0 : k0 + step] += torch.einsum("bc,bcd->cd", g, picked)
-        return (None if grad_flat is None else grad_flat.reshape(b, m, d).to(mixed.dtype),
-                None if grad_prototypes is None else grad_prototypes.to(prototypes.dtype))
-
-
-#: Values per chunk of the sparse backward of the extreme similarities (64 MB of float32).
-_CHUNK_VALUES = 1 << 24
-
-
-def extreme_similarities(mixed: torch.Tensor, prototypes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(min, max)`` over tokens of ``mixed (B, M, D) @ prototypes (K, D).T``, each ``(B, K)``.
-
-    Equal to ``sims.amin(1), sims.amax(1)``; its backward costs ``O(B K D)``
-    (see :class:`_ExtremeSimilarities`).
-
-    >>> import torch
-    >>> low, high = extreme_similarities(torch.eye(3)[None], torch.tensor([[1.0, 2.0, 0.0]]))
-    >>> low.tolist(), high.tolist()
-    ([[0.0]], [[2.0]])
-    """
-    if torch.is_grad_enabled() and (mixed.requires_grad or prototypes.requires_grad):
-        return _ExtremeSimilarities.apply(mixed, prototypes)
-    sims = mixed @ prototypes.T
-    return sims.amin(dim=1), sims.amax(dim=1)
 
 
 #: Values of the float32 temporaries of the layer mixing (16 MB): small enough to be reused by the allocator

@@ -39,7 +39,7 @@ _CV_NORMALIZATIONS = ("center", "standard")
 _CV_LONG_EPOCHS = _AUTO_EPOCHS[1]
 #: ``cv`` selects on a random subset of this many clips of larger sets (its cost grows with the clips).
 _CV_MAX_CLIPS = 2048
-#: L-BFGS iterations at most (per class for one-vs-rest) of ``solver="lbfgs"``.
+#: L-BFGS iterations at most of ``solver="lbfgs"``.
 LBFGS_MAX_ITER = 500
 #: Training settings of the AdamW solver: setting one of them leaves ``solver="auto"`` with AdamW alone.
 _ADAMW_SETTINGS = ("learning_rate", "max_iter", "batch_size")

@@ -11,6 +11,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
 from ._normalization import select_normalization
+from ._similarity import max_cosine_similarities
 from ._tokens import TokenSource
 from .base import (
     _AUTO_EPOCHS,
@@ -48,6 +49,8 @@ class PrototypeHead(nn.Module):
     Shapes: ``patches (B, M, D) -> similarities (B, M, K) -> scores (B, K) -> logits (B, C)``.
     """
 
+    ignores_token_scale = True  # cosine similarity: ProbeNetwork.split may leave out a global token scale
+
     def __init__(self, dim: int, n_outputs: int, n_prototypes_per_class: int = 20, binarize: bool = True) -> None:
         super().__init__()
         self.binarize = binarize
@@ -75,7 +78,7 @@ class PrototypeHead(nn.Module):
         return F.normalize(patches, dim=-1) @ F.normalize(self.effective_prototypes(), dim=-1).T
 
     def forward(self, prefix: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.similarities(patches).amax(dim=1))
+        return self.linear(max_cosine_similarities(patches, F.normalize(self.effective_prototypes(), dim=-1)))
 
     def frame_logits(self, prefix: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
         """Per-frame logits ``(B, T, C)`` of patch tokens on their grid ``(B, T, F, D)``.
@@ -86,7 +89,7 @@ class PrototypeHead(nn.Module):
         the frames' scores over time, so a frame holding the best match of
         every prototype gets exactly the clip's logits.
         """
-        return self.linear(self.similarities(grid).amax(dim=-2))
+        return self.linear(max_cosine_similarities(grid, F.normalize(self.effective_prototypes(), dim=-1)))
 
 
 @with_shared_parameters_doc
@@ -228,7 +231,7 @@ class PrototypicalProbeClassifier(BaseProbeClassifier):
         return network, tokens, resident
 
     def _build_head(self, dim: int, n_outputs: int) -> nn.Module:
-        self.n_prototypes_ = self.n_prototypes_per_class * n_outputs
+        self._set_fitted(n_prototypes_=self.n_prototypes_per_class * n_outputs)
         return PrototypeHead(dim, n_outputs, self.n_prototypes_per_class, self.binarize)
 
     def prototype_similarities(self, X) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 A rule fitted to a few token sources does not transfer: the direction
 coherence rule left aiSFX's tokens raw, while on a held-out set of real
-recordings standardising them served the probe better (issue 21). So
+recordings standardising them served the probe better. So
 :func:`select_normalization` lets the data decide, the way
 :func:`~skprobe.probes._length.select_length` chooses the attentive probe's
 length: on the same 80 % of the training clips, one copy of the untrained

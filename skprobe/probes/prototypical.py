@@ -139,12 +139,12 @@ class PrototypicalProbeClassifier(BaseProbeClassifier):
     30 epochs on 80 % of the clips (the attentive probe's length-choice
     split, in a forked random state), and the candidate with the best
     macro average precision on the other 20 % is used for the final fit on
-    all clips (``normalization_results_``). That costs at most 0.8 of a
-    fit (3 x 80 % of the clips x 30 of the 90 epochs such sets train); on
-    smaller and larger sets the rule decides alone: centre when the tokens
-    crowd around one direction (a token's mean cosine similarity to their
-    mean direction above 0.67), else only rescale. A rule tuned on a few
-    sources does not transfer (issue 21: it left aiSFX's tokens raw where
+    all clips (``normalization_results_``). That adds 0.8 of a fit's
+    optimiser steps (3 x 80 % of the clips x 30 of the 90 epochs such sets
+    train); on smaller and larger sets the rule decides alone: centre when
+    the tokens crowd around one direction (a token's mean cosine similarity
+    to their mean direction above 0.67), else only rescale. A rule tuned on
+    a few sources does not transfer (it left aiSFX's tokens raw where
     standardising served better). ``max_iter="auto"``
     gives small sets at least 720 optimiser steps (90 epochs for 600 clips: 0.552 on layer 11 against
     0.455 after 30). See ``docs/benchmarks/defaults.md``.

@@ -433,14 +433,16 @@ def try_settings(sources: list[str], args) -> int:
                 continue
             for spec in args.settings:
                 params = json.loads(spec)
-                values, seconds, resolved = [], [], {}
+                values, seconds, resolved, normalisations = [], [], {}, []
                 for seed in range(args.first_seed, args.seeds):
                     value, secs = run(source, PROBES[probe], params, data, [seed], resolved)
                     values.append(value)
                     seconds.append(secs)
+                    normalisations.append(resolved.get("normalize_tokens"))
                 print(f"{source} {probe} {json.dumps(params)}: {np.mean(values):.4f} "
-                      f"({' '.join(f'{v:.3f}' for v in values)}) {np.mean(seconds):.1f} s per fit; last seed's "
-                      f"resolved {json.dumps(resolved)}", flush=True)
+                      f"({' '.join(f'{v:.3f}' for v in values)}) {np.mean(seconds):.1f} s per fit; "
+                      f"normalize_tokens_ per seed {normalisations}; last seed's resolved {json.dumps(resolved)}",
+                      flush=True)
     return 0
 
 

@@ -6,7 +6,11 @@ import pytest
 from skprobe import PrototypicalProbeClassifier
 from skprobe.datasets import make_token_scenes
 from skprobe.probes._length import HOLDOUT_FRACTION
-from skprobe.probes.prototypical import NORMALIZATION_CANDIDATES, NORMALIZATION_SELECTION_CLIPS
+from skprobe.probes.prototypical import (
+    NORMALIZATION_CANDIDATES,
+    NORMALIZATION_SELECTION_CLIPS,
+    NORMALIZATION_SELECTION_EPOCHS,
+)
 
 FAST = dict(n_prototypes_per_class=4, batch_size=120, random_state=0, device="cpu")
 
@@ -24,7 +28,7 @@ def test_auto_chooses_on_held_out_clips_and_refits_with_the_winner(scenes):
     results = probe.normalization_results_
     assert results["normalize_tokens"][0] == "center"  # the direction rule's choice comes first
     assert sorted(results["normalize_tokens"]) == sorted(NORMALIZATION_CANDIDATES)
-    assert results["n_holdout"] == round(HOLDOUT_FRACTION * len(X)) and results["max_iter"] == 30
+    assert results["n_holdout"] == round(HOLDOUT_FRACTION * len(X)) and results["max_iter"] == NORMALIZATION_SELECTION_EPOCHS == 15
     assert all(0 < s <= 1 for s in results["holdout_score"])
     assert probe.normalize_tokens_ == results["normalize_tokens"][int(np.argmax(results["holdout_score"]))]
     # the choice does not disturb the final fit: it is the fit with the chosen normalisation

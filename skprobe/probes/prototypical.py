@@ -14,7 +14,6 @@ from ._normalization import select_normalization
 from ._similarity import max_cosine_similarities
 from ._tokens import TokenSource
 from .base import (
-    _AUTO_EPOCHS,
     AUTO_CENTER_COHERENCE,
     NORMALIZATIONS,
     BaseProbeClassifier,
@@ -32,8 +31,10 @@ __all__ = ["PrototypicalProbeClassifier", "PrototypeHead"]
 NORMALIZATION_CANDIDATES = ("scale", "center", "standard")
 #: Sets with at least as many clips as the first number and fewer than the second make the choice; smaller sets
 #: hold out too few clips to tell the modes apart, larger ones follow the direction rule (their training is
-#: already 30 epochs long, so the choice would cost 2.4 fits).
+#: already 30 epochs long, so the choice would cost 1.2 fits).
 NORMALIZATION_SELECTION_CLIPS = (200, 3000)
+#: Epochs each candidate normalisation trains for (at most ``max_iter_``).
+NORMALIZATION_SELECTION_EPOCHS = 15
 
 
 class PrototypeHead(nn.Module):
@@ -136,12 +137,12 @@ class PrototypicalProbeClassifier(BaseProbeClassifier):
     ``normalize_tokens="auto"`` (the default) lets the data decide on sets
     of 200 to 3,000 clips: a copy of the untrained probe per candidate
     (``"scale"``: raw directions, ``"center"``, ``"standard"``) trains for
-    30 epochs on 80 % of the clips (the attentive probe's length-choice
+    15 epochs on 80 % of the clips (the attentive probe's length-choice
     split, in a forked random state), and the candidate with the best
     macro average precision on the other 20 % is used for the final fit on
-    all clips (``normalization_results_``). That adds 0.8 of a fit's
-    optimiser steps (3 x 80 % of the clips x 30 of the 90 epochs such sets
-    train); on smaller and larger sets the rule decides alone: centre when
+    all clips (``normalization_results_``). That adds 0.4 of a fit's
+    optimiser steps (3 x 80 % of the clips x 15 of the 90 epochs such sets
+    train; on the panel's sources 15 and 30 epochs chose alike); on smaller and larger sets the rule decides alone: centre when
     the tokens crowd around one direction (a token's mean cosine similarity
     to their mean direction above 0.67), else only rescale. A rule tuned on
     a few sources does not transfer (it left aiSFX's tokens raw where
@@ -208,7 +209,7 @@ class PrototypicalProbeClassifier(BaseProbeClassifier):
             return network, tokens, resident
         rule = network.normalize  # the direction rule's choice, first among equals
         modes = [rule] + [m for m in NORMALIZATION_CANDIDATES if m != rule]
-        length = min(self.max_iter_, _AUTO_EPOCHS[0])
+        length = min(self.max_iter_, NORMALIZATION_SELECTION_EPOCHS)
         if self.verbose:
             print(f"{type(self).__name__}: choosing normalize_tokens among {modes} on a held-out split "
                   f"({length} epochs each)")

@@ -6,9 +6,8 @@ also by the smallest) similarity of each prototype with any of its tokens:
 maximum reaches only the token that attains it, so of the dense ``(B, M, K)``
 gradient autograd multiplies back (``O(B M K D)``, as costly as the forward
 pass) only ``B K`` entries are non-zero. Here the backward pass multiplies a
-sparse CSR matrix of those entries instead: ``O(B K D)``, which makes a
-training step of the prototypical probe about twice as fast on the CPU
-(``benchmarks/bench_probe_training.py``). Where several tokens tie for the maximum
+sparse CSR matrix of those entries instead: ``O(B K D)``
+(``benchmarks/bench_step_kernels.py`` prints both). Where several tokens tie for the maximum
 the first takes the whole gradient (autograd's ``amax`` would share it; the
 sum is the same when the tied tokens are equal).
 """

@@ -73,7 +73,7 @@ class _RowSpace:
         self.basis = None
         if len(X) < X.shape[1]:
             U, S, Vt = np.linalg.svd(X, full_matrices=False)
-            keep = S > S[0] * max(X.shape) * np.finfo(X.dtype).eps if len(S) and S[0] > 0 else np.zeros(len(S), bool)
+            keep = S > (S[0] if len(S) else 0.0) * max(X.shape) * np.finfo(X.dtype).eps  # rank; none if X is 0
             self.basis = Vt[keep]  # (r, d), orthonormal rows
             X = U[:, keep] * S[keep]
         self.X = X

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from skprobe import LinearProbeClassifier
-from skprobe.probes._selection import Candidate, _Fold, _train_group, select_settings
+from skprobe.probes._selection import Candidate, _bundles, _Folds, _train_group, select_settings
 from skprobe.probes.base import auto_learning_rate
 from skprobe.probes.losses import make_loss
 
@@ -69,15 +69,42 @@ def test_candidates_trained_together_do_not_affect_each_other():
     rng = np.random.default_rng(1)
     X = torch.from_numpy(rng.normal(size=(60, 5)).astype(np.float32))
     Y = torch.from_numpy((rng.random((60, 3)) < 0.3).astype(np.float32))
-    fold = _Fold(X, torch.arange(40), torch.arange(40, 60), ["center", "standard"])
+    folds = _Folds(X, [(torch.arange(40), torch.arange(40, 60))], ["center", "standard"])
     outputs = []
     for other in (1e-3, 3e-2):
         torch.manual_seed(0)
         group = [Candidate(other, "standard", 4), Candidate(0.1, "center", 4)]
-        outputs.append(_train_group(group, fold, Y[:40], make_loss("asl", gamma_neg=4.0, gamma_pos=1.0, clip=0.05), n_outputs=3, batch_size=8,
-                                    weight_decay=1e-4, epochs=4))
+        outputs.append(_train_group(group, folds, Y, make_loss("asl", gamma_neg=4.0, gamma_pos=1.0, clip=0.05),
+                                    n_outputs=3, batch_size=8, weight_decay=1e-4, epochs=4)[0])
     np.testing.assert_allclose(outputs[0][1].numpy(), outputs[1][1].numpy(), rtol=1e-6, atol=1e-7)
     assert not np.allclose(outputs[0][0].numpy(), outputs[1][0].numpy())
+
+
+def test_folds_trained_together_do_not_affect_each_other():
+    """Changing the features one fold trains on leaves the other fold's outputs unchanged, and each fold
+    normalises with its own training rows' statistics."""
+    rng = np.random.default_rng(2)
+    X = torch.from_numpy(rng.normal(size=(90, 5)).astype(np.float32))
+    Y = torch.from_numpy((rng.random((90, 3)) < 0.3).astype(np.float32))
+    split = [(torch.arange(0, 30), torch.arange(60, 75)), (torch.arange(30, 60), torch.arange(75, 90))]
+    outputs = []
+    for shift in (0.0, 5.0):
+        Z = X.clone()
+        Z[30:60] = Z[30:60] * 3 + shift  # the second fold's training rows only
+        torch.manual_seed(0)
+        folds = _Folds(Z, split, ["standard"])
+        assert torch.allclose(folds.stats["standard"][0][1], Z[30:60].mean(0), atol=1e-5)
+        outputs.append(_train_group([Candidate(0.05, "standard", 3)], folds, Y,
+                                    make_loss("bce", gamma_neg=0, gamma_pos=0, clip=0), n_outputs=3, batch_size=8,
+                                    weight_decay=1e-4, epochs=3))
+    np.testing.assert_allclose(outputs[0][0][0].numpy(), outputs[1][0][0].numpy(), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(outputs[0][1][0].numpy(), outputs[1][1][0].numpy())
+
+
+def test_uneven_folds_train_alone_and_even_ones_together():
+    even = [(np.arange(10), np.arange(10, 15)), (np.arange(11), np.arange(11, 15))]
+    uneven = [(np.arange(10), np.arange(10, 15)), (np.arange(20), np.arange(20, 25))]
+    assert _bundles(even) == [[0, 1]] and _bundles(uneven) == [[0], [1]]
 
 
 def test_tiny_sets_fall_back_to_the_rules():

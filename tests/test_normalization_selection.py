@@ -3,13 +3,15 @@
 import numpy as np
 import pytest
 
+import skprobe.probes.prototypical as prototypical
 from skprobe import PrototypicalProbeClassifier
 from skprobe.datasets import make_token_scenes
 from skprobe.probes._length import HOLDOUT_FRACTION
 from skprobe.probes.prototypical import (
     NORMALIZATION_CANDIDATES,
+    NORMALIZATION_MARGIN,
+    NORMALIZATION_SELECTION_BATCH,
     NORMALIZATION_SELECTION_CLIPS,
-    NORMALIZATION_SELECTION_EPOCHS,
 )
 
 FAST = dict(n_prototypes_per_class=4, batch_size=120, random_state=0, device="cpu")
@@ -28,12 +30,33 @@ def test_auto_chooses_on_held_out_clips_and_refits_with_the_winner(scenes):
     results = probe.normalization_results_
     assert results["normalize_tokens"][0] == "center"  # the direction rule's choice comes first
     assert sorted(results["normalize_tokens"]) == sorted(NORMALIZATION_CANDIDATES)
-    assert results["n_holdout"] == round(HOLDOUT_FRACTION * len(X)) and results["max_iter"] == NORMALIZATION_SELECTION_EPOCHS == 15
+    n_holdout = round(HOLDOUT_FRACTION * len(X))
+    assert results["n_holdout"] == n_holdout
+    # each candidate takes the final fit's optimiser steps (at least), in batches of 8 clips
+    assert results["batch_size"] == NORMALIZATION_SELECTION_BATCH == 8
+    steps_per_epoch = -(-(len(X) - n_holdout) // NORMALIZATION_SELECTION_BATCH)
+    assert probe.n_steps_ <= results["max_iter"] * steps_per_epoch < probe.n_steps_ + steps_per_epoch
     assert all(0 < s <= 1 for s in results["holdout_score"])
-    assert probe.normalize_tokens_ == results["normalize_tokens"][int(np.argmax(results["holdout_score"]))]
+    scores = results["holdout_score"]
+    challenger = 1 + int(np.argmax(scores[1:]))
+    beaten = scores[challenger] > scores[0] + results["margin"]
+    assert results["margin"] == NORMALIZATION_MARGIN
+    assert probe.normalize_tokens_ == results["normalize_tokens"][challenger if beaten else 0]
     # the choice does not disturb the final fit: it is the fit with the chosen normalisation
     fixed = PrototypicalProbeClassifier(normalize_tokens=probe.normalize_tokens_, **FAST).fit(X, Y)
     np.testing.assert_array_equal(fixed.decision_function(X), probe.decision_function(X))
+
+
+def test_the_rule_stays_unless_beaten_by_the_margin(scenes, monkeypatch):
+    X, Y = scenes
+    X = X + 30.0
+    monkeypatch.setattr(prototypical, "NORMALIZATION_MARGIN", 1.0)  # nothing beats the rule by more than 1
+    probe = PrototypicalProbeClassifier(**FAST).fit(X, Y)
+    assert probe.normalize_tokens_ == probe.normalization_results_["normalize_tokens"][0] == "center"
+    monkeypatch.setattr(prototypical, "NORMALIZATION_MARGIN", -1.0)  # the best held-out score among the others
+    probe = PrototypicalProbeClassifier(**FAST).fit(X, Y)
+    results = probe.normalization_results_
+    assert probe.normalize_tokens_ == results["normalize_tokens"][1 + int(np.argmax(results["holdout_score"][1:]))]
 
 
 def test_raw_tokens_lose_to_centring_when_an_offset_hides_the_events(scenes):

@@ -33,6 +33,9 @@ C_PATIENCE = 3
 DEFAULT_C = 1.0
 #: L-BFGS stops when every entry of the objective's gradient is below this (scikit-learn's ``tol``).
 TOL = 1e-4
+#: The same bound for the fits that only score a ``C`` on the folds: on the panel's sources it chooses the same
+#: ``C`` as :data:`TOL` in 0.4-0.8 of the time (``docs/benchmarks/defaults.md``); the final fit uses ``TOL``.
+SELECTION_TOL = 1e-3
 #: Logit of a class the training rows hold no positive (or no negative) of.
 _ABSENT_LOGIT = 30.0
 
@@ -98,13 +101,13 @@ def _binary_objective(params: np.ndarray, X: np.ndarray, y: np.ndarray, penalty:
     return loss, grad
 
 
-def _binary_lbfgs(X: np.ndarray, y: np.ndarray, C: float, start: np.ndarray, max_iter: int):
+def _binary_lbfgs(X: np.ndarray, y: np.ndarray, C: float, start: np.ndarray, max_iter: int, tol: float = TOL):
     """One class's logistic regression by L-BFGS-B with scikit-learn's objective, start and stopping rules
-    (``tol=1e-4`` on every gradient entry): its iterates, without its per-call overhead."""
+    (``tol`` on every gradient entry): its iterates, without its per-call overhead."""
     from scipy.optimize import minimize
 
     result = minimize(_binary_objective, start, args=(X, y, 1.0 / (C * len(X))), jac=True, method="L-BFGS-B",
-                      options={"maxiter": max_iter, "maxls": 50, "gtol": TOL, "ftol": 64 * np.finfo(float).eps})
+                      options={"maxiter": max_iter, "maxls": 50, "gtol": tol, "ftol": 64 * np.finfo(float).eps})
     if result.status == 1:
         warnings.warn(f"L-BFGS did not converge in {max_iter} iterations (C={C:g}); raise max_iter or lower C",
                       ConvergenceWarning, stacklevel=3)
@@ -114,10 +117,11 @@ def _binary_lbfgs(X: np.ndarray, y: np.ndarray, C: float, start: np.ndarray, max
 class _Path:
     """One training set's logistic regressions, refitted along the ``C`` grid from the previous solution."""
 
-    def __init__(self, X: np.ndarray, targets: np.ndarray, multilabel: bool, n_outputs: int, max_iter: int) -> None:
+    def __init__(self, X: np.ndarray, targets: np.ndarray, multilabel: bool, n_outputs: int, max_iter: int,
+                 tol: float = TOL) -> None:
         from sklearn.linear_model import LogisticRegression
 
-        self.size, self.max_iter = X.size * n_outputs, max_iter
+        self.size, self.max_iter, self.tol = X.size * n_outputs, max_iter, tol
         with _blas_threads(self.size):
             self.space = _RowSpace(np.asarray(X, dtype=np.float64))
         self.X, self.multilabel, self.n_outputs = self.space.X, multilabel, n_outputs
@@ -132,7 +136,7 @@ class _Path:
                 else:  # nothing to learn: the class is always or never present in these rows
                     self.constant[c] = _ABSENT_LOGIT if positives else -_ABSENT_LOGIT
         else:
-            self.model = LogisticRegression(max_iter=max_iter, warm_start=True)
+            self.model = LogisticRegression(max_iter=max_iter, tol=tol, warm_start=True)
             self.targets = targets
 
     def fit(self, C: float) -> LogisticSolution:
@@ -146,7 +150,7 @@ class _Path:
             intercept[:] = self.constant
             n_iter = 0
             for c, column in self.columns.items():
-                self.start[c], steps = _binary_lbfgs(self.X, column, C, self.start[c], self.max_iter)
+                self.start[c], steps = _binary_lbfgs(self.X, column, C, self.start[c], self.max_iter, self.tol)
                 coef[c], intercept[c] = self.start[c][:-1], self.start[c][-1]
                 n_iter = max(n_iter, steps)
             return coef, intercept, n_iter
@@ -211,8 +215,9 @@ def select_c(X: np.ndarray, targets: np.ndarray, folds: list[tuple[np.ndarray, n
     fold's features are normalised with its training rows' statistics
     (``normalize(train_rows) -> (shift, scale)``, or None for raw features);
     each fold walks ``grid`` in increasing order, warm-started from the
-    previous ``C``, and the walk stops after ``patience`` points without a
-    lower mean loss. Ties go to the smaller ``C`` (the stronger penalty).
+    previous ``C`` and solved to :data:`SELECTION_TOL`, and the walk stops
+    after ``patience`` points without a lower mean loss. Ties go to the
+    smaller ``C`` (the stronger penalty).
 
     Returns
     -------
@@ -243,7 +248,7 @@ def select_c(X: np.ndarray, targets: np.ndarray, folds: list[tuple[np.ndarray, n
         if normalize is not None:
             shift, scale = normalize(X_train)
             X_train, X_valid = (X_train - shift) / scale, (X_valid - shift) / scale
-        paths.append(_Path(X_train, targets[train], multilabel, n_outputs, max_iter))
+        paths.append(_Path(X_train, targets[train], multilabel, n_outputs, max_iter, SELECTION_TOL))
         valid_X.append(X_valid)
     tried, scores, losses, best, since_best = [], [], [], np.inf, 0
     for C in sorted(grid):

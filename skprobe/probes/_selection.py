@@ -7,11 +7,13 @@ every candidate setting on ``cv`` folds of the training clips and returns the
 one with the best mean validation score (macro average precision), in the
 spirit of ``LogisticRegressionCV``.
 
-All candidates of one training length are trained together, as one batched
-model, in a plain torch loop over features already on the device: they see
-the same batches, each with its own learning rate (a fixed factor on its
-weights, see ``_train_group``) and its own normalised view of the features,
-and the summed loss gives every candidate exactly its own gradient. A
+All candidates of one training length, on all folds, are trained together,
+as one batched model, in a plain torch loop over features already on the
+device: the candidates of a fold see the same batches, each with its own
+learning rate (a fixed factor on its weights, see ``_train_group``) and its
+own normalised view of the features; the folds' layers are stacked along a
+leading axis, each step taking one batch of every fold's own rows; and the
+summed loss gives every candidate on every fold exactly its own gradient. A
 selection costs about as much as a few fits of one linear layer.
 """
 
@@ -61,31 +63,63 @@ def _folds(targets: np.ndarray, kind: str, cv, seed: int, groups: np.ndarray | N
     return list(check_cv(cv).split(np.zeros((n, 1)), targets, groups))
 
 
-class _Fold:
-    """One fold's train and validation rows of the features, normalised per mode on the fly.
+class _Folds:
+    """Every fold's train and validation rows of the features, normalised per fold and mode on the fly.
 
     Rows are gathered and normalised per batch from the one features tensor,
     so a selection adds no copy of the features to the memory of ``fit``.
     """
 
-    def __init__(self, X: torch.Tensor, train: torch.Tensor, valid: torch.Tensor, modes: list[str]) -> None:
+    def __init__(self, X: torch.Tensor, folds: list[tuple[torch.Tensor, torch.Tensor]], modes: list[str]) -> None:
         from .base import feature_moments
 
-        self.X, self.rows = X, (train, valid)
+        self.X = X
+        self.train = [train for train, _ in folds]
+        self.valid = [valid for _, valid in folds]
         self.stats = {}
         for mode in modes:
-            if mode != "none":
+            if mode == "none":
+                continue
+            moments = []
+            for train in self.train:
                 blocks = (X[train[i : i + 4096]] for i in range(0, len(train), 4096))
-                self.stats[mode] = tuple(t.to(X.device) for t in feature_moments(blocks, mode))
+                moments.append(tuple(t.to(X.device) for t in feature_moments(blocks, mode)))
+            shift, scale = (torch.stack([m[j].reshape(-1) for m in moments])[:, None] for j in (0, 1))
+            self.stats[mode] = shift, scale  # (n_folds, 1, n_features) each
 
-    def view(self, mode: str, part: int, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """Rows ``rows`` (all when None) of part 0 (train) or 1 (validation), normalised for ``mode``."""
-        index = self.rows[part] if rows is None else self.rows[part][rows]
-        x = self.X[index]
+    def __len__(self) -> int:
+        return len(self.train)
+
+    def batch(self, mode: str, rows: torch.Tensor) -> torch.Tensor:
+        """Rows ``(n_folds, b)`` of the features, each fold's normalised with its statistics: ``(n_folds, b, F)``."""
+        x = self.X[rows]
         if mode == "none":
             return x
         shift, scale = self.stats[mode]
         return (x - shift) / scale
+
+    def validation(self, mode: str, fold: int) -> torch.Tensor:
+        """Fold ``fold``'s validation rows, normalised for ``mode``: ``(n_valid, F)``."""
+        x = self.X[self.valid[fold]]
+        if mode == "none":
+            return x
+        shift, scale = self.stats[mode]
+        return (x - shift[fold]) / scale[fold]
+
+    def epoch(self) -> torch.Tensor:
+        """One epoch's order of every fold's training rows, ``(n_folds, n)`` for the largest fold's ``n``.
+
+        A smaller fold fills its order up with a few of its rows drawn again, so that all folds take the
+        same steps (the folds of a ``KFold`` differ by one row at most).
+        """
+        n = max(len(train) for train in self.train)
+        order = []
+        for train in self.train:
+            perm = torch.randperm(len(train), device=train.device)
+            if len(train) < n:
+                perm = torch.cat([perm, perm[torch.randint(len(train), (n - len(train),), device=train.device)]])
+            order.append(train[perm])
+        return torch.stack(order)
 
 
 def _macro_ap(indicator: np.ndarray, scores: np.ndarray) -> float:
@@ -98,11 +132,25 @@ def _macro_ap(indicator: np.ndarray, scores: np.ndarray) -> float:
     return macro_map(indicator[:, keep], scores[:, keep])
 
 
-def _train_group(candidates: list[Candidate], fold: _Fold, y_train: torch.Tensor, criterion: nn.Module, *,
-                 n_outputs: int, batch_size: int, weight_decay: float, epochs: int) -> list[torch.Tensor]:
-    """Train one linear layer per candidate (all ``epochs`` long) together; their validation logits."""
-    n, dim = len(fold.rows[0]), fold.X.shape[1]
-    device = fold.X.device
+def _bundles(folds: list[tuple[np.ndarray, np.ndarray]]) -> list[list[int]]:
+    """Folds trained together: all of them when their training sets differ by at most 1 % (one row for
+    ``KFold``), else each alone (``TimeSeriesSplit``, uneven groups), so no fold's epochs are stretched."""
+    sizes = [len(train) for train, _ in folds]
+    if max(sizes) - min(sizes) <= max(1, min(sizes) // 100):
+        return [list(range(len(folds)))]
+    return [[f] for f in range(len(folds))]
+
+
+def _train_group(candidates: list[Candidate], folds: _Folds, y: torch.Tensor, criterion: nn.Module, *,
+                 n_outputs: int, batch_size: int, weight_decay: float, epochs: int) -> list[list[torch.Tensor]]:
+    """Train one linear layer per candidate and fold (all ``epochs`` long) together; their validation logits.
+
+    Returns ``out[fold][candidate]``, each ``(n_valid, n_outputs)``. The folds' layers are stacked along a
+    leading axis: every step takes one batch of each fold's own training rows, so the steps' fixed costs
+    are paid once for all folds.
+    """
+    n_folds, dim = len(folds), folds.X.shape[1]
+    device = folds.X.device
     modes = sorted({c.normalize for c in candidates})
     order = [i for m in modes for i, c in enumerate(candidates) if c.normalize == m]  # each mode's slice contiguous
     k = len(candidates)
@@ -112,43 +160,51 @@ def _train_group(candidates: list[Candidate], fold: _Fold, y_train: torch.Tensor
     base = max(c.learning_rate for c in candidates)
     factor = torch.tensor([candidates[i].learning_rate / base for i in order], device=device)
     bound = 1.0 / math.sqrt(dim)  # nn.Linear's initialisation of the weights
-    V = nn.Parameter(torch.empty(dim, k, n_outputs, device=device).uniform_(-bound, bound) / factor[:, None])
-    c = nn.Parameter(torch.empty(k, n_outputs, device=device).uniform_(-bound, bound) / factor[:, None])
-    optimizer = torch.optim.AdamW([V, c], lr=base, weight_decay=weight_decay)
-    steps_per_epoch = -(-n // batch_size)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * steps_per_epoch))
+    V = nn.Parameter(torch.empty(n_folds, dim, k, n_outputs, device=device).uniform_(-bound, bound)
+                     / factor[:, None])
+    c = nn.Parameter(torch.empty(n_folds, k, n_outputs, device=device).uniform_(-bound, bound) / factor[:, None])
+    optimizer = torch.optim.AdamW([V, c], lr=base, weight_decay=weight_decay, fused=device.type in ("cpu", "cuda"))
+    n = max(len(train) for train in folds.train)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * -(-n // batch_size)))
     spans, start = [], 0
     for mode in modes:
         size = sum(candidates[i].normalize == mode for i in order)
         spans.append((mode, slice(start, start + size)))
         start += size
 
-    def logits(part: int, rows: torch.Tensor | None) -> torch.Tensor:
+    def logits(rows: torch.Tensor) -> torch.Tensor:
         W, b = V * factor[:, None], c * factor[:, None]
         out = []
-        for mode, span in spans:  # one (rows, F) x (F, k_mode * C) product per normalisation
-            x = fold.view(mode, part, rows)
-            out.append((x @ W[:, span].reshape(dim, -1)).view(len(x), -1, n_outputs) + b[span])
-        return torch.cat(out, dim=1)  # (rows, k, n_outputs), candidates in the order of `order`
+        for mode, span in spans:  # one (folds, rows, F) x (folds, F, k_mode * C) product per normalisation
+            x = folds.batch(mode, rows)
+            product = torch.bmm(x, W[:, :, span].reshape(n_folds, dim, -1))
+            out.append(product.view(n_folds, x.shape[1], -1, n_outputs) + b[:, None, span])
+        return torch.cat(out, dim=2)  # (folds, rows, k, n_outputs), candidates in the order of `order`
 
     for _ in range(epochs):
-        perm = torch.randperm(n, device=device)
+        epoch = folds.epoch()
         for first in range(0, n, batch_size):
-            rows = perm[first : first + batch_size]
-            out = logits(0, rows)
-            target = y_train[rows]
-            # one loss over the stacked candidates; times k so each gets exactly its own mean-loss gradient
-            loss = criterion(out.reshape(-1, n_outputs), target.repeat_interleave(k, dim=0)) * k
+            rows = epoch[:, first : first + batch_size]
+            out = logits(rows)
+            target = y[rows.reshape(-1)]
+            # one loss over the stacked folds and candidates; times folds x k so each gets exactly its own
+            # mean-loss gradient
+            loss = criterion(out.reshape(-1, n_outputs), target.repeat_interleave(k, dim=0)) * (k * n_folds)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
+    results = []
     with torch.no_grad():
-        final = logits(1, None)
-    out = [None] * k
-    for position, i in enumerate(order):
-        out[i] = final[:, position]
-    return out
+        W, b = V * factor[:, None], c * factor[:, None]
+        for f in range(n_folds):
+            final = torch.cat([(folds.validation(mode, f) @ W[f][:, span].reshape(dim, -1)).view(
+                len(folds.valid[f]), -1, n_outputs) + b[f, span] for mode, span in spans], dim=1)
+            out = [None] * k
+            for position, i in enumerate(order):
+                out[i] = final[:, position]
+            results.append(out)
+    return results
 
 
 def select_settings(features: np.ndarray, targets: torch.Tensor, kind: str, criterion: nn.Module,
@@ -220,17 +276,18 @@ def select_settings(features: np.ndarray, targets: torch.Tensor, kind: str, crit
     modes = sorted({c.normalize for c in candidates})
     X = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)).to(device)
     y = targets.to(device)
-    for f, (train, valid) in enumerate(folds):
-        train_t, valid_t = torch.from_numpy(train).to(device), torch.from_numpy(valid).to(device)
-        fold = _Fold(X, train_t, valid_t, modes)
+    for bundle in _bundles(folds):
+        stacked = _Folds(X, [(torch.from_numpy(folds[f][0]).to(device), torch.from_numpy(folds[f][1]).to(device))
+                             for f in bundle], modes)
+        smallest = min(len(folds[f][0]) for f in bundle)
         for epochs in sorted({c.max_iter for c in candidates}):
             group = [i for i, c in enumerate(candidates) if c.max_iter == epochs]
-            outputs = _train_group([candidates[i] for i in group], fold, y[train_t], criterion,
-                                   n_outputs=n_outputs, batch_size=min(batch_size, len(train)),
-                                   weight_decay=weight_decay, epochs=epochs)
-            for i, out in zip(group, outputs):
-                out = out if kind == "multilabel" else torch.log_softmax(out, dim=1)
-                scores[f, i] = _macro_ap(indicator[valid], out.double().cpu().numpy())
+            outputs = _train_group([candidates[i] for i in group], stacked, y, criterion, n_outputs=n_outputs,
+                                   batch_size=min(batch_size, smallest), weight_decay=weight_decay, epochs=epochs)
+            for f, fold_outputs in zip(bundle, outputs):
+                for i, out in zip(group, fold_outputs):
+                    out = out if kind == "multilabel" else torch.log_softmax(out, dim=1)
+                    scores[f, i] = _macro_ap(indicator[folds[f][1]], out.double().cpu().numpy())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a candidate without any scored fold: NaN
         mean, std = np.nanmean(scores, axis=0), np.nanstd(scores, axis=0)

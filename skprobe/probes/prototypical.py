@@ -33,8 +33,14 @@ NORMALIZATION_CANDIDATES = ("scale", "center", "standard")
 #: hold out too few clips to tell the modes apart, larger ones follow the direction rule (their training is
 #: already 30 epochs long, so the choice would cost 1.2 fits).
 NORMALIZATION_SELECTION_CLIPS = (200, 3000)
-#: Epochs each candidate normalisation trains for (at most ``max_iter_``).
-NORMALIZATION_SELECTION_EPOCHS = 15
+#: Each candidate normalisation takes as many optimiser steps as the final fit, in batches of at most this many
+#: clips: normalisations differ in how fast the probe learns more than in where it ends, so a race of fewer
+#: steps favours the fastest (``docs/benchmarks/defaults.md``).
+NORMALIZATION_SELECTION_BATCH = 8
+#: The direction rule's choice stays unless another candidate's held-out macro average precision is higher by more
+#: than this: held-out clips that share recordings with the training clips favour the faster learner (on aiSFX's
+#: event scenes by up to 0.042 where the test split favours the rule; docs/benchmarks/defaults.md).
+NORMALIZATION_MARGIN = 0.05
 
 
 class PrototypeHead(nn.Module):
@@ -209,27 +215,37 @@ class PrototypicalProbeClassifier(BaseProbeClassifier):
             return network, tokens, resident
         rule = network.normalize  # the direction rule's choice, first among equals
         modes = [rule] + [m for m in NORMALIZATION_CANDIDATES if m != rule]
-        length = min(self.max_iter_, NORMALIZATION_SELECTION_EPOCHS)
+        batch, length = self._selection_schedule(len(tokens), problem.batch_size)
         if self.verbose:
             print(f"{type(self).__name__}: choosing normalize_tokens among {modes} on a held-out split "
-                  f"({length} epochs each)")
+                  f"({length} epochs of batches of {batch} each)")
 
         def train(module, source, targets, *, max_iter, resident):
-            return self._train(module, source, targets, problem, max_iter=max_iter, early_stopping=False, verbose=0,
-                               resident=resident)
+            return self._train(module, source, targets, problem, max_iter=max_iter, batch_size=batch,
+                               early_stopping=False, verbose=0, resident=resident)
 
         untrained = ProbeNetwork(network.head, network.prefix_tokens, "none")
         # the choice leaves the random state as it found it: the final fit is the fit with the chosen mode
         with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
             best, results = select_normalization(
                 untrained, tokens, resident, problem.targets, modes, train=train, max_iter=length,
-                batch_size=problem.batch_size, seed=problem.seed, device=device)
-        self._set_fitted(normalization_results_=results)
+                batch_size=problem.batch_size, seed=problem.seed, device=device, margin=NORMALIZATION_MARGIN)
+        self._set_fitted(normalization_results_={**results, "batch_size": batch})
         if best != rule:
             network.normalize = best
             network.token_mean = network.token_scale = None
             network.calibrate(tokens if resident is None else resident)
         return network, tokens, resident
+
+    def _selection_schedule(self, n_clips: int, batch_size: int) -> tuple[int, int]:
+        """Batch size and epochs of each candidate of the normalisation choice: the final fit's optimiser steps
+        on the held-in clips, in batches of at most :data:`NORMALIZATION_SELECTION_BATCH` clips."""
+        from ._length import HOLDOUT_FRACTION
+
+        steps = self.max_iter_ * -(-n_clips // batch_size)
+        kept = n_clips - max(1, int(round(HOLDOUT_FRACTION * n_clips)))
+        batch = min(batch_size, NORMALIZATION_SELECTION_BATCH)
+        return batch, max(1, -(-steps // -(-kept // batch)))
 
     def _build_head(self, dim: int, n_outputs: int) -> nn.Module:
         self._set_fitted(n_prototypes_=self.n_prototypes_per_class * n_outputs)

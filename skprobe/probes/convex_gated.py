@@ -233,19 +233,23 @@ def layer_moments(batches, n_layers: int, prefix_tokens: int, directions: bool =
         block = block.reshape(len(block), n_layers, -1, block.shape[-1])
         if block.shape[2] > prefix_tokens:
             block = block[:, :, prefix_tokens:]
-        if block.dtype != torch.float64:
-            block = block.float()
+        dtype = torch.float64 if block.dtype == torch.float64 else torch.float32
+        # layer-major rows (L, b * T, D): every sum below is one batched matrix product over contiguous rows
+        # (a reduction over the clip and token axes of (b, L, T, D) directly is 8 times slower on the CPU)
+        x = block.transpose(0, 1).to(dtype).reshape(n_layers, -1, block.shape[-1])
+        ones = torch.ones(n_layers, 1, x.shape[1], dtype=dtype, device=x.device)
         if shift is None:
-            shift = block.mean(dim=(0, 2), keepdim=True)  # 1, L, 1, D
-            total = torch.zeros(n_layers, block.shape[-1], dtype=torch.float64, device=block.device)
+            shift = x.mean(dim=1, keepdim=True)  # L, 1, D
+            total = torch.zeros(n_layers, x.shape[-1], dtype=torch.float64, device=x.device)
             total_sq, unit_total = torch.zeros_like(total), torch.zeros_like(total)
         if directions:
-            unit_total += F.normalize(block, dim=-1).sum(dim=(0, 2)).double()
-        centred = block - shift
-        total += centred.sum(dim=(0, 2)).double()
-        total_sq += centred.square_().sum(dim=(0, 2)).double()
-        count += block.shape[0] * block.shape[2]
-    mean = shift[0, :, 0].double() + total / count
+            inverse = torch.linalg.vector_norm(x, dim=-1).clamp_min_(1e-12).reciprocal_()
+            unit_total += torch.bmm(inverse.unsqueeze(1), x).squeeze(1).double()
+        centred = x - shift
+        total += torch.bmm(ones, centred).squeeze(1).double()
+        total_sq += torch.bmm(ones, centred.square_()).squeeze(1).double()
+        count += x.shape[1]
+    mean = shift[:, 0].double() + total / count
     var = ((total_sq - total.square() / count) / count).clamp(min=0)
     return [TokenMoments(mean[i], var[i], unit_total[i] / count if directions else None) for i in range(n_layers)]
 

@@ -135,24 +135,28 @@ class PrototypicalProbeClassifier(BaseProbeClassifier):
         The held-out choice of ``normalize_tokens="auto"``:
         ``normalize_tokens`` (the candidates, the direction rule's choice
         first), ``holdout_score`` (macro average precision of the held-out
-        clips), ``n_holdout`` and ``max_iter`` (the epochs each candidate
-        trained); None when no choice ran.
+        clips), ``n_holdout``, ``max_iter`` and ``batch_size`` (the epochs
+        and batch each candidate trained with) and ``margin``; None when no
+        choice ran.
 
     Notes
     -----
     ``normalize_tokens="auto"`` (the default) lets the data decide on sets
     of 200 to 3,000 clips: a copy of the untrained probe per candidate
-    (``"scale"``: raw directions, ``"center"``, ``"standard"``) trains for
-    15 epochs on 80 % of the clips (the attentive probe's length-choice
-    split, in a forked random state), and the candidate with the best
-    macro average precision on the other 20 % is used for the final fit on
-    all clips (``normalization_results_``). That adds 0.4 of a fit's
-    optimiser steps (3 x 80 % of the clips x 15 of the 90 epochs such sets
-    train; on the panel's sources 15 and 30 epochs chose alike); on smaller and larger sets the rule decides alone: centre when
-    the tokens crowd around one direction (a token's mean cosine similarity
-    to their mean direction above 0.67), else only rescale. A rule tuned on
-    a few sources does not transfer (it left aiSFX's tokens raw where
-    standardising served better). ``max_iter="auto"``
+    (``"scale"``: raw directions, ``"center"``, ``"standard"``) trains on
+    80 % of the clips (the attentive probe's length-choice split, in a
+    forked random state) for as many optimiser steps as the final fit, in
+    batches of 8 clips; the direction rule's choice is used for the final
+    fit on all clips unless another candidate's macro average precision on
+    the other 20 % is higher by more than 0.05 (``normalization_results_``).
+    Normalisations differ more in how fast the probe learns than in where
+    it ends, so a shorter race would choose the fastest learner; the margin
+    guards against held-out clips that share recordings with the training
+    clips. The choice costs about ``3 x 8 / batch_size`` of a fit's clip
+    passes (0.3 for 600 clips, 0.6 for 300). On smaller and larger sets the
+    rule decides alone: centre when the tokens crowd around one direction
+    (a token's mean cosine similarity to their mean direction above 0.67),
+    else only rescale. ``max_iter="auto"``
     gives small sets at least 720 optimiser steps (90 epochs for 600 clips: 0.552 on layer 11 against
     0.455 after 30). See ``docs/benchmarks/defaults.md``.
     ``set_params(normalize_tokens="none", batch_size=128, max_iter=30)`` is

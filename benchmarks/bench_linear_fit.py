@@ -25,6 +25,7 @@ def main() -> None:
     parser.add_argument("--cache", default="/tmp/skprobe-panel")
     parser.add_argument("--source", default="yamnet-last")
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -33,7 +34,7 @@ def main() -> None:
 
     data = np.load(os.path.join(args.cache, f"{args.source}.npz"))
     X, Y, X_test, Y_test = data["X_train"], data["Y_train"], data["X_test"], data["Y_test"]
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         start = time.perf_counter()
         probe = LinearProbeClassifier(random_state=seed).fit(X, Y)
         seconds = time.perf_counter() - start

@@ -92,15 +92,13 @@ class _Folds:
 
     def batch(self, mode: str, rows: torch.Tensor) -> torch.Tensor:
         """Rows ``(n_folds, b)`` of the features, each fold's normalised with its statistics: ``(n_folds, b, F)``."""
-        x = self.X[rows]
-        if mode == "none":
-            return x
-        shift, scale = self.stats[mode]
-        return (x - shift) / scale
+        return self._normalised(self.X[rows], mode, slice(None))
 
     def validation(self, mode: str, fold: int) -> torch.Tensor:
         """Fold ``fold``'s validation rows, normalised for ``mode``: ``(n_valid, F)``."""
-        x = self.X[self.valid[fold]]
+        return self._normalised(self.X[self.valid[fold]], mode, fold)
+
+    def _normalised(self, x: torch.Tensor, mode: str, fold: int | slice) -> torch.Tensor:
         if mode == "none":
             return x
         shift, scale = self.stats[mode]

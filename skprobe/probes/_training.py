@@ -193,13 +193,18 @@ class TrainResult:
     resident_dtype: torch.dtype | None = None
 
 
+def held_out_size(n: int, fraction: float) -> int:
+    """Clips :func:`validation_split` holds out of ``n``: ``fraction`` of them, at least one."""
+    return max(1, int(round(fraction * n)))
+
+
 def validation_split(n: int, fraction: float, stratify: np.ndarray | None, seed: int,
                      ) -> tuple[np.ndarray, np.ndarray]:
     """Sorted training and held-out clip indices, ``fraction`` of ``n`` held out (stratified where it can)."""
     from sklearn.model_selection import train_test_split
 
     idx = np.arange(n)
-    n_valid = max(1, int(round(fraction * n)))
+    n_valid = held_out_size(n, fraction)
     if n - n_valid < 1:
         raise ValueError(
             f"validation_fraction={fraction} leaves no training sample out of {n}; lower it or "

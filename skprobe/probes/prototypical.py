@@ -245,9 +245,10 @@ class PrototypicalProbeClassifier(BaseProbeClassifier):
         """Batch size and epochs of each candidate of the normalisation choice: the final fit's optimiser steps
         on the held-in clips, in batches of at most :data:`NORMALIZATION_SELECTION_BATCH` clips."""
         from ._length import HOLDOUT_FRACTION
+        from ._training import held_out_size
 
         steps = self.max_iter_ * -(-n_clips // batch_size)
-        kept = n_clips - max(1, int(round(HOLDOUT_FRACTION * n_clips)))
+        kept = n_clips - held_out_size(n_clips, HOLDOUT_FRACTION)
         batch = min(batch_size, NORMALIZATION_SELECTION_BATCH)
         return batch, max(1, -(-steps // -(-kept // batch)))
 

@@ -7,6 +7,7 @@ from sklearn.model_selection import GroupKFold, KFold
 from sklearn.preprocessing import StandardScaler
 
 from skprobe import LinearProbeClassifier
+from skprobe.datasets import make_token_scenes
 from skprobe.probes._logistic import C_GRID, fit_logistic, select_c
 from skprobe.probes._selection import _folds
 
@@ -74,6 +75,21 @@ def test_c_is_chosen_by_validation_log_loss_along_a_stopping_path():
     assert len(results["C"]) < len(C_GRID)  # 40 noise dimensions: the loss rises at the weak end and the walk stops
     assert all(losses[i] >= min(losses) for i in range(len(losses)))
     assert 1e-3 < best < 10
+
+
+def test_the_walk_does_not_stop_on_the_plateau_of_the_strongest_penalties():
+    # the defaults panel's 200 synthetic clips: the mean token carries little signal per dimension, and the
+    # validation loss creeps up from C = 1e-4 to 3e-3 before it falls by a quarter
+    data = make_token_scenes(300, n_tokens=64, dim=64, n_classes=8, max_events=3, noise=0.3, event_strength=4.0,
+                             strength_spread=3.0, background_strength=4.0, n_distractors=4, random_state=0)
+    features = data.X[:200].mean(axis=1)
+    features = (features - features.mean(axis=0)) / features.std(axis=0)
+    folds = _folds(data.y[:200], "multilabel", 3, 0, None)
+    best, results = select_c(features, data.y[:200], folds, multilabel=True, n_outputs=8, normalize=None,
+                             max_iter=500)
+    losses = results["mean_log_loss"]
+    assert losses[3] > losses[0]  # three points without improvement: the old stopping rule ended here
+    assert best >= 1.0 and min(losses) < 0.75 * losses[0]
 
 
 def test_single_label_default_solves_the_logistic_regression(multiclass_tokens):

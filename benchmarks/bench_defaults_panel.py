@@ -223,7 +223,7 @@ def run(name: str, Probe, params: dict, data, seeds, resolved: dict | None = Non
             for name in ("solver_", "C_"):  # the linear probe's solver and penalty
                 if hasattr(probe, name):
                     _RESOLVED[key][name[:-1]] = getattr(probe, name)
-            if getattr(probe, "normalization_results_", None):  # the prototypical probe's held-out choice
+            if getattr(probe, "normalization_results_", None):  # the held-out choice of normalize_tokens="auto"
                 _RESOLVED[key]["normalization_scores"] = [
                     round(v, 4) for v in probe.normalization_results_["holdout_score"]]
             if hasattr(probe, "layer_weights_"):

@@ -7,7 +7,7 @@ from torch import nn
 
 from skprobe import AttentiveProbeClassifier
 from skprobe.datasets import make_token_scenes
-from skprobe.probes._length import HOLDOUT_FRACTION, select_length
+from skprobe.probes._holdout import HOLDOUT_FRACTION, holdout_choice, pick
 from skprobe.probes._tokens import TokenSource
 from skprobe.probes.attentive import LENGTH_SELECTION_MIN_CLIPS
 
@@ -23,14 +23,15 @@ def scenes():
 
 def test_small_sets_choose_between_30_epochs_and_the_minimum_of_steps(scenes):
     X, Y = scenes  # 240 clips, batches of 120: 2 steps per epoch, 480 steps need more than the cap of 90 epochs
-    probe = AttentiveProbeClassifier(batch_size=120, random_state=0).fit(X, Y)
+    probe = AttentiveProbeClassifier(batch_size=120, normalize_tokens="center", random_state=0).fit(X, Y)
     results = probe.length_results_
     assert results["max_iter"] == [30, 90]
     assert results["n_holdout"] == round(HOLDOUT_FRACTION * len(X))
     assert all(0 < s <= 1 for s in results["holdout_score"])
     assert probe.max_iter_ == probe.n_iter_ == results["max_iter"][int(np.argmax(results["holdout_score"]))]
     # the choice does not disturb the final fit: it is the fit at the chosen length
-    fixed = AttentiveProbeClassifier(batch_size=120, max_iter=probe.max_iter_, random_state=0).fit(X, Y)
+    fixed = AttentiveProbeClassifier(batch_size=120, normalize_tokens="center", max_iter=probe.max_iter_,
+                                     random_state=0).fit(X, Y)
     np.testing.assert_array_equal(fixed.decision_function(X), probe.decision_function(X))
 
 
@@ -63,13 +64,16 @@ class _Lookup(nn.Module):
 
     def __init__(self, tables):
         super().__init__()
-        self.tables, self.length = tables, None
+        self.tables, self.length, self.normalize = tables, None, "none"
+
+    def calibrate(self, tokens):
+        return self
 
     def forward(self, tokens):
         return self.tables[self.length][tokens[:, 0, 0].long()]
 
 
-def test_select_length_keeps_the_best_held_out_score_and_the_shorter_of_a_tie():
+def test_holdout_choice_keeps_the_best_held_out_score_and_the_shorter_of_a_tie():
     n = 50
     Y = torch.from_numpy(np.random.default_rng(0).integers(0, 2, size=(n, 2)))
     tokens = TokenSource(np.arange(n, dtype=np.float32).reshape(n, 1, 1))  # each clip's token is its index
@@ -82,10 +86,22 @@ def test_select_length_keeps_the_best_held_out_score_and_the_shorter_of_a_tie():
         np.testing.assert_array_equal(targets.numpy(), Y[indices].numpy())
 
     def choose(tables):
-        return select_length(_Lookup(tables), tokens, None, Y, [30, 60], train=train, batch_size=7, seed=0,
-                             device=torch.device("cpu"))
+        best, scores, n_holdout = holdout_choice(_Lookup(tables), tokens, None, Y, [("none", 30), ("none", 60)],
+                                                 n_default=2, margin=0.0, train=train, batch_size=7, seed=0,
+                                                 device=torch.device("cpu"))
+        assert n_holdout == round(HOLDOUT_FRACTION * n)
+        return best, scores
 
-    best, results = choose({30: noise, 60: perfect})
-    assert best == 60 and results["holdout_score"][1] == 1.0
-    assert choose({30: perfect, 60: noise})[0] == 30
-    assert choose({30: perfect, 60: perfect})[0] == 30
+    best, scores = choose({30: noise, 60: perfect})
+    assert best == 1 and scores[1] == 1.0
+    assert choose({30: perfect, 60: noise})[0] == 0
+    assert choose({30: perfect, 60: perfect})[0] == 0
+
+
+def test_pick_keeps_the_defaults_best_unless_a_challenger_beats_it_by_the_margin():
+    assert pick([0.5, 0.7], n_default=2, margin=0.05) == 1  # among the default's candidates: the best
+    assert pick([0.7, 0.7], n_default=2, margin=0.05) == 0  # ties: the earlier
+    assert pick([0.5, 0.6, 0.64], n_default=2, margin=0.05) == 1  # within the margin
+    assert pick([0.5, 0.6, 0.66, 0.7], n_default=2, margin=0.05) == 3
+    assert pick([0.5, 0.9], n_default=1, margin=0.0) == 1
+    assert pick([0.5, -np.inf], n_default=1, margin=0.0) == 0

@@ -1,12 +1,13 @@
-"""The prototypical probe's normalize_tokens="auto": the normalisation chosen on held-out clips."""
+"""normalize_tokens="auto" of the prototypical and attentive probes: the normalisation chosen on held-out clips."""
 
 import numpy as np
 import pytest
 
+import skprobe.probes.attentive as attentive
 import skprobe.probes.prototypical as prototypical
-from skprobe import PrototypicalProbeClassifier
+from skprobe import AttentiveProbeClassifier, PrototypicalProbeClassifier
 from skprobe.datasets import make_token_scenes
-from skprobe.probes._length import HOLDOUT_FRACTION
+from skprobe.probes._holdout import HOLDOUT_FRACTION
 from skprobe.probes.prototypical import (
     NORMALIZATION_CANDIDATES,
     NORMALIZATION_MARGIN,
@@ -77,3 +78,51 @@ def test_no_choice_outside_the_bounds_or_when_fixed(scenes):
     big = np.concatenate([X] * (high // len(X) + 1))
     probe = PrototypicalProbeClassifier(max_iter=1, **FAST).fit(big, np.concatenate([Y] * (high // len(X) + 1)))
     assert probe.normalization_results_ is None
+
+
+ATTENTIVE = dict(batch_size=120, random_state=0, device="cpu")
+
+
+def test_the_attentive_probe_checks_its_offset_rule_on_the_length_choice_split(scenes):
+    X, Y = scenes  # a strong common offset: the offset rule centres
+    probe = AttentiveProbeClassifier(**ATTENTIVE).fit(X, Y)
+    lengths, normalization = probe.length_results_, probe.normalization_results_
+    assert lengths["max_iter"] == [30, 90]
+    assert normalization["normalize_tokens"] == ["center", "scale", "standard"]
+    assert normalization["max_iter"] == 90 and normalization["margin"] == NORMALIZATION_MARGIN
+    assert normalization["n_holdout"] == lengths["n_holdout"] == round(HOLDOUT_FRACTION * len(X))
+    # the rule's score at the longest length is the same training in both results
+    assert normalization["holdout_score"][0] == lengths["holdout_score"][-1]
+    rule_best = max(lengths["holdout_score"])
+    challenger = 1 + int(np.argmax(normalization["holdout_score"][1:]))
+    if normalization["holdout_score"][challenger] > rule_best + NORMALIZATION_MARGIN:
+        assert (probe.normalize_tokens_, probe.max_iter_) == (normalization["normalize_tokens"][challenger], 90)
+    else:
+        best = int(np.argmax(lengths["holdout_score"]))
+        assert (probe.normalize_tokens_, probe.max_iter_) == ("center", lengths["max_iter"][best])
+    # the choice does not disturb the final fit: it is the fit with the chosen settings
+    fixed = AttentiveProbeClassifier(normalize_tokens=probe.normalize_tokens_, max_iter=probe.max_iter_,
+                                     **ATTENTIVE).fit(X, Y)
+    np.testing.assert_array_equal(fixed.decision_function(X), probe.decision_function(X))
+
+
+def test_a_challenger_that_beats_the_attentive_rule_trains_for_the_longest_length(scenes, monkeypatch):
+    X, Y = scenes
+    monkeypatch.setattr(attentive, "NORMALIZATION_MARGIN", -1.0)  # the best of the challengers wins
+    probe = AttentiveProbeClassifier(**ATTENTIVE).fit(X, Y)
+    results = probe.normalization_results_
+    winner = results["normalize_tokens"][1 + int(np.argmax(results["holdout_score"][1:]))]
+    assert (probe.normalize_tokens_, probe.max_iter_, probe.n_iter_) == (winner, 90, 90)
+    monkeypatch.setattr(attentive, "NORMALIZATION_MARGIN", 1.0)  # nothing beats the rule by more than 1
+    assert AttentiveProbeClassifier(**ATTENTIVE).fit(X, Y).normalize_tokens_ == "center"
+
+
+def test_the_attentive_probe_makes_no_normalisation_choice_outside_the_bounds_or_when_fixed(scenes):
+    X, Y = scenes
+    low, _ = NORMALIZATION_SELECTION_CLIPS
+    small = AttentiveProbeClassifier(**ATTENTIVE).fit(X[: low - 1], Y[: low - 1])
+    assert small.normalization_results_ is None and small.normalize_tokens_ == "center"
+    fixed = AttentiveProbeClassifier(normalize_tokens="standard", **ATTENTIVE).fit(X, Y)
+    assert fixed.normalization_results_ is None and fixed.length_results_ is not None
+    probe = AttentiveProbeClassifier(max_iter=3, **ATTENTIVE).fit(X, Y)  # no length choice, still a mode choice
+    assert probe.length_results_ is None and probe.normalization_results_["max_iter"] == probe.max_iter_ == 3

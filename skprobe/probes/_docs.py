@@ -60,10 +60,11 @@ SHARED_PARAMETERS_DOC = """prefix_tokens : int, default=0
         tokens share a common offset (``|mean|^2`` over a quarter of their
         total variance), for the prototypical probe ``"center"`` when they
         crowd around one direction (mean cosine similarity to their mean
-        above 0.67), and ``"scale"`` otherwise, the prototypical probe
-        choosing among ``"scale"``, ``"center"`` and ``"standard"`` on
-        held-out clips instead on sets of 200 to 3,000 clips
-        (``normalization_results_``); for the linear probe, ``"standard"``
+        above 0.67), and ``"scale"`` otherwise; on sets of 200 to 3,000
+        clips both check the rule on held-out clips against the other two of
+        ``"scale"``, ``"center"`` and ``"standard"``, which must beat it by
+        more than 0.05 macro average precision (``normalization_results_``);
+        for the linear probe, ``"standard"``
         for its logistic regression, and ``"center"`` or ``"standard"`` as
         its ``cv`` chooses for AdamW (``"center"`` without ``cv``). The attentive and
         prototypical probes normalise the patch tokens; the linear probe

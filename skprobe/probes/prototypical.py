@@ -10,7 +10,13 @@ import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
-from ._normalization import select_normalization
+from ._holdout import (
+    HOLDOUT_FRACTION,
+    NORMALIZATION_CANDIDATES,
+    NORMALIZATION_MARGIN,
+    NORMALIZATION_SELECTION_CLIPS,
+    holdout_choice,
+)
 from ._similarity import max_cosine_similarities
 from ._tokens import TokenSource
 from .base import (
@@ -25,22 +31,10 @@ from .base import (
 
 __all__ = ["PrototypicalProbeClassifier", "PrototypeHead"]
 
-#: ``normalize_tokens="auto"`` chooses on held-out clips among these (the direction rule's choice first) on
-#: sets of ``NORMALIZATION_SELECTION_CLIPS`` clips; ``"none"`` is left out: cosine similarity ignores the
-#: global scale, so it equals ``"scale"``.
-NORMALIZATION_CANDIDATES = ("scale", "center", "standard")
-#: Sets with at least as many clips as the first number and fewer than the second make the choice; smaller sets
-#: hold out too few clips to tell the modes apart, larger ones follow the direction rule (their training is
-#: already 30 epochs long, so the choice would cost 1.2 fits).
-NORMALIZATION_SELECTION_CLIPS = (200, 3000)
 #: Each candidate normalisation takes as many optimiser steps as the final fit, in batches of at most this many
 #: clips: normalisations differ in how fast the probe learns more than in where it ends, so a race of fewer
 #: steps favours the fastest (``docs/benchmarks/defaults.md``).
 NORMALIZATION_SELECTION_BATCH = 8
-#: The direction rule's choice stays unless another candidate's held-out macro average precision is higher by more
-#: than this: held-out clips that share recordings with the training clips favour the faster learner (on aiSFX's
-#: event scenes by up to 0.042 where the test split favours the rule; docs/benchmarks/defaults.md).
-NORMALIZATION_MARGIN = 0.05
 
 
 class PrototypeHead(nn.Module):
@@ -231,10 +225,14 @@ class PrototypicalProbeClassifier(BaseProbeClassifier):
         untrained = ProbeNetwork(network.head, network.prefix_tokens, "none")
         # the choice leaves the random state as it found it: the final fit is the fit with the chosen mode
         with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
-            best, results = select_normalization(
-                untrained, tokens, resident, problem.targets, modes, train=train, max_iter=length,
-                batch_size=problem.batch_size, seed=problem.seed, device=device, margin=NORMALIZATION_MARGIN)
-        self._set_fitted(normalization_results_={**results, "batch_size": batch})
+            index, scores, n_holdout = holdout_choice(
+                untrained, tokens, resident, problem.targets, [(mode, length) for mode in modes], n_default=1,
+                margin=NORMALIZATION_MARGIN, train=train, batch_size=problem.batch_size, seed=problem.seed,
+                device=device)
+        best = modes[index]
+        self._set_fitted(normalization_results_={
+            "normalize_tokens": modes, "holdout_score": scores, "n_holdout": n_holdout, "max_iter": length,
+            "batch_size": batch, "margin": NORMALIZATION_MARGIN})
         if best != rule:
             network.normalize = best
             network.token_mean = network.token_scale = None
@@ -244,7 +242,6 @@ class PrototypicalProbeClassifier(BaseProbeClassifier):
     def _selection_schedule(self, n_clips: int, batch_size: int) -> tuple[int, int]:
         """Batch size and epochs of each candidate of the normalisation choice: the final fit's optimiser steps
         on the held-in clips, in batches of at most :data:`NORMALIZATION_SELECTION_BATCH` clips."""
-        from ._length import HOLDOUT_FRACTION
         from ._training import held_out_size
 
         steps = self.max_iter_ * -(-n_clips // batch_size)

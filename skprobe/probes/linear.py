@@ -14,7 +14,6 @@ from ._selection import Candidate, _folds, select_settings
 from ._tokens import CHUNK_BYTES, TokenSource
 from ._training import TrainResult
 from .base import (
-    _AUTO_EPOCHS,
     NORMALIZATIONS,
     BaseProbeClassifier,
     FitProblem,
@@ -32,11 +31,13 @@ POOLINGS = ("cls", "mean", "max", "meanmax")
 #: (float32); larger sets stream the tokens and pool each batch, so host memory stays bounded.
 POOLED_FEATURES_MAX_BYTES = 256 * 2**20
 
-#: ``cv``: learning rates tried beside the ``"auto"`` rule (as factors of it), normalisations tried for
-#: ``normalize_tokens="auto"``, and the longer training tried for ``max_iter="auto"``.
+#: ``cv``: learning rates tried beside the ``"auto"`` rule (as factors of it) and normalisations tried for
+#: ``normalize_tokens="auto"``. The length is not searched: longer AdamW training is weaker regularisation, which
+#: shuffled folds of clips that share recordings overrate (90 epochs won the folds and lost on the test clips of
+#: every event-scene source of the panel); the regularisation strength is the logistic regression's ``C``, chosen
+#: by validation log-loss, which such folds mislead far less (``docs/benchmarks/defaults.md``).
 _CV_RATE_FACTORS = (0.3, 3.0)
 _CV_NORMALIZATIONS = ("center", "standard")
-_CV_LONG_EPOCHS = _AUTO_EPOCHS[1]
 #: ``cv`` selects on a random subset of this many clips of larger sets (its cost grows with the clips).
 _CV_MAX_CLIPS = 2048
 #: L-BFGS iterations at most of ``solver="lbfgs"``.
@@ -174,9 +175,8 @@ class LinearProbeClassifier(BaseProbeClassifier):
         Folds of an internal cross-validation that chooses the settings left
         at ``"auto"``, as ``LogisticRegressionCV`` does: the penalty ``C`` of
         the logistic regression (see ``solver``) and, for the AdamW
-        solver, the learning rate (the rule, 0.3 and 3 times it), the
-        feature normalisation (``"center"`` or ``"standard"``) and the
-        length (30 or 90 epochs; not with ``early_stopping``). An int gives
+        solver, the learning rate (the rule, 0.3 and 3 times it) and the
+        feature normalisation (``"center"`` or ``"standard"``). An int gives
         shuffled folds (stratified for single-label ``y``; grouped, with
         ``GroupKFold``, when ``fit`` gets ``groups``); any scikit-learn
         splitter (``GroupKFold``, ``StratifiedGroupKFold``,
@@ -528,6 +528,4 @@ class LinearProbeClassifier(BaseProbeClassifier):
         rates = [self.learning_rate_] + ([self.learning_rate_ * f for f in _CV_RATE_FACTORS]
                                          if self.learning_rate == "auto" else [])
         modes = list(_CV_NORMALIZATIONS) if self.normalize_tokens == "auto" else [self.normalize_tokens]
-        lengths = [self.max_iter_] + ([_CV_LONG_EPOCHS] if self.max_iter == "auto" and not self.early_stopping
-                                      and self.max_iter_ < _CV_LONG_EPOCHS else [])
-        return [Candidate(lr, mode, length) for length in lengths for mode in modes for lr in rates]
+        return [Candidate(lr, mode, self.max_iter_) for mode in modes for lr in rates]

@@ -89,13 +89,13 @@ def test_the_attentive_probe_checks_its_offset_rule_on_the_length_choice_split(s
     lengths, normalization = probe.length_results_, probe.normalization_results_
     assert lengths["max_iter"] == [30, 90]
     assert normalization["normalize_tokens"] == ["center", "scale", "standard"]
-    assert normalization["max_iter"] == 90 and normalization["margin"] == NORMALIZATION_MARGIN
+    assert normalization["max_iter"] == 90 and normalization["margin"] == attentive.NORMALIZATION_MARGIN
     assert normalization["n_holdout"] == lengths["n_holdout"] == round(HOLDOUT_FRACTION * len(X))
     # the rule's score at the longest length is the same training in both results
     assert normalization["holdout_score"][0] == lengths["holdout_score"][-1]
     rule_best = max(lengths["holdout_score"])
     challenger = 1 + int(np.argmax(normalization["holdout_score"][1:]))
-    if normalization["holdout_score"][challenger] > rule_best + NORMALIZATION_MARGIN:
+    if normalization["holdout_score"][challenger] > rule_best + attentive.NORMALIZATION_MARGIN:
         assert (probe.normalize_tokens_, probe.max_iter_) == (normalization["normalize_tokens"][challenger], 90)
     else:
         best = int(np.argmax(lengths["holdout_score"]))

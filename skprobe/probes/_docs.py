@@ -63,7 +63,9 @@ SHARED_PARAMETERS_DOC = """prefix_tokens : int, default=0
         above 0.67), and ``"scale"`` otherwise; on sets of 200 to 3,000
         clips both check the rule on held-out clips against the other two of
         ``"scale"``, ``"center"`` and ``"standard"``, which must beat it by
-        more than 0.05 macro average precision (``normalization_results_``);
+        more than a margin of macro average precision (0.02 for the
+        attentive, 0.05 for the prototypical probe;
+        ``normalization_results_``);
         for the linear probe, ``"standard"``
         for its logistic regression, and ``"center"`` or ``"standard"`` as
         its ``cv`` chooses for AdamW (``"center"`` without ``cv``). The attentive and

@@ -18,8 +18,8 @@ candidate on the same 80 % of the training clips (normalisation statistics
 from those clips only) and scores each on the other 20 % by macro average
 precision. The default's candidates (the rule's normalisation, at each
 candidate length) are compared among themselves; another candidate wins only
-when it beats the best of them by more than a margin. ``fit`` then trains on
-all clips with the winner.
+when it beats the best of them by more than a margin, which each probe
+measures for its own race. ``fit`` then trains on all clips with the winner.
 """
 
 from __future__ import annotations
@@ -36,8 +36,7 @@ from ._selection import _macro_ap
 from ._tokens import TokenSource, TokenView
 from ._training import validation_split
 
-__all__ = ["HOLDOUT_FRACTION", "NORMALIZATION_CANDIDATES", "NORMALIZATION_MARGIN", "NORMALIZATION_SELECTION_CLIPS",
-           "holdout_choice", "pick"]
+__all__ = ["HOLDOUT_FRACTION", "NORMALIZATION_CANDIDATES", "NORMALIZATION_SELECTION_CLIPS", "holdout_choice", "pick"]
 
 #: Share of the training clips held out to score each candidate.
 HOLDOUT_FRACTION = 0.2
@@ -50,10 +49,6 @@ NORMALIZATION_CANDIDATES = ("scale", "center", "standard")
 #: smaller sets hold out too few clips to tell the modes apart, larger ones follow the rule (their training is
 #: already 30 epochs long, so the choice would cost more than a fit).
 NORMALIZATION_SELECTION_CLIPS = (200, 3000)
-#: The rule's normalisation stays unless another candidate's held-out macro average precision is higher by more
-#: than this: held-out clips that share recordings with the training clips favour the faster learner (on aiSFX's
-#: event scenes by up to 0.042 where the test split favours the rule; docs/benchmarks/defaults.md).
-NORMALIZATION_MARGIN = 0.05
 
 
 def pick(scores: Sequence[float], n_default: int, margin: float) -> int:

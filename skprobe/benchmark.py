@@ -26,7 +26,7 @@ from ._version import __version__
 from .experiments.config import BUILTIN_DATASETS, MULTI_LAYER_PROBES, PROBES, BenchmarkConfig, validate_config
 from .experiments.data import _can_stratify, load_benchmark_data  # noqa: F401
 from .experiments.outputs import write_outputs, write_text
-from .experiments.probe_cache import digest, fit_or_load
+from .experiments.probe_cache import digest, fit_or_load, probe_code_fingerprint
 from .experiments.scoring import class_scores, compute_scores, mean_over_seeds
 from .experiments.table import format_table, layer_list  # noqa: F401
 from .experiments.tokens import encoder_for, extract_tokens, resolve_multi_layers
@@ -84,7 +84,7 @@ def run_benchmark(config: BenchmarkConfig) -> dict:
         on_multi = name in MULTI_LAYER_PROBES and M_train is not None
         X_fit, X_eval = (M_train, M_test) if on_multi else (X_train, X_test)
         key = hashlib.sha256(json.dumps(
-            [multi_key if on_multi else token_key, name, sorted(probe.get_params().items()), __version__],
+            [multi_key if on_multi else token_key, name, sorted(probe.get_params().items()), probe_code_fingerprint()],
             default=str).encode()
         ).hexdigest()[:24]
         probe, seconds = fit_or_load(probe, X_fit, Y_train, key, config.refit)

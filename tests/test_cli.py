@@ -89,6 +89,20 @@ def test_benchmark_on_a_folder(home, audio_folder, capsys):
     assert [r["macro_map"] for r in again["runs"]] == [r["macro_map"] for r in result["runs"]]
 
 
+def test_probes_cached_by_other_probe_code_are_not_loaded(home, audio_folder, monkeypatch):
+    from skprobe import benchmark
+
+    params = '{"linear": {"max_iter": 2}}'
+    argv = ["benchmark", "--encoder", "tiny-cnn", "--dataset", str(audio_folder), "--seeds", "1", "--output",
+            str(home / "results"), "--quiet", "--probes", "linear", "--probe-params", params]
+    cached = home / "home" / "probes"
+    assert main(argv) == 0 and len(list(cached.glob("*.joblib"))) == 1
+    assert main(argv) == 0 and len(list(cached.glob("*.joblib"))) == 1  # the same code: loaded
+    # a development checkout keeps one version string while its probe code changes
+    monkeypatch.setattr(benchmark, "probe_code_fingerprint", lambda: "other probe code")
+    assert main(argv) == 0 and len(list(cached.glob("*.joblib"))) == 2
+
+
 def test_extract_then_evaluate(home, audio_folder, capsys):
     out = home / "results"
     assert main(["benchmark", "--encoder", "tiny-cnn", "--dataset", str(audio_folder), "--seeds", "1",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 
@@ -12,7 +14,7 @@ from .._config import data_home
 from .._signed import UntrustedFileError, dump_signed, load_signed
 from ..extraction.store import StoreArray
 
-__all__ = ["digest", "fit_or_load"]
+__all__ = ["digest", "fit_or_load", "probe_code_fingerprint"]
 
 
 def digest(*arrays: np.ndarray) -> str:
@@ -24,6 +26,30 @@ def digest(*arrays: np.ndarray) -> str:
             h.update(a.keys.tobytes())
         else:
             h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:20]
+
+
+@functools.lru_cache(maxsize=1)
+def probe_code_fingerprint() -> str:
+    """Digest of the code that fits a probe: skprobe's version, torch's, and the source of ``skprobe.probes``.
+
+    Part of every probe cache key, so that a fit cached by other probe code
+    (a development checkout between releases keeps one version string) is
+    not loaded as if it came from this one.
+
+    >>> len(probe_code_fingerprint())
+    20
+    """
+    import torch
+
+    from .. import probes
+    from .._version import __version__
+
+    h = hashlib.sha256(f"{__version__} {torch.__version__}".encode())
+    root = Path(probes.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode())
+        h.update(path.read_bytes())
     return h.hexdigest()[:20]
 
 

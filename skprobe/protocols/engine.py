@@ -24,6 +24,7 @@ from .._version import __version__
 from ..datasets.lazy import AudioDataset
 from ..experiments.config import PROBES, BenchmarkConfig, validate_config
 from ..experiments.probe_cache import fit_or_load as _fit_or_load
+from ..experiments.probe_cache import probe_code_fingerprint
 from ..experiments.scoring import class_scores
 from ..experiments.scoring import mean_over_seeds as _mean_over_seeds
 from ..extraction import FrozenEncoderTransformer
@@ -241,8 +242,8 @@ class _Tokens:
         digest = hashlib.sha256(self.store_id.encode())
         digest.update(np.ascontiguousarray(self.tokens.keys[self.position[idx]]).tobytes())
         digest.update(np.ascontiguousarray(self.data.Y[idx]).tobytes())
-        key = hashlib.sha256(json.dumps([digest.hexdigest(), name, sorted(probe.get_params().items()), __version__],
-                                        default=str).encode()).hexdigest()[:24]
+        key = hashlib.sha256(json.dumps([digest.hexdigest(), name, sorted(probe.get_params().items()),
+                                         probe_code_fingerprint()], default=str).encode()).hexdigest()[:24]
         return _fit_or_load(probe, self.X(idx), self.y(idx), key, refit)
 
 

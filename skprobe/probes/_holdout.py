@@ -32,11 +32,13 @@ import torch
 from torch import nn
 
 from ._batches import inference_batches
+from ._network import ProbeNetwork
 from ._selection import _macro_ap
 from ._tokens import TokenSource, TokenView
 from ._training import validation_split
 
-__all__ = ["HOLDOUT_FRACTION", "NORMALIZATION_CANDIDATES", "NORMALIZATION_SELECTION_CLIPS", "holdout_choice", "pick"]
+__all__ = ["HOLDOUT_FRACTION", "NORMALIZATION_CANDIDATES", "NORMALIZATION_SELECTION_CLIPS", "choose_on_holdout",
+           "holdout_choice", "normalization_challengers", "pick", "renormalize"]
 
 #: Share of the training clips held out to score each candidate.
 HOLDOUT_FRACTION = 0.2
@@ -105,6 +107,38 @@ def holdout_choice(network: nn.Module, tokens: TokenSource, resident: torch.Tens
         score = _macro_ap(_indicator(held_targets, logits.shape[1]), logits)
         scores.append(float(score) if np.isfinite(score) else -np.inf)
     return pick(scores, n_default, margin), scores, len(held)
+
+
+def normalization_challengers(normalize_tokens: str, rule: str, n_clips: int) -> list[str]:
+    """The modes that challenge the rule's choice ``rule`` for ``normalize_tokens="auto"`` on sets of
+    :data:`NORMALIZATION_SELECTION_CLIPS` clips (none otherwise).
+
+    >>> normalization_challengers("auto", "center", 600), normalization_challengers("auto", "center", 100)
+    (['scale', 'standard'], [])
+    """
+    low, high = NORMALIZATION_SELECTION_CLIPS
+    if normalize_tokens != "auto" or not low <= n_clips < high:
+        return []
+    return [mode for mode in NORMALIZATION_CANDIDATES if mode != rule]
+
+
+def choose_on_holdout(network: ProbeNetwork, tokens: TokenSource, resident: torch.Tensor | None,
+                      targets: torch.Tensor, candidates: Sequence[tuple[str, int]], *, device: torch.device,
+                      **kwargs) -> tuple[int, list[float], int]:
+    """:func:`holdout_choice` of copies of ``network``'s untrained head, in a forked random state: the choice
+    leaves the random state as it found it, so the final fit is the fit with the chosen settings."""
+    untrained = ProbeNetwork(network.head, network.prefix_tokens, "none")
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        return holdout_choice(untrained, tokens, resident, targets, candidates, device=device, **kwargs)
+
+
+def renormalize(network: ProbeNetwork, mode: str, tokens: TokenSource, resident: torch.Tensor | None) -> None:
+    """Switch ``network`` to normalisation ``mode`` with statistics of all ``tokens`` (nothing if it has it)."""
+    if mode == network.normalize:
+        return
+    network.normalize = mode
+    network.token_mean = network.token_scale = None
+    network.calibrate(tokens if resident is None else resident)
 
 
 def _rows(tokens: TokenSource, resident: torch.Tensor | None, idx: np.ndarray):

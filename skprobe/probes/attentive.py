@@ -9,11 +9,7 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
-from ._holdout import (
-    NORMALIZATION_CANDIDATES,
-    NORMALIZATION_SELECTION_CLIPS,
-    holdout_choice,
-)
+from ._holdout import choose_on_holdout, normalization_challengers, renormalize
 from ._tokens import TokenSource
 from .base import (
     _AUTO_EPOCHS,
@@ -243,7 +239,7 @@ class AttentiveProbeClassifier(BaseProbeClassifier):
         self._set_fitted(length_results_=None, normalization_results_=None)
         lengths = self._candidate_lengths(len(tokens))
         rule = network.normalize  # the offset rule's choice, or the user's
-        challengers = self._candidate_normalizations(rule, len(tokens))
+        challengers = normalization_challengers(self.normalize_tokens, rule, len(tokens))
         if len(lengths) == 1 and not challengers:
             return network, tokens, resident
         candidates = [(rule, length) for length in lengths] + [(mode, lengths[-1]) for mode in challengers]
@@ -254,13 +250,9 @@ class AttentiveProbeClassifier(BaseProbeClassifier):
             return self._train(module, source, targets, problem, max_iter=max_iter, early_stopping=False,
                                verbose=0, resident=resident)
 
-        untrained = ProbeNetwork(network.head, network.prefix_tokens, "none")
-        # the choice leaves the random state as it found it: the final fit is the fit with the chosen settings
-        with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
-            best, scores, n_holdout = holdout_choice(
-                untrained, tokens, resident, problem.targets, candidates, n_default=len(lengths),
-                margin=NORMALIZATION_MARGIN, train=train, batch_size=problem.batch_size, seed=problem.seed,
-                device=device)
+        best, scores, n_holdout = choose_on_holdout(
+            network, tokens, resident, problem.targets, candidates, n_default=len(lengths),
+            margin=NORMALIZATION_MARGIN, train=train, batch_size=problem.batch_size, seed=problem.seed, device=device)
         mode, max_iter = candidates[best]
         if len(lengths) > 1:
             self._set_fitted(length_results_={"max_iter": list(lengths), "holdout_score": scores[: len(lengths)],
@@ -270,19 +262,8 @@ class AttentiveProbeClassifier(BaseProbeClassifier):
                 "normalize_tokens": [rule, *challengers], "holdout_score": scores[len(lengths) - 1 :],
                 "n_holdout": n_holdout, "max_iter": lengths[-1], "margin": NORMALIZATION_MARGIN})
         self._set_fitted(max_iter_=max_iter)
-        if mode != rule:
-            network.normalize = mode
-            network.token_mean = network.token_scale = None
-            network.calibrate(tokens if resident is None else resident)
+        renormalize(network, mode, tokens, resident)
         return network, tokens, resident
-
-    def _candidate_normalizations(self, rule: str, n_clips: int) -> list[str]:
-        """``normalize_tokens="auto"`` on sets of ``NORMALIZATION_SELECTION_CLIPS``: the modes that challenge the
-        offset rule's choice."""
-        low, high = NORMALIZATION_SELECTION_CLIPS
-        if self.normalize_tokens != "auto" or not low <= n_clips < high:
-            return []
-        return [mode for mode in NORMALIZATION_CANDIDATES if mode != rule]
 
     def _candidate_lengths(self, n_clips: int) -> list[int]:
         """``max_iter="auto"``: 30 epochs, and the minimum of steps where that needs more (small sets)."""

@@ -10,11 +10,13 @@ import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
-from ._holdout import (
+from ._holdout import (  # noqa: F401 (the probe's choice)
     HOLDOUT_FRACTION,
     NORMALIZATION_CANDIDATES,
     NORMALIZATION_SELECTION_CLIPS,
-    holdout_choice,
+    choose_on_holdout,
+    normalization_challengers,
+    renormalize,
 )
 from ._similarity import max_cosine_similarities
 from ._tokens import TokenSource
@@ -211,11 +213,11 @@ class PrototypicalProbeClassifier(BaseProbeClassifier):
                           ) -> tuple[nn.Module, TokenSource, torch.Tensor | None]:
         network, tokens, resident = super()._training_problem(network, tokens, device, resident, problem)
         self._set_fitted(normalization_results_=None)
-        low, high = NORMALIZATION_SELECTION_CLIPS
-        if self.normalize_tokens != "auto" or not low <= len(tokens) < high:
-            return network, tokens, resident
         rule = network.normalize  # the direction rule's choice, first among equals
-        modes = [rule] + [m for m in NORMALIZATION_CANDIDATES if m != rule]
+        challengers = normalization_challengers(self.normalize_tokens, rule, len(tokens))
+        if not challengers:
+            return network, tokens, resident
+        modes = [rule, *challengers]
         batch, length = self._selection_schedule(len(tokens), problem.batch_size)
         if self.verbose:
             print(f"{type(self).__name__}: choosing normalize_tokens among {modes} on a held-out split "
@@ -225,21 +227,13 @@ class PrototypicalProbeClassifier(BaseProbeClassifier):
             return self._train(module, source, targets, problem, max_iter=max_iter, batch_size=batch,
                                early_stopping=False, verbose=0, resident=resident)
 
-        untrained = ProbeNetwork(network.head, network.prefix_tokens, "none")
-        # the choice leaves the random state as it found it: the final fit is the fit with the chosen mode
-        with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
-            index, scores, n_holdout = holdout_choice(
-                untrained, tokens, resident, problem.targets, [(mode, length) for mode in modes], n_default=1,
-                margin=NORMALIZATION_MARGIN, train=train, batch_size=problem.batch_size, seed=problem.seed,
-                device=device)
-        best = modes[index]
+        index, scores, n_holdout = choose_on_holdout(
+            network, tokens, resident, problem.targets, [(mode, length) for mode in modes], n_default=1,
+            margin=NORMALIZATION_MARGIN, train=train, batch_size=problem.batch_size, seed=problem.seed, device=device)
         self._set_fitted(normalization_results_={
             "normalize_tokens": modes, "holdout_score": scores, "n_holdout": n_holdout, "max_iter": length,
             "batch_size": batch, "margin": NORMALIZATION_MARGIN})
-        if best != rule:
-            network.normalize = best
-            network.token_mean = network.token_scale = None
-            network.calibrate(tokens if resident is None else resident)
+        renormalize(network, modes[index], tokens, resident)
         return network, tokens, resident
 
     def _selection_schedule(self, n_clips: int, batch_size: int) -> tuple[int, int]:

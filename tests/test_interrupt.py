@@ -125,9 +125,10 @@ def test_early_stopping_still_stops_early(tokens, one_torch_thread):
 
 
 def test_ctrl_c_during_the_attentive_length_choice(tokens, one_torch_thread):
-    """200 clips and ``max_iter="auto"``: the attentive probe trains two candidate lengths before its final fit."""
+    """200 clips and ``"auto"``: the attentive probe trains two candidate lengths and two challenger
+    normalisations before its final fit."""
     X, y = tokens
-    for optimizer in (1, 2):  # the first and the second candidate
+    for optimizer in (1, 2, 3, 4):  # the candidate lengths, then the normalisations
         probe = AttentiveProbeClassifier(random_state=0)
         with CtrlC(optimizer, 1) as interrupt, pytest.raises(KeyboardInterrupt):
             probe.fit(X, y)

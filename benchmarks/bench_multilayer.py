@@ -21,6 +21,7 @@ is read.
     PYTHONPATH=$PWD python benchmarks/bench_multilayer.py --threads 2 --source whisper
     PYTHONPATH=$PWD python benchmarks/bench_multilayer.py --cgp '{"n_prototypes": 85}' '{"n_prototypes": 10000}'
     PYTHONPATH=$PWD python benchmarks/bench_multilayer.py --cgp '{}' --warmup 0.05
+    PYTHONPATH=$PWD python benchmarks/bench_multilayer.py --source whisper --cgp '{}' --cgp-layers 1  # one stream
 
 ``--warmup F`` trains the CGP with a linear warm-up over the first ``F`` of
 the optimiser steps before the cosine decay (BAT warms up for 500 of 20,000
@@ -119,6 +120,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cache", default="/tmp/skprobe-panel")
     parser.add_argument("--cgp", nargs="+", metavar="JSON", help="score these CGP settings only")
+    parser.add_argument("--cgp-layers", nargs="+", type=int,
+                        help="train the CGP on these layers of --source only (one layer: a 3-D input)")
     parser.add_argument("--warmup", type=float, default=0.0, help="CGP: share of steps of linear warm-up")
     parser.add_argument("--source", default="yamnet", choices=list(SOURCES),
                         help="yamnet: layers 6-11 (and 13, the last); whisper: residual streams 0-5")
@@ -137,11 +140,17 @@ def main(argv=None) -> int:
           f"{Y_train.shape[1]} classes; torch threads {torch.get_num_threads()}", flush=True)
     results: dict[str, list[dict]] = {}
     settings = args.cgp if args.cgp else [] if args.no_cgp else ["{}"]
+    cgp_train, cgp_test, cgp_name = X_train, X_test, f"{layers[0]}-{layers[-1]}"
+    if args.cgp_layers:  # a copy of the chosen layers (one layer: (n, T, D))
+        picked = [layers.index(layer) for layer in args.cgp_layers]
+        picked = picked[0] if len(picked) == 1 else picked
+        cgp_train, cgp_test = (np.ascontiguousarray(X[:, picked]) for X in (X_train, X_test))
+        cgp_name = " ".join(map(str, args.cgp_layers))
     for spec in settings:
-        name = f"cgp layers {layers[0]}-{layers[-1]} {spec}" + (f" warm-up {args.warmup:g}" if args.warmup else "")
+        name = f"cgp layers {cgp_name} {spec}" + (f" warm-up {args.warmup:g}" if args.warmup else "")
         results[name] = []
         for seed in range(args.first_seed, args.seeds):
-            results[name].append(fit_score(ConvexGatedProbeClassifier, json.loads(spec), X_train, Y_train, X_test,
+            results[name].append(fit_score(ConvexGatedProbeClassifier, json.loads(spec), cgp_train, Y_train, cgp_test,
                                            Y_test, seed))
             Path(args.output).write_text(json.dumps(results, indent=1))
         print(summary(name, results[name]), flush=True)

@@ -349,9 +349,9 @@ class ConvexGatedProbeClassifier(BaseProbeClassifier):
     dropout : float, default=0.2
         Dropout on the ``3K`` features during training (BAT's value).
     learning_rate : float or "auto", default="auto"
-        AdamW learning rate. ``"auto"`` is ``30 / (3K)``, the rule of the
-        linear layer's fan-in (``3K``): BAT's 1e-3 for 10,000 prototypes,
-        5e-2 for 200.
+        AdamW learning rate. ``"auto"`` is ``10 / (3K)``, the rule of the
+        linear layer's fan-in (``3K``): 9.8e-3 for 340 prototypes (17
+        classes), 3.3e-4 for 10,000 (BAT trains those at 1e-3).
     weight_decay : float, default=0.05
         Applies to the linear layer's weights only, not to the prototypes,
         the gate or the bias (BAT's setting).
@@ -399,7 +399,7 @@ class ConvexGatedProbeClassifier(BaseProbeClassifier):
         "normalize_tokens": [StrOptions({"auto", *NORMALIZATIONS})],
     }
     _auto_min_steps = 720
-    _auto_lr_times_fan_in = 30.0
+    _auto_lr_times_fan_in = 10.0
     _no_decay = ("prototypes", "gate", "linear.bias")
 
     def __init__(

@@ -195,7 +195,9 @@ def test_head_initialisation_and_parameter_groups(layered):
     X, Y = layered
     clf = ConvexGatedProbeClassifier(**FAST).fit(X, Y)
     assert clf.n_prototypes_ == 12 and clf.n_trainable_parameters_ == 4 + 12 * 16 + 36 * 4 + 4
-    assert clf.learning_rate_ == pytest.approx(10 / 36)  # learning_rate="auto": 10 / (3K), the linear layer's fan-in
+    # learning_rate="auto": 10 / (3K), the linear layer's fan-in, floored at 64 as the other probes' rule
+    assert clf.learning_rate_ == pytest.approx(10 / 64)
+    assert ConvexGatedProbeClassifier(n_prototypes=40, max_iter=1).fit(X, Y).learning_rate_ == pytest.approx(10 / 120)
     assert auto_n_prototypes(3) == 60 and auto_n_prototypes(10_000) == 10_000
 
 

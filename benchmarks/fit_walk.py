@@ -2,7 +2,8 @@
 
 A structural measure (how far a reader must jump to follow the data), not a
 timing. Every function of ``skprobe`` that is called with ``X``, or with an
-array, tensor or token container returned by such a call, is a stop; each
+array, tensor or token container returned by such a call (or an object
+built from one), is a stop; each
 function counts once, at its first call (the path, not the training loop);
 consecutive stops in one file are one stop. A return is a stop in a file
 the path has already left.
@@ -44,6 +45,9 @@ def walk(probe: str, root: str) -> list[tuple[str, list[str]]]:
             if any(id(frame.f_locals[n]) in derived for n in names if n in frame.f_locals):
                 stops.append((os.path.relpath(code.co_filename, root), code.co_name))
                 frames.add(id(frame))
+                if code.co_name == "__init__" and "self" in frame.f_locals:  # an object built from the data
+                    derived.add(id(frame.f_locals["self"]))
+                    keep.append(frame.f_locals["self"])
         elif event == "return" and id(frame) in frames and arg is not None:
             for value in arg if isinstance(arg, tuple) else (arg,):
                 if isinstance(value, (np.ndarray, torch.Tensor)) or type(value).__name__ in (

@@ -8,6 +8,7 @@ from torch import nn
 from skprobe import AttentiveProbeClassifier
 from skprobe.datasets import make_token_scenes
 from skprobe.probes._holdout import HOLDOUT_FRACTION, holdout_choice, pick
+from skprobe.probes._plan import make_plan
 from skprobe.probes._tokens import TokenSource
 from skprobe.probes.attentive import LENGTH_SELECTION_MIN_CLIPS
 
@@ -79,16 +80,17 @@ def test_holdout_choice_keeps_the_best_held_out_score_and_the_shorter_of_a_tie()
     tokens = TokenSource(np.arange(n, dtype=np.float32).reshape(n, 1, 1))  # each clip's token is its index
     perfect, noise = Y.float() * 2 - 1, torch.from_numpy(np.random.default_rng(1).normal(size=(n, 2))).float()
 
-    def train(module, source, targets, *, max_iter, resident):
-        module.length = max_iter
+    def train(module, source, targets, plan, *, criterion, resident):
+        module.length = plan.max_iter
         indices = source.take(np.arange(len(source)))[:, 0, 0].astype(int)  # the training rows
         assert len(indices) == n - round(HOLDOUT_FRACTION * n)
         np.testing.assert_array_equal(targets.numpy(), Y[indices].numpy())
 
     def choose(tables):
+        plan = make_plan(torch.device("cpu"), batch_size=7, learning_rate=1e-3, weight_decay=0.0, max_iter=1)
         best, scores, n_holdout = holdout_choice(_Lookup(tables), tokens, None, Y, [("none", 30), ("none", 60)],
-                                                 n_default=2, margin=0.0, train=train, batch_size=7, seed=0,
-                                                 device=torch.device("cpu"))
+                                                 plan=plan, criterion=nn.BCEWithLogitsLoss(), n_default=2,
+                                                 margin=0.0, batch_size=7, train=train)
         assert n_holdout == round(HOLDOUT_FRACTION * n)
         return best, scores
 

@@ -28,7 +28,7 @@ import torch
 
 from ._tokens import TokenSource
 
-__all__ = ["HostPrefetcher", "NonFiniteTokens", "exact_float32", "inference_batches", "upload"]
+__all__ = ["HostPrefetcher", "NonFiniteTokens", "batch_logits", "exact_float32", "inference_batches", "upload"]
 
 _END = object()
 
@@ -180,6 +180,24 @@ def inference_batches(source: TokenSource, batch_size: int, device: torch.device
     else:
         batches = (_pad(torch.from_numpy(source.take(idx)), batch_size) for idx in index_batches)
     yield from zip(counts, batches)
+
+
+@torch.no_grad()
+def batch_logits(network: torch.nn.Module, source: TokenSource, resident: torch.Tensor | None, batch_size: int,
+                 device: torch.device) -> np.ndarray:
+    """``network``'s float32 outputs on every clip of ``source`` (or of ``resident``, the same clips on
+    ``device``), in order, in batches of ``batch_size`` clips.
+
+    >>> import numpy as np, torch
+    >>> source = TokenSource(np.ones((5, 2, 3), dtype=np.float32))
+    >>> batch_logits(torch.nn.Flatten(), source, None, 4, torch.device("cpu")).shape
+    (5, 6)
+    """
+    if resident is not None:
+        batches: Iterable[tuple[int, torch.Tensor]] = ((len(batch), batch) for batch in resident.split(batch_size))
+    else:
+        batches = inference_batches(source, batch_size, device)
+    return torch.cat([network(batch.to(device))[:n].float().cpu() for n, batch in batches]).numpy()
 
 
 def _pad(rows: torch.Tensor, n: int) -> torch.Tensor:

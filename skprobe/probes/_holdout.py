@@ -26,19 +26,21 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import numpy as np
 import torch
 from torch import nn
 
-from ._batches import inference_batches
+from ._batches import batch_logits
 from ._network import ProbeNetwork
+from ._plan import TrainingPlan
 from ._selection import _macro_ap
 from ._tokens import TokenSource, TokenView
-from ._training import validation_split
+from ._training import train_module, validation_split
 
 __all__ = ["HOLDOUT_FRACTION", "NORMALIZATION_CANDIDATES", "NORMALIZATION_SELECTION_CLIPS", "choose_on_holdout",
-           "holdout_choice", "normalization_challengers", "pick", "renormalize"]
+           "holdout_choice", "normalization_challengers", "pick"]
 
 #: Share of the training clips held out to score each candidate.
 HOLDOUT_FRACTION = 0.2
@@ -69,18 +71,21 @@ def pick(scores: Sequence[float], n_default: int, margin: float) -> int:
 
 
 def holdout_choice(network: nn.Module, tokens: TokenSource, resident: torch.Tensor | None, targets: torch.Tensor,
-                   candidates: Sequence[tuple[str, int]], *, n_default: int, margin: float,
-                   train: Callable[..., object], batch_size: int, seed: int, device: torch.device,
+                   candidates: Sequence[tuple[str, int]], *, plan: TrainingPlan, criterion: nn.Module,
+                   n_default: int, margin: float, batch_size: int, train: Callable[..., object] = train_module,
                    ) -> tuple[int, list[float], int]:
     """Train and score ``candidates`` (normalisation, epochs) on one held-out split; the winner by :func:`pick`.
 
     ``network`` is an untrained :class:`~skprobe.probes.base.ProbeNetwork`;
     every candidate is a copy of it (the same initial weights) with its
     ``normalize`` set to the candidate's mode, calibrated on the 80 % of the
-    clips it trains on through ``train(module, source, targets,
-    max_iter=..., resident=...)``, and scored on the other 20 % (stratified
-    for single-label ``targets``). The first ``n_default`` candidates are the
-    default's; another wins only by more than ``margin``.
+    clips it trains on through ``train(module, source, targets, plan,
+    criterion=..., resident=...)`` (:func:`~skprobe.probes._training.train_module`)
+    on ``plan`` with the candidate's epochs, and scored in batches of
+    ``batch_size`` clips on the other 20 % (stratified for single-label
+    ``targets``; the split is drawn from ``plan.seed``). The first
+    ``n_default`` candidates are the default's; another wins only by more
+    than ``margin``.
 
     Returns
     -------
@@ -93,7 +98,7 @@ def holdout_choice(network: nn.Module, tokens: TokenSource, resident: torch.Tens
         Clips held out.
     """
     kept, held = validation_split(len(tokens), HOLDOUT_FRACTION, targets.numpy() if targets.ndim == 1 else None,
-                                  seed)
+                                  plan.seed)
     fit_source, fit_resident = _rows(tokens, resident, kept)
     eval_source, eval_resident = _rows(tokens, resident, held)
     fit_targets, held_targets = targets[torch.from_numpy(kept)], targets[torch.from_numpy(held)]
@@ -102,8 +107,9 @@ def holdout_choice(network: nn.Module, tokens: TokenSource, resident: torch.Tens
         candidate = copy.deepcopy(network)
         candidate.normalize = mode
         candidate.calibrate(fit_source if fit_resident is None else fit_resident)
-        train(candidate, fit_source, fit_targets, max_iter=max_iter, resident=fit_resident)
-        logits = _logits(candidate.eval(), eval_source, eval_resident, batch_size, device)
+        train(candidate, fit_source, fit_targets, replace(plan, max_iter=max_iter), criterion=criterion,
+              resident=fit_resident)
+        logits = batch_logits(candidate.eval(), eval_source, eval_resident, batch_size, plan.device)
         score = _macro_ap(_indicator(held_targets, logits.shape[1]), logits)
         scores.append(float(score) if np.isfinite(score) else -np.inf)
     return pick(scores, n_default, margin), scores, len(held)
@@ -123,22 +129,31 @@ def normalization_challengers(normalize_tokens: str, rule: str, n_clips: int) ->
 
 
 def choose_on_holdout(network: ProbeNetwork, tokens: TokenSource, resident: torch.Tensor | None,
-                      targets: torch.Tensor, candidates: Sequence[tuple[str, int]], *, device: torch.device,
-                      **kwargs) -> tuple[int, list[float], int]:
-    """:func:`holdout_choice` of copies of ``network``'s untrained head, in a forked random state: the choice
-    leaves the random state as it found it, so the final fit is the fit with the chosen settings."""
+                      targets: torch.Tensor, candidates: Sequence[tuple[str, int]], *, plan: TrainingPlan,
+                      criterion: nn.Module, n_default: int, margin: float, batch_size: int,
+                      ) -> tuple[int, list[float], int]:
+    """Race ``candidates`` (normalisation, epochs) on held-out clips and switch ``network`` to the winner's
+    normalisation.
+
+    :func:`holdout_choice` of copies of ``network``'s untrained head, in a
+    forked random state: the choice leaves the random state as
+    it found it, so the final fit is the fit with the chosen settings.
+    ``network`` then gets the winner's normalisation with statistics of all
+    ``tokens`` (the winner's epochs are the caller's to use). Returns what
+    :func:`holdout_choice` returns.
+    """
     untrained = ProbeNetwork(network.head, network.prefix_tokens, "none")
+    device = plan.device
     with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
-        return holdout_choice(untrained, tokens, resident, targets, candidates, device=device, **kwargs)
-
-
-def renormalize(network: ProbeNetwork, mode: str, tokens: TokenSource, resident: torch.Tensor | None) -> None:
-    """Switch ``network`` to normalisation ``mode`` with statistics of all ``tokens`` (nothing if it has it)."""
-    if mode == network.normalize:
-        return
-    network.normalize = mode
-    network.token_mean = network.token_scale = None
-    network.calibrate(tokens if resident is None else resident)
+        best, scores, n_holdout = holdout_choice(untrained, tokens, resident, targets, candidates, plan=plan,
+                                                 criterion=criterion, n_default=n_default, margin=margin,
+                                                 batch_size=batch_size)
+    mode = candidates[best][0]
+    if mode != network.normalize:  # statistics of all clips for the winner
+        network.normalize = mode
+        network.token_mean = network.token_scale = None
+        network.calibrate(tokens if resident is None else resident)
+    return best, scores, n_holdout
 
 
 def _rows(tokens: TokenSource, resident: torch.Tensor | None, idx: np.ndarray):
@@ -153,13 +168,3 @@ def _indicator(targets: torch.Tensor, n_outputs: int) -> np.ndarray:
     if targets.ndim == 2:
         return targets.numpy()
     return np.eye(n_outputs, dtype=np.int64)[targets.numpy()]
-
-
-@torch.no_grad()
-def _logits(network: nn.Module, source: TokenSource, resident: torch.Tensor | None, batch_size: int,
-            device: torch.device) -> np.ndarray:
-    if resident is not None:
-        batches = ((len(batch), batch) for batch in resident.split(batch_size))
-    else:
-        batches = inference_batches(source, batch_size, device)
-    return torch.cat([network(batch.to(device))[:n].float().cpu() for n, batch in batches]).numpy()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from numbers import Integral
 
 import numpy as np
@@ -9,7 +10,7 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
-from ._holdout import choose_on_holdout, normalization_challengers, renormalize
+from ._holdout import choose_on_holdout, normalization_challengers
 from ._tokens import TokenSource
 from .base import (
     _AUTO_EPOCHS,
@@ -235,7 +236,7 @@ class AttentiveProbeClassifier(BaseProbeClassifier):
     def _training_problem(self, network: ProbeNetwork, tokens: TokenSource, device: torch.device,
                           resident: torch.Tensor | None, problem: FitProblem,
                           ) -> tuple[nn.Module, TokenSource, torch.Tensor | None]:
-        network, tokens, resident = super()._training_problem(network, tokens, device, resident, problem)
+        network.calibrate(tokens if resident is None else resident)
         self._set_fitted(length_results_=None, normalization_results_=None)
         lengths = self._candidate_lengths(len(tokens))
         rule = network.normalize  # the offset rule's choice, or the user's
@@ -246,14 +247,11 @@ class AttentiveProbeClassifier(BaseProbeClassifier):
         if self.verbose:
             print(f"{type(self).__name__}: choosing among {candidates} (normalize_tokens, epochs) on a held-out split")
 
-        def train(module, source, targets, *, max_iter, resident):
-            return self._train(module, source, targets, problem, max_iter=max_iter, early_stopping=False,
-                               verbose=0, resident=resident)
-
         best, scores, n_holdout = choose_on_holdout(
             network, tokens, resident, problem.targets, candidates, n_default=len(lengths),
-            margin=NORMALIZATION_MARGIN, train=train, batch_size=problem.batch_size, seed=problem.seed, device=device)
-        mode, max_iter = candidates[best]
+            margin=NORMALIZATION_MARGIN, plan=replace(problem.plan, early_stopping=False, verbose=0),
+            criterion=problem.criterion, batch_size=problem.batch_size)
+        max_iter = candidates[best][1]
         if len(lengths) > 1:
             self._set_fitted(length_results_={"max_iter": list(lengths), "holdout_score": scores[: len(lengths)],
                                               "n_holdout": n_holdout})
@@ -262,7 +260,6 @@ class AttentiveProbeClassifier(BaseProbeClassifier):
                 "normalize_tokens": [rule, *challengers], "holdout_score": scores[len(lengths) - 1 :],
                 "n_holdout": n_holdout, "max_iter": lengths[-1], "margin": NORMALIZATION_MARGIN})
         self._set_fitted(max_iter_=max_iter)
-        renormalize(network, mode, tokens, resident)
         return network, tokens, resident
 
     def _candidate_lengths(self, n_clips: int) -> list[int]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from dataclasses import replace as dataclasses_replace
 from numbers import Integral, Real
 
 import numpy as np
@@ -62,13 +61,16 @@ class FitProblem:
 
     ``targets``: class indices ``(n,)`` for the softmax loss, else a 0/1
     indicator ``(n, n_outputs)``; ``criterion``: the training loss;
-    ``plan``: the frozen :class:`~skprobe.probes._plan.TrainingPlan`.
+    ``plan``: the frozen :class:`~skprobe.probes._plan.TrainingPlan`;
+    ``solved``: set by a hook that trained the network itself (the linear
+    probe's logistic regression), so that ``fit`` trains nothing more.
     """
 
     targets: torch.Tensor
     n_outputs: int
     criterion: nn.Module
     plan: TrainingPlan
+    solved: TrainResult | None = None
 
     @property
     def batch_size(self) -> int:
@@ -166,7 +168,9 @@ class BaseProbeClassifier(FittedStateMixin, TokenInputMixin, FrameScoresMixin, C
     def _fit(self, X, y):
         self._validate_params()
         self._check_params()
-        tokens = self._validate_tokens(X, reset=True, check_values=False)  # values: stage_tokens below
+        device = resolve_device(self.device)
+        # on a GPU the values are checked while stage_tokens uploads them, below
+        tokens = self._validate_tokens(X, reset=True, check_values=device.type != "cuda")
         targets = encode_targets(y, len(tokens))
         if len(targets.classes) < 2 and targets.kind != "multilabel":
             raise ValueError(
@@ -177,9 +181,9 @@ class BaseProbeClassifier(FittedStateMixin, TokenInputMixin, FrameScoresMixin, C
         self._set_fitted(classes_=targets.classes, target_type_=targets.kind, _sigmoid_outputs=loss != "ce",
                          _y_dtype=targets.dtype, loss_=loss)
         target_tensor = torch.from_numpy(targets.indices if loss == "ce" else targets.indicator)
-        plan = self._training_plan(len(tokens), tokens.shape[2])
+        plan = self._training_plan(len(tokens), tokens.shape[2], device)
         self._set_fitted(max_iter_=plan.max_iter, learning_rate_=plan.learning_rate, batch_size_=plan.batch_size)
-        resident = stage_tokens(tokens, plan)  # checks values; on a GPU: tokens kept there if they fit
+        resident = stage_tokens(tokens, plan) if device.type == "cuda" else None  # kept there if they fit
         devices = [plan.device.index or 0] if plan.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(plan.seed)
@@ -191,21 +195,22 @@ class BaseProbeClassifier(FittedStateMixin, TokenInputMixin, FrameScoresMixin, C
                                                                              problem)
             del resident  # what stays on the device is train_resident
             plan = plan.with_schedule(learning_rate=self.learning_rate_, max_iter=self.max_iter_)  # hooks may choose
-            result = self._fit_trainable(trainable, train_tokens, target_tensor, plan, criterion=criterion,
-                                         stratify=targets.indices, resident=train_resident)
+            result = problem.solved or train_module(trainable, train_tokens, target_tensor, plan, criterion=criterion,
+                                                    stratify=targets.indices, resident=train_resident)
             del train_resident
         if result.module is not trainable:
             raise RuntimeError("the training engine trained a copy of the probe's network")  # skorch trains in place
         self._set_fitted(**self._fitted_attributes(network.cpu().eval(), result, plan, len(tokens)))
-        check_training(self, self.module_, tokens, target_tensor, loss, result.loss_curve)
+        # the trained module on what it trained on: the linear probe's pooled features, not the tokens again
+        check_training(self, trainable.eval(), train_tokens, target_tensor, loss, result.loss_curve)
         return self
 
-    def _training_plan(self, n_clips: int, dim: int) -> TrainingPlan:
+    def _training_plan(self, n_clips: int, dim: int, device: torch.device) -> TrainingPlan:
         """The frozen plan of this ``fit``: parameters with ``"auto"`` resolved, process-wide options read once."""
         batch_size = auto_batch_size(n_clips) if self.batch_size == "auto" else self.batch_size
         max_iter = self._resolve_max_iter(self._n_fit(n_clips), batch_size)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-        return make_plan(resolve_device(self.device), batch_size=batch_size,
+        return make_plan(device, batch_size=batch_size,
                          learning_rate=self._resolve_learning_rate(dim), weight_decay=self.weight_decay,
                          max_iter=max_iter, no_decay=tuple(f"head.{p}" for p in self._no_decay),
                          early_stopping=self.early_stopping, validation_fraction=self.validation_fraction,
@@ -232,18 +237,6 @@ class BaseProbeClassifier(FittedStateMixin, TokenInputMixin, FrameScoresMixin, C
             n_trainable_parameters_=sum(p.numel() for p in module.parameters() if p.requires_grad),
         )
 
-    def _fit_trainable(self, module: nn.Module, tokens: TokenSource, targets: torch.Tensor, plan: TrainingPlan, *,
-                       criterion: nn.Module, stratify: np.ndarray | None, resident: torch.Tensor | None) -> TrainResult:
-        """The final training of what :meth:`_training_problem` returned (a probe that solved it there returns
-        its result instead)."""
-        return train_module(module, tokens, targets, plan, criterion=criterion, stratify=stratify, resident=resident)
-
-    def _train(self, module: nn.Module, tokens: TokenSource, targets: torch.Tensor, problem: FitProblem, *,
-               resident: torch.Tensor | None = None, **changes):
-        """:func:`train_module` on the plan of ``problem`` with ``changes`` (e.g. ``max_iter``) made."""
-        plan = problem.plan if not changes else dataclasses_replace(problem.plan, **changes)
-        return train_module(module, tokens, targets, plan, criterion=problem.criterion, resident=resident)
-
     def _training_problem(self, network: ProbeNetwork, tokens: TokenSource, device: torch.device,
                           resident: torch.Tensor | None, problem: FitProblem,
                           ) -> tuple[nn.Module, TokenSource, torch.Tensor | None]:
@@ -258,7 +251,8 @@ class BaseProbeClassifier(FittedStateMixin, TokenInputMixin, FrameScoresMixin, C
         the trainable parameters of ``network`` and precomputed inputs instead
         (the linear probe trains on pooled features); ``network`` must end up
         trained. It may also update ``learning_rate_``, ``max_iter_`` and
-        ``network.normalize`` before returning.
+        ``network.normalize`` before returning, and set ``problem.solved``
+        when it trained the module itself.
         """
         network.calibrate(tokens if resident is None else resident)
         return network, tokens, resident

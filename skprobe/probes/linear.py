@@ -366,7 +366,6 @@ class LinearProbeClassifier(BaseProbeClassifier):
         # Pooling has no trainable parameters: pool every clip once instead of once per epoch, and take the
         # normalisation statistics from the same pass.
         self._set_fitted(cv_results_=None, C_=None, solver_="adamw")
-        self.__dict__.pop("_solved", None)
         groups = self._check_groups(len(tokens))
         if len(tokens) * self._fan_in(tokens.shape[2]) * 4 > POOLED_FEATURES_MAX_BYTES:
             if self.solver == "lbfgs":
@@ -508,14 +507,8 @@ class LinearProbeClassifier(BaseProbeClassifier):
                 loss = nn.functional.cross_entropy(logits, problem.targets)
         self._set_fitted(solver_="lbfgs", C_=C, loss_="bce" if multilabel else "ce", max_iter_=LBFGS_MAX_ITER)
         module = _PooledFeatureNetwork(head)
-        self._solved = TrainResult(module=module, n_iter=solution.n_iter, loss_curve=[float(loss)])
+        problem.solved = TrainResult(module=module, n_iter=solution.n_iter, loss_curve=[float(loss)])
         return module, TokenSource(features), None
-
-    def _fit_trainable(self, module, tokens, targets, plan, **kwargs):
-        solved = self.__dict__.pop("_solved", None)
-        if solved is not None and solved.module is module:  # solved by L-BFGS in _training_problem
-            return solved
-        return super()._fit_trainable(module, tokens, targets, plan, **kwargs)
 
     def _fitted_attributes(self, module, result, plan, n_clips: int) -> dict:
         attributes = super()._fitted_attributes(module, result, plan, n_clips)

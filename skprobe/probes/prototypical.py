@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from numbers import Integral, Real
 
 import numpy as np
@@ -16,7 +17,6 @@ from ._holdout import (  # noqa: F401 (the probe's choice)
     NORMALIZATION_SELECTION_CLIPS,
     choose_on_holdout,
     normalization_challengers,
-    renormalize,
 )
 from ._similarity import max_cosine_similarities
 from ._tokens import TokenSource
@@ -211,7 +211,7 @@ class PrototypicalProbeClassifier(BaseProbeClassifier):
     def _training_problem(self, network: ProbeNetwork, tokens: TokenSource, device: torch.device,
                           resident: torch.Tensor | None, problem: FitProblem,
                           ) -> tuple[nn.Module, TokenSource, torch.Tensor | None]:
-        network, tokens, resident = super()._training_problem(network, tokens, device, resident, problem)
+        network.calibrate(tokens if resident is None else resident)
         self._set_fitted(normalization_results_=None)
         rule = network.normalize  # the direction rule's choice, first among equals
         challengers = normalization_challengers(self.normalize_tokens, rule, len(tokens))
@@ -223,17 +223,13 @@ class PrototypicalProbeClassifier(BaseProbeClassifier):
             print(f"{type(self).__name__}: choosing normalize_tokens among {modes} on a held-out split "
                   f"({length} epochs of batches of {batch} each)")
 
-        def train(module, source, targets, *, max_iter, resident):
-            return self._train(module, source, targets, problem, max_iter=max_iter, batch_size=batch,
-                               early_stopping=False, verbose=0, resident=resident)
-
         index, scores, n_holdout = choose_on_holdout(
             network, tokens, resident, problem.targets, [(mode, length) for mode in modes], n_default=1,
-            margin=NORMALIZATION_MARGIN, train=train, batch_size=problem.batch_size, seed=problem.seed, device=device)
+            margin=NORMALIZATION_MARGIN, plan=replace(problem.plan, batch_size=batch, early_stopping=False, verbose=0),
+            criterion=problem.criterion, batch_size=problem.batch_size)
         self._set_fitted(normalization_results_={
             "normalize_tokens": modes, "holdout_score": scores, "n_holdout": n_holdout, "max_iter": length,
             "batch_size": batch, "margin": NORMALIZATION_MARGIN})
-        renormalize(network, modes[index], tokens, resident)
         return network, tokens, resident
 
     def _selection_schedule(self, n_clips: int, batch_size: int) -> tuple[int, int]:

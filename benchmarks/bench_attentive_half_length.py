@@ -4,7 +4,8 @@ Where ``max_iter="auto"`` chooses the long length (60 epochs on 600 clips),
 this fits, on the same held-out split the race uses, the race's winner
 (its normalisation, the long length, the rule's learning rate) against the
 same normalisation at the short length (30 epochs) with ``--factor`` times
-the rate, and, for that candidate, the probe with those settings fixed on
+the rate (the winner is trained again rather than its race score reused, so
+that both candidates start from the same random state), and, for that candidate, the probe with those settings fixed on
 all clips (its test score is what the default would score had the race
 picked it). The default's own fit gives its test score. Prints one JSON line
 per source and seed, then a table with ``--summary``.
@@ -24,6 +25,8 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))  # bench_defaults_panel: the panel's sources and scoring
 
 
 def _probe_class(factor: float):
@@ -64,7 +67,6 @@ def _probe_class(factor: float):
 
 
 def measure(source: str, seed: int, cache: Path, factor: float) -> dict:
-    sys.path.insert(0, str(Path(__file__).parent))
     from bench_defaults_panel import load_source, score
 
     from skprobe import AttentiveProbeClassifier

@@ -136,10 +136,10 @@ def choose_on_holdout(network: ProbeNetwork, tokens: TokenSource, resident: torc
     normalisation.
 
     :func:`holdout_choice` of copies of ``network``'s untrained head, in a
-    forked random state: the choice leaves the random state as
-    it found it, so the final fit is the fit with the chosen settings.
-    ``network`` then gets the winner's normalisation with statistics of all
-    ``tokens`` (the winner's epochs are the caller's to use). Returns what
+    forked random state: the choice leaves the random state as it found it,
+    so the final fit is the fit with the chosen settings. ``network`` then
+    gets the winner's normalisation with statistics of all ``tokens`` (the
+    winner's epochs are the caller's to use). Returns what
     :func:`holdout_choice` returns.
     """
     untrained = ProbeNetwork(network.head, network.prefix_tokens, "none")

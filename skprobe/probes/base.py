@@ -184,7 +184,7 @@ class BaseProbeClassifier(FittedStateMixin, TokenInputMixin, FrameScoresMixin, C
         plan = self._training_plan(len(tokens), tokens.shape[2], device)
         self._set_fitted(max_iter_=plan.max_iter, learning_rate_=plan.learning_rate, batch_size_=plan.batch_size)
         resident = stage_tokens(tokens, plan) if device.type == "cuda" else None  # kept there if they fit
-        devices = [plan.device.index or 0] if plan.device.type == "cuda" else []
+        devices = [device.index or 0] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(plan.seed)
             network = self._build_network(tokens.shape[2], len(self.classes_))
@@ -195,8 +195,10 @@ class BaseProbeClassifier(FittedStateMixin, TokenInputMixin, FrameScoresMixin, C
                                                                              problem)
             del resident  # what stays on the device is train_resident
             plan = plan.with_schedule(learning_rate=self.learning_rate_, max_iter=self.max_iter_)  # hooks may choose
-            result = problem.solved or train_module(trainable, train_tokens, target_tensor, plan, criterion=criterion,
-                                                    stratify=targets.indices, resident=train_resident)
+            result = problem.solved
+            if result is None:
+                result = train_module(trainable, train_tokens, target_tensor, plan, criterion=criterion,
+                                      stratify=targets.indices, resident=train_resident)
             del train_resident
         if result.module is not trainable:
             raise RuntimeError("the training engine trained a copy of the probe's network")  # skorch trains in place

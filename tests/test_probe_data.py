@@ -77,6 +77,23 @@ def test_take_into_writes_the_clips_of_take(tmp_path):
     assert fast._gatherable() is not None and TokenSource(_memmap(tmp_path, X, "c.dat"))._gatherable() is None
 
 
+def test_subset_reads_the_clips_of_the_array_lazily(tmp_path):
+    """A subset of every kind of source (nested views and token slices included) reads what ndarray indexing gives."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(30, 5, 4)).astype(np.float32)
+    reverse = np.arange(30)[::-1].copy()
+    idx = np.array([0, 4, 5, 17, 29])
+    cases = [(TokenSource(X), X), (TokenSource(_memmap(tmp_path, X)), X),
+             (TokenSource(TokenView(X, reverse)), X[reverse]), (TokenSource(X, tokens=slice(1, 3)), X[:, 1:3])]
+    for source, expected in cases:
+        subset = source.subset(idx)
+        base = source.data.data if isinstance(source.data, TokenView) else source.data
+        assert isinstance(subset.data, TokenView) and subset.data.data is base  # one view over the base, not nested
+        assert subset.shape == (len(idx), *expected.shape[1:])
+        np.testing.assert_array_equal(subset.take(np.array([4, 1, 2])), expected[idx][[4, 1, 2]])
+        np.testing.assert_array_equal(subset.subset(np.array([1, 3])).take(np.arange(2)), expected[idx[[1, 3]]])
+
+
 def test_float_dtypes_are_read_in_place(multilabel_tokens):
     X, Y = multilabel_tokens
     clf = LinearProbeClassifier(**FAST).fit(X, Y)

@@ -36,7 +36,7 @@ from ._batches import batch_logits
 from ._network import ProbeNetwork
 from ._plan import TrainingPlan
 from ._selection import _macro_ap
-from ._tokens import TokenSource, TokenView
+from ._tokens import TokenSource
 from ._training import train_module, validation_split
 
 __all__ = ["HOLDOUT_FRACTION", "NORMALIZATION_CANDIDATES", "NORMALIZATION_SELECTION_CLIPS", "choose_on_holdout",
@@ -158,10 +158,8 @@ def choose_on_holdout(network: ProbeNetwork, tokens: TokenSource, resident: torc
 
 def _rows(tokens: TokenSource, resident: torch.Tensor | None, idx: np.ndarray):
     """Clips ``idx`` of ``tokens`` as a source (a view, no copy) and of ``resident`` on its device."""
-    data = tokens.data
-    view = TokenView(data.data, data.indices[idx]) if isinstance(data, TokenView) else TokenView(data, idx)
     on_device = None if resident is None else resident[torch.from_numpy(idx).to(resident.device)]
-    return TokenSource(view, tokens.tokens), on_device
+    return tokens.subset(idx), on_device
 
 
 def _indicator(targets: torch.Tensor, n_outputs: int) -> np.ndarray:

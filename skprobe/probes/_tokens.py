@@ -313,6 +313,20 @@ class TokenSource:
         out[order] = rows
         return out
 
+    def subset(self, idx: np.ndarray) -> TokenSource:
+        """Clips ``idx`` (sorted) as a source over the same data: a lazy view, nothing is read or copied.
+
+        >>> source = TokenSource(np.arange(12, dtype=np.float32).reshape(4, 3, 1))
+        >>> source.subset(np.array([1, 3])).take(np.array([1]))[0, :, 0].tolist()
+        [9.0, 10.0, 11.0]
+        """
+        data = self.data
+        if isinstance(data, TokenView):
+            view = TokenView(data.data, data.indices[idx])
+        else:
+            view = TokenView(data, idx)
+        return TokenSource(view, self.tokens)
+
     def slice(self, start: int, stop: int) -> np.ndarray:
         """Clips ``start:stop``, converted."""
         return self._convert(self._read(slice(start, stop)))

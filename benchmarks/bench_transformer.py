@@ -12,13 +12,16 @@ their ratios are comparable even on a shared machine:
 - ``store read``: the second call, every clip stored, ``output="memmap"``
   (clip keys hashed, index looked up, no forward, no token copy);
 - ``files``: the clips as 16-bit WAV and FLAC files at 44.1 kHz stereo
-  (decoding, down-mixing and resampling in read-ahead threads) vs ``arrays``.
+  (decoding, down-mixing and resampling in read-ahead threads) vs ``arrays``;
+- ``--compile``: ``compile=True`` (``torch.compile``) for the bare forward and
+  ``transform``, after a first call that compiles (timed on its own).
 
 Usage::
 
     python benchmarks/bench_transformer.py                         # YAMNet if fetched, else tiny-vit
     python benchmarks/bench_transformer.py --encoder eat --random-weights --clips 16 --batch-size 8
     python benchmarks/bench_transformer.py --encoder eat --random-weights --device cuda --clips 4096 --batch-size 256
+    python benchmarks/bench_transformer.py --encoder tiny-vit --clips 64 --batch-size 16 --skip-files --compile
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import torch
 
 from skprobe import FrozenEncoderTransformer
 from skprobe.encoders import find_weights, get_encoder_spec, load_encoder
+from skprobe.extraction.compiled import compiled_forward
 from skprobe.extraction.transformer import clear_encoder_cache
 
 
@@ -50,6 +54,8 @@ def main() -> None:
     parser.add_argument("--n-jobs", type=int, default=None, help="read-ahead threads (default min(4, cores))")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--skip-files", action="store_true", help="skip the WAV/FLAC part")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time compile=True (torch.compile) for the bare module and transform")
     args = parser.parse_args()
     name = args.encoder or ("yamnet" if find_weights("yamnet") is not None else "tiny-vit")
     spec = get_encoder_spec(name)
@@ -96,6 +102,8 @@ def main() -> None:
     t_wrapped = best(lambda: transformer.transform(clips))
     t_bare = best(bare)
     rows = [("bare module", t_bare), ("transform (arrays, no store)", t_wrapped)]
+    if args.compile:
+        rows += _compiled_rows(params, clips, batches, device, compute, best, timed)
 
     with tempfile.TemporaryDirectory(prefix="skprobe-bench-") as tmp:
         stored = FrozenEncoderTransformer(**params, store=Path(tmp) / "store").fit(clips[:1])
@@ -120,6 +128,30 @@ def main() -> None:
           f"{transformer.n_tokens_} x {transformer.dim_}, read-ahead threads {args.n_jobs}")
     for label, seconds in rows:
         print(f"{label:42s} {seconds:8.3f} s {args.clips / seconds:10.1f} clips/s  ({t_bare / seconds:.2f} x bare)")
+
+
+def _compiled_rows(params, clips, batches, device, compute, best, timed) -> list[tuple[str, float]]:
+    """compile=True: transform and the bare compiled forward, after a first call that compiles (printed).
+
+    Both use the transformer's cached encoder module, so they share one compiled graph.
+    """
+    transformer = FrozenEncoderTransformer(**params, compile=True).fit(clips[:1])
+    first = timed(lambda: transformer.transform(clips[: params["batch_size"]]))
+    forward = compiled_forward(transformer._load(device), transformer.layers_, params["batch_size"])
+
+    def bare_compiled() -> None:
+        with torch.inference_mode(), torch.autocast(device.type, dtype=compute, enabled=compute != torch.float32):
+            for batch in batches:
+                tokens = torch.stack([m.float() for m in forward(batch.to(device))], dim=1)
+                if device.type == "cuda":
+                    host = torch.empty(tokens.shape, dtype=torch.bfloat16, pin_memory=True)
+                    host.copy_(tokens.to(torch.bfloat16), non_blocking=True)
+                else:
+                    tokens.numpy()
+
+    print(f"compile=True: the first call ({params['batch_size']} clips) took {first:.1f} s (compilation included)")
+    return [("bare module, compiled", best(bare_compiled)),
+            ("transform (arrays, no store), compile=True", best(lambda: transformer.transform(clips)))]
 
 
 def _write_files(clips, folder: Path, rate: int) -> list[Path]:

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# skprobe's GPU checks in one run: the CUDA tests of the probes, training at AudioSet-20k size, bf16 autocast
-# quality, batched inference. Each step has its own time limit and writes its log to $OUT/<step>.log.
+# skprobe's GPU checks in one run: token extraction (ViT-B, eager and compiled, arrays and files), the CUDA
+# tests, training at AudioSet-20k size, bf16 autocast quality, batched inference. Each step has its own time
+# limit and writes its log to $OUT/<step>.log; the default steps' limits add up to 600 s (one device command).
 #
 # On a CUDA machine, from the repository root (torch, scikit-learn installed; skorch and soundfile may come as
 # wheels in .whl/, installed into /tmp/site; the autocast step needs .gpu/event_scenes_yamnet.npz, written by
 # `python benchmarks/bench_autocast.py --save .gpu/event_scenes_yamnet.npz` on a machine that has the tokens):
 #
-#     OUT=/tmp/gpu-logs bash benchmarks/gpu_suite.sh            # all steps
-#     OUT=/tmp/gpu-logs bash benchmarks/gpu_suite.sh suite      # chosen steps: env tests scale autocast inference suite
+#     OUT=/tmp/gpu-logs bash benchmarks/gpu_suite.sh                   # env extract compile files tests
+#     OUT=/tmp/gpu-logs bash benchmarks/gpu_suite.sh scale autocast    # chosen steps: env extract compile files
+#                                                                      # tests scale autocast inference suite
 set -u
 OUT=${OUT:-gpu-logs}
 mkdir -p "$OUT"
@@ -30,14 +32,21 @@ step() {  # step NAME LIMIT_S COMMAND...
     tail -n "${TAIL:-30}" "$OUT/$name.log"
 }
 
-steps=${*:-env tests scale autocast inference}
+steps=${*:-env extract compile files tests}
 for s in $steps; do
     case $s in
     env) step env 60 bash -c "nvidia-smi; $PY -c 'import torch, sklearn, skorch; print(torch.__version__, \
 torch.cuda.get_device_name(), sklearn.__version__, skorch.__version__)'" ;;
-    tests) step tests 100 $PY -m pytest -q -x -p no:cacheprovider tests/test_probe_data.py tests/test_probes.py \
+    extract) step extract 100 $PY benchmarks/bench_transformer.py --encoder eat --random-weights --device cuda \
+        --clips 4096 --batch-size 256 --n-jobs 16 --skip-files ;;
+    compile) step compile 180 $PY benchmarks/bench_transformer.py --encoder eat --random-weights --device cuda \
+        --clips 4096 --batch-size 256 --n-jobs 16 --skip-files --compile --repeats 3 ;;
+    files) step files 100 $PY benchmarks/bench_transformer.py --encoder eat --random-weights --device cuda \
+        --clips 1024 --batch-size 256 --n-jobs 16 ;;
+    tests) step tests 160 $PY -m pytest -q -x -p no:cacheprovider tests/test_probe_data.py tests/test_probes.py \
         tests/test_probe_defaults.py tests/test_length_selection.py tests/test_estimator_checks.py \
-        tests/test_convex_gated.py tests/test_frame_scores.py tests/test_interrupt.py tests/test_probe_files.py ;;
+        tests/test_convex_gated.py tests/test_frame_scores.py tests/test_interrupt.py tests/test_probe_files.py \
+        tests/test_compile.py tests/test_transformer.py ;;
     scale) step scale 250 $PY benchmarks/bench_gpu_scale.py --epochs 3 --probes prototypical attentive linear \
         --item-sync linear ;;
     autocast) step autocast 90 $PY benchmarks/bench_autocast.py .gpu/event_scenes_yamnet.npz ;;

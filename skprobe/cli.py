@@ -147,6 +147,8 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-test", type=int, help="scenes/clips in the test split of a built-in set")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--batch-size", type=int, default=16, help="clips per encoder forward")
+    parser.add_argument("--compile", action="store_true",
+                        help="run the encoder through torch.compile (FrozenEncoderTransformer(compile=True))")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 
 
@@ -196,7 +198,7 @@ def _config(args):
         layer=args.layer, layers=_layers(getattr(args, "layers", None)), probes=tuple(p.strip() for p in getattr(args, "probes", "linear").split(",") if p.strip()),
         seeds=getattr(args, "seeds", 1), test_size=args.test_size, n_train=args.n_train, n_test=args.n_test,
         output=getattr(args, "output", "skprobe-results"), device=args.device, batch_size=args.batch_size,
-        refit=getattr(args, "refit", False), save_probes=getattr(args, "save_probes", False), verbose=0 if args.quiet else 1, probe_params=probe_params,
+        compile=args.compile, refit=getattr(args, "refit", False), save_probes=getattr(args, "save_probes", False), verbose=0 if args.quiet else 1, probe_params=probe_params,
         events=getattr(args, "events", False),
     )
 
@@ -322,7 +324,7 @@ def _extract_on_cluster(args) -> int:
     tokens, report = extract(args.dataset, store, client=args.scheduler, n_workers=args.workers,
                              chunk_size=args.chunk_size, return_report=True, verbose=0 if args.quiet else 1,
                              encoder=args.encoder, checkpoint=args.checkpoint, layers=args.layer,
-                             batch_size=args.batch_size, device=args.device)
+                             batch_size=args.batch_size, device=args.device, compile=args.compile)
     print(f"{report.n_clips} files -> {store}: {report.n_forwarded} encoded, "
           f"{report.n_clips - report.n_forwarded} already stored; tokens {tokens.shape} {tokens.dtype}; "
           f"{report.seconds:.1f} s on {len(report.workers)} worker(s)")

@@ -23,7 +23,7 @@ def encoder_for(config: BenchmarkConfig, layers, sample_rate: int | None = None,
     return FrozenEncoderTransformer(
         encoder=config.encoder, checkpoint=config.checkpoint, layers=layers,
         sample_rate=sample_rate or get_encoder_spec(config.encoder).sample_rate,
-        batch_size=config.batch_size, device=config.device, store=str(data_home() / "tokens"),
+        batch_size=config.batch_size, compile=config.compile, device=config.device, store=str(data_home() / "tokens"),
         output=output, verbose=config.verbose,
     )
 

@@ -6,6 +6,7 @@ clips: inputs are pulled from ``X`` as the read-ahead frees up, never listed.
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections.abc import Iterator
@@ -15,9 +16,9 @@ import torch
 from tqdm.auto import tqdm
 
 from .._torch import resolve_device
-from ..encoders.base import AudioEncoder
 from .batching import TokenBatcher
 from .clips import check_clips, clip_name, decode_clip, prepare_clip
+from .compiled import LayerForward, compiled_forward
 from .keys import clip_key
 from .pipeline import DeviceRunner, read_ahead
 from .result import ExtractionResult
@@ -45,7 +46,11 @@ def stream_tokens(transformer, X, *, store: TokenStore | None = None,
 
     def make_runner() -> DeviceRunner:
         encoder = transformer._load(device)
-        return DeviceRunner(lambda wav: _forward(transformer, encoder, wav, compute), device, host_dtype)
+        if transformer.compile:
+            layers = compiled_forward(encoder, transformer.layers_, transformer.batch_size)
+        else:
+            layers = functools.partial(encoder.forward_layers, layers=transformer.layers_)
+        return DeviceRunner(lambda wav: _forward(transformer, layers, wav, compute), device, host_dtype)
 
     depth = transformer.batch_size * transformer.prefetch
     batcher = TokenBatcher(make_runner, transformer.batch_size, writer=writer, max_deferred=depth)
@@ -93,10 +98,11 @@ def _load_clip(transformer, index: int, item, store: TokenStore | None) -> tuple
                              encoder_rate=transformer.encoder_sample_rate_, n_samples=transformer.n_samples_), name
 
 
-def _forward(transformer, encoder: AudioEncoder, wav: torch.Tensor, compute: torch.dtype) -> torch.Tensor:
-    """Token maps ``(B, n_layers, n_tokens, dim)`` in float32, checked against the fitted layout."""
+def _forward(transformer, layers: LayerForward, wav: torch.Tensor, compute: torch.dtype) -> torch.Tensor:
+    """Token maps ``(B, n_layers, n_tokens, dim)`` in float32 from ``layers(wav)`` (the encoder's
+    ``forward_layers`` at the fitted layers, eager or compiled), checked against the fitted layout."""
     with torch.inference_mode(), torch.autocast(wav.device.type, dtype=compute, enabled=compute != torch.float32):
-        maps = encoder.forward_layers(wav, transformer.layers_)
+        maps = layers(wav)
     expected = (wav.shape[0], transformer.n_tokens_, transformer.dim_)
     for layer, tokens in zip(transformer.layers_, maps):
         if tuple(tokens.shape) != expected:

@@ -76,6 +76,12 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
     dtype : {"auto", "float32", "bfloat16", "float16"}, default="auto"
         Compute precision. ``"auto"`` is float32 on CPU (bfloat16 autocast is
         several times slower there) and bfloat16 autocast on CUDA.
+    compile : bool, default=False
+        Run the encoder through :func:`torch.compile`, built for one batch
+        shape (a smaller last batch is padded with silence); the first batch
+        pays the compilation. Tokens match the eager forward within the
+        compute precision's rounding, and the store does not tell them apart.
+        Speed per encoder and device: ``docs/benchmarks/extraction.md``.
     output_dtype : {"float32", "float16"}, default="float32"
         dtype of the returned in-memory tokens (float16 halves memory).
     store : path-like, optional
@@ -150,6 +156,7 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "device": [str, torch.device],
         "dtype": [StrOptions({"auto", *_DTYPES})],
+        "compile": ["boolean"],
         "output_dtype": [StrOptions({"float32", "float16"})],
         "store": [str, os.PathLike, None],
         "output": [StrOptions({"array", "memmap"})],
@@ -171,6 +178,7 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
         batch_size: int = 16,
         device: str = "auto",
         dtype: str = "auto",
+        compile: bool = False,
         output_dtype: str = "float32",
         store: str | os.PathLike | None = None,
         output: str = "array",
@@ -189,6 +197,7 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
         self.batch_size = batch_size
         self.device = device
         self.dtype = dtype
+        self.compile = compile
         self.output_dtype = output_dtype
         self.store = store
         self.output = output
@@ -353,6 +362,9 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
         return loaded_encoder(spec, self._checkpoint_path(spec), device)
 
     # -- scikit-learn plumbing -------------------------------------------------------
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__({"compile": False, **state})  # pickled before `compile` existed
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.transformer_tags.preserves_dtype = ["float32"]

@@ -196,7 +196,7 @@ def _transformer(config: ProtocolConfig) -> FrozenEncoderTransformer:
     store = Path(config.store).expanduser() if config.store else data_home() / "tokens"
     return FrozenEncoderTransformer(
         encoder=config.encoder, checkpoint=config.checkpoint, layers=config.layer, batch_size=config.batch_size,
-        device=config.device, store=str(store), output="memmap", verbose=config.verbose,
+        compile=config.compile, device=config.device, store=str(store), output="memmap", verbose=config.verbose,
     ).fit(None)
 
 

@@ -20,6 +20,15 @@ if ls .whl/*.whl >/dev/null 2>&1; then
         && export PYTHONPATH=$PYTHONPATH:/tmp/site
 fi
 PY=${PYTHON:-python3}
+# the extraction steps' setting; a dry run on a CPU machine before a GPU session:
+#     DEVICE=cpu ENCODER=tiny-vit CLIPS=32 FILES_CLIPS=16 BATCH=8 OUT=/tmp/gs bash benchmarks/gpu_suite.sh extract compile files
+DEVICE=${DEVICE:-cuda}
+ENCODER=${ENCODER:-eat}
+CLIPS=${CLIPS:-4096}
+FILES_CLIPS=${FILES_CLIPS:-1024}
+BATCH=${BATCH:-256}
+EXTRACT="$PY benchmarks/bench_transformer.py --encoder $ENCODER --random-weights --device $DEVICE --batch-size $BATCH \
+--n-jobs ${N_JOBS:-16}"
 
 step() {  # step NAME LIMIT_S COMMAND...
     local name=$1 limit=$2 start rc
@@ -37,12 +46,9 @@ for s in $steps; do
     case $s in
     env) step env 60 bash -c "nvidia-smi; $PY -c 'import torch, sklearn, skorch; print(torch.__version__, \
 torch.cuda.get_device_name(), sklearn.__version__, skorch.__version__)'" ;;
-    extract) step extract 100 $PY benchmarks/bench_transformer.py --encoder eat --random-weights --device cuda \
-        --clips 4096 --batch-size 256 --n-jobs 16 --skip-files ;;
-    compile) step compile 180 $PY benchmarks/bench_transformer.py --encoder eat --random-weights --device cuda \
-        --clips 4096 --batch-size 256 --n-jobs 16 --skip-files --compile --repeats 3 ;;
-    files) step files 100 $PY benchmarks/bench_transformer.py --encoder eat --random-weights --device cuda \
-        --clips 1024 --batch-size 256 --n-jobs 16 ;;
+    extract) step extract 100 $EXTRACT --clips "$CLIPS" --skip-files ;;
+    compile) step compile 180 $EXTRACT --clips "$CLIPS" --skip-files --compile --repeats 3 ;;
+    files) step files 100 $EXTRACT --clips "$FILES_CLIPS" ;;
     tests) step tests 160 $PY -m pytest -q -x -p no:cacheprovider tests/test_probe_data.py tests/test_probes.py \
         tests/test_probe_defaults.py tests/test_length_selection.py tests/test_estimator_checks.py \
         tests/test_convex_gated.py tests/test_frame_scores.py tests/test_interrupt.py tests/test_probe_files.py \

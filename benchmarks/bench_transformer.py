@@ -22,6 +22,7 @@ Usage::
     python benchmarks/bench_transformer.py --encoder eat --random-weights --clips 16 --batch-size 8
     python benchmarks/bench_transformer.py --encoder eat --random-weights --device cuda --clips 4096 --batch-size 256
     python benchmarks/bench_transformer.py --encoder tiny-vit --clips 64 --batch-size 16 --skip-files --compile
+    python benchmarks/bench_transformer.py --encoder tiny-vit --clip-seconds 10 --clips 1000 --batch-size 64 --skip-files
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def main() -> None:
     parser.add_argument("--random-weights", action="store_true",
                         help="random initialisation instead of a checkpoint (speed does not depend on the weights)")
     parser.add_argument("--clips", type=int, default=64)
+    parser.add_argument("--clip-seconds", type=float, default=None, help="clip length (default: the encoder's)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--n-jobs", type=int, default=None, help="read-ahead threads (default min(4, cores))")
@@ -63,10 +65,11 @@ def main() -> None:
         spec = dataclasses.replace(spec, name=f"{spec.name}-random", requires_checkpoint=False,
                                    packaged_weights=None)
     device = torch.device(args.device)
+    seconds = args.clip_seconds or spec.clip_seconds
     params = dict(encoder=spec, checkpoint=args.checkpoint, batch_size=args.batch_size, device=args.device,
-                  n_jobs=args.n_jobs)
+                  n_jobs=args.n_jobs, clip_seconds=seconds)
     transformer = FrozenEncoderTransformer(**params)
-    n = int(round(spec.clip_seconds * spec.sample_rate))
+    n = int(round(seconds * spec.sample_rate))
     rng = np.random.default_rng(0)
     clips = [(0.1 * rng.normal(size=n)).astype(np.float32) for _ in range(args.clips)]
     transformer.fit(clips[:1])
@@ -124,7 +127,7 @@ def main() -> None:
 
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"{spec.name} on {device} ({device_name}, {torch.get_num_threads()} threads), {args.clips} clips of "
-          f"{spec.clip_seconds:g} s, batch {args.batch_size}, compute {compute}, tokens "
+          f"{seconds:g} s, batch {args.batch_size}, compute {compute}, tokens "
           f"{transformer.n_tokens_} x {transformer.dim_}, read-ahead threads {args.n_jobs}")
     for label, seconds in rows:
         print(f"{label:42s} {seconds:8.3f} s {args.clips / seconds:10.1f} clips/s  ({t_bare / seconds:.2f} x bare)")

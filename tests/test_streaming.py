@@ -79,6 +79,51 @@ def test_read_ahead_workers_do_not_change_tokens(n_jobs):
     np.testing.assert_array_equal(out, ref)
 
 
+@pytest.mark.parametrize("n_workers", [0, 3])
+@pytest.mark.parametrize("chunk", [1, 2, 5])
+def test_read_ahead_chunks_keep_order_errors_and_bound(n_workers, chunk):
+    from skprobe.extraction.pipeline import read_ahead_chunks
+
+    pulled = []
+
+    def items():
+        for i in range(11):
+            pulled.append(i)
+            yield i
+
+    def work(pairs):  # item 4 and 7 fail; the others square
+        return [(None, ValueError(f"bad {x}")) if x in (4, 7) else (x * x, None) for _, x in pairs]
+
+    out = list(read_ahead_chunks(items(), work, n_workers=n_workers, depth=4, chunk=chunk))
+    assert [i for i, _, _ in out] == list(range(11))
+    assert [v for _, v, e in out if e is None] == [x * x for x in range(11) if x not in (4, 7)]
+    assert [str(e) for _, _, e in out if e is not None] == ["bad 4", "bad 7"]
+    pulled.clear()
+    stream = read_ahead_chunks(items(), work, n_workers=n_workers, depth=4, chunk=chunk)
+    assert next(stream)[:2] == (0, 0)
+    stream.close()  # the consumer stops: at most the read-ahead was pulled
+    assert len(pulled) <= max(4 // chunk, 1) * chunk + chunk
+
+
+def test_stored_clips_in_a_chunk_are_not_prepared_and_bad_ones_are_skipped(tmp_path, forwards, monkeypatch):
+    from skprobe.extraction import streaming
+
+    enc = FrozenEncoderTransformer(encoder="tiny-vit", device="cpu", store=tmp_path, batch_size=2, n_jobs=2,
+                                   on_error="skip").fit(None)
+    enc.transform(list(_gen(4)))  # clips 0-3 stored
+    prepared = []
+    real = streaming.prepare_clip
+    monkeypatch.setattr(streaming, "prepare_clip", lambda wav, *a, **k: prepared.append(len(wav)) or real(wav, *a, **k))
+    forwards["clips"] = 0
+    X = [_clip(0), np.array([np.nan] * 16000, dtype=np.float32), _clip(5), _clip(1), _clip(6), _clip(3)]
+    with pytest.warns(UserWarning, match=r"skipping X\[1\]"):
+        out = enc.transform(X)
+    assert len(prepared) == 2 and forwards["clips"] == 2  # only clips 5 and 6: stored ones are looked up, not resampled
+    ref = FrozenEncoderTransformer(encoder="tiny-vit", device="cpu", store=tmp_path).fit(None).transform(
+        [_clip(i) for i in (0, 5, 1, 6, 3)])
+    np.testing.assert_array_equal(out, ref)
+
+
 def test_memmap_output_needs_a_store():
     enc = FrozenEncoderTransformer(encoder="tiny-vit", output="memmap").fit(None)
     with pytest.raises(ValueError, match="output='memmap'.*set store="):

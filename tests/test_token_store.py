@@ -34,6 +34,16 @@ def _temp_files(root):
     return [p for p in root.rglob("*") if p.name.endswith(".tmp")]
 
 
+def test_clip_keys_are_stable_across_versions():
+    """A stored clip is found again only if its key is computed as when it was stored: pin one key."""
+    samples = np.arange(4, dtype=np.float32) / 4
+    expected = "ad69b9328fed037be289a5c9c04bf3518dff94fe414b3ce2dd59d447b2d721fb"  # sha256(b"4@16000" + samples)
+    assert clip_key(samples, 16000) == expected
+    assert clip_key(samples.astype(np.float64), 16000) == expected  # float32 samples whatever the input dtype
+    assert clip_key(np.repeat(samples, 2)[::2], 16000) == expected  # a strided view hashes its samples
+    assert clip_key(samples, 44100) != expected
+
+
 def test_round_trip_is_float16_on_disk_and_memory_mapped(tmp_path):
     store = _store(tmp_path)
     keys, tokens = _keys(3), _tokens(3)

@@ -28,5 +28,5 @@ def clip_key(wav: np.ndarray, sample_rate: int | None = None) -> str:
     """
     wav = np.ascontiguousarray(wav, dtype=np.float32)
     digest = hashlib.sha256(f"{wav.shape[0]}@{sample_rate}".encode())
-    digest.update(wav.tobytes())
+    digest.update(wav)  # the buffer itself: no copy
     return digest.hexdigest()

@@ -14,7 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 import torch
 
-__all__ = ["read_ahead", "DeviceRunner"]
+__all__ = ["read_ahead", "read_ahead_chunks", "DeviceRunner"]
 
 
 def read_ahead(items: Iterable, work: Callable, *, n_workers: int, depth: int) -> Iterator:
@@ -33,28 +33,65 @@ def read_ahead(items: Iterable, work: Callable, *, n_workers: int, depth: int) -
     >>> list(read_ahead("abc", lambda i, x: x.upper(), n_workers=2, depth=2))
     [(0, 'A', None), (1, 'B', None), (2, 'C', None)]
     """
+
+    def work_chunk(pairs):
+        out = []
+        for i, item in pairs:
+            try:
+                out.append((work(i, item), None))
+            except Exception as exc:  # handed to the consumer with its index
+                out.append((None, exc))
+        return out
+
+    return read_ahead_chunks(items, work_chunk, n_workers=n_workers, depth=depth, chunk=1)
+
+
+def read_ahead_chunks(items: Iterable, work_chunk: Callable, *, n_workers: int, depth: int,
+                      chunk: int) -> Iterator:
+    """:func:`read_ahead` with the work handed out ``chunk`` items at a time.
+
+    ``work_chunk([(i, item), ...])`` returns one ``(value, None)`` or
+    ``(None, exc)`` per item, in order; the results come out one item at a
+    time, as from :func:`read_ahead`. A chunk costs one task instead of
+    ``chunk``, and lets ``work_chunk`` do per-item steps for all its items
+    at once (the token store's index looks up a chunk's keys in one call).
+    At most about ``depth`` items are in flight (whole chunks).
+
+    Examples
+    --------
+    >>> upper = lambda pairs: [(x.upper(), None) for _, x in pairs]
+    >>> list(read_ahead_chunks("abcde", upper, n_workers=2, depth=4, chunk=2))[-2:]
+    [(3, 'D', None), (4, 'E', None)]
+    """
     numbered = enumerate(items)
 
-    def run(i, item):
-        try:
-            return i, work(i, item), None
-        except Exception as exc:  # handed to the consumer with its index
-            return i, None, exc
+    def next_chunk() -> list:
+        return list(itertools.islice(numbered, chunk))
+
+    def run(pairs: list) -> list:
+        results = work_chunk(pairs)
+        if len(results) != len(pairs):
+            raise RuntimeError(f"work_chunk returned {len(results)} results for {len(pairs)} items")
+        return [(i, value, exc) for (i, _), (value, exc) in zip(pairs, results)]
 
     if n_workers <= 0:
-        for i, item in numbered:
-            yield run(i, item)
+        while pairs := next_chunk():
+            yield from run(pairs)
         return
     with ThreadPoolExecutor(n_workers, thread_name_prefix="skprobe-decode") as pool:
         queue: collections.deque[Future] = collections.deque()
         try:
-            for i, item in itertools.islice(numbered, depth):
-                queue.append(pool.submit(run, i, item))
+            for _ in range(max(1, depth // chunk)):
+                pairs = next_chunk()
+                if not pairs:
+                    break
+                queue.append(pool.submit(run, pairs))
             while queue:
-                result = queue.popleft().result()
-                for i, item in itertools.islice(numbered, 1):
-                    queue.append(pool.submit(run, i, item))
-                yield result
+                results = queue.popleft().result()
+                pairs = next_chunk()
+                if pairs:
+                    queue.append(pool.submit(run, pairs))
+                yield from results
         finally:
             for future in queue:
                 future.cancel()

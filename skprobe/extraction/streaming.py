@@ -20,12 +20,15 @@ from .batching import TokenBatcher
 from .clips import check_clips, clip_name, decode_clip, prepare_clip
 from .compiled import LayerForward, compiled_forward
 from .keys import clip_key
-from .pipeline import DeviceRunner, read_ahead
+from .pipeline import DeviceRunner, read_ahead_chunks
 from .result import ExtractionResult
 from .store import StoreWriter, TokenStore
 from .store.writer import DeferredWriter
 
 __all__ = ["stream_tokens"]
+
+#: Most clips handed to a read-ahead thread at once (fewer when the read-ahead is shallow).
+READ_CHUNK = 16
 
 
 def stream_tokens(transformer, X, *, store: TokenStore | None = None,
@@ -57,8 +60,10 @@ def stream_tokens(transformer, X, *, store: TokenStore | None = None,
     if store is not None:
         store.refresh()
     n_workers = transformer.n_jobs if transformer.n_jobs is not None else min(4, os.cpu_count() or 1)
-    stream = read_ahead(items, lambda i, item: _load_clip(transformer, i, item, store), n_workers=n_workers,
-                        depth=depth)
+    # chunks of clips per read-ahead task: one task and one index lookup for many clips
+    chunk = max(1, min(READ_CHUNK, depth // (2 * max(1, n_workers))))
+    stream = read_ahead_chunks(items, lambda pairs: _load_clips(transformer, pairs, store), n_workers=n_workers,
+                               depth=depth, chunk=chunk)
     progress = tqdm(total=len(X) if hasattr(X, "__len__") else None, unit="clip",
                     disable=not transformer.verbose, desc=f"{transformer.encoder_spec_.name} tokens")
     error = None
@@ -85,17 +90,39 @@ def stream_tokens(transformer, X, *, store: TokenStore | None = None,
         raise error
 
 
-def _load_clip(transformer, index: int, item, store: TokenStore | None) -> tuple[str | None, np.ndarray | None, str]:
-    """Decode, key, crop and resample one input (runs in a read-ahead thread).
+def _load_clips(transformer, pairs: list, store: TokenStore | None) -> list[tuple]:
+    """Decode, key, crop and resample a chunk of inputs (runs in a read-ahead thread).
 
-    A clip the store already holds is not resampled: its waveform comes back as None.
+    One ``(value, None)`` or ``(None, exc)`` per ``(index, item)``; a value is
+    ``(key, waveform, name)``. The chunk's keys are looked up in the store's
+    index at once, and a clip the store already holds is not resampled: its
+    waveform comes back as None.
     """
-    wav, rate, name = decode_clip(item, index, transformer.sample_rate)
-    key = clip_key(wav, rate) if store is not None else None
-    if store is not None and store.has_loaded(key):
-        return key, None, name
-    return key, prepare_clip(wav, rate, clip_seconds=transformer.clip_seconds_,
-                             encoder_rate=transformer.encoder_sample_rate_, n_samples=transformer.n_samples_), name
+    decoded: list = []
+    for i, item in pairs:
+        try:
+            wav, rate, name = decode_clip(item, i, transformer.sample_rate)
+            decoded.append((clip_key(wav, rate) if store is not None else None, wav, rate, name))
+        except Exception as exc:  # handed to the consumer with its index
+            decoded.append(exc)
+    keys = [d[0] for d in decoded if not isinstance(d, Exception)]
+    stored = iter(store.loaded_mask(keys) if store is not None else np.zeros(len(keys), dtype=bool))
+    out = []
+    for d in decoded:
+        if isinstance(d, Exception):
+            out.append((None, d))
+            continue
+        key, wav, rate, name = d
+        if next(stored):
+            out.append(((key, None, name), None))
+            continue
+        try:
+            out.append(((key, prepare_clip(wav, rate, clip_seconds=transformer.clip_seconds_,
+                                           encoder_rate=transformer.encoder_sample_rate_,
+                                           n_samples=transformer.n_samples_), name), None))
+        except Exception as exc:
+            out.append((None, exc))
+    return out
 
 
 def _forward(transformer, layers: LayerForward, wav: torch.Tensor, compute: torch.dtype) -> torch.Tensor:

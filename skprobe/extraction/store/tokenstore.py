@@ -184,6 +184,10 @@ class TokenStore:
         """Whether ``key`` is in the index as last read (no listing; safe from reader threads)."""
         return bool(self._index_found(key_bytes([key]))[0])
 
+    def loaded_mask(self, keys: Sequence[str]) -> np.ndarray:
+        """:meth:`has_loaded` of many keys in one index lookup: a boolean mask over ``keys``."""
+        return self._index_found(key_bytes(keys)) if len(keys) else np.zeros(0, dtype=bool)
+
     def contains(self, keys: Sequence[str]) -> np.ndarray:
         """Boolean mask: which of ``keys`` (hex clip keys) are stored."""
         self.refresh()

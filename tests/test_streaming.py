@@ -182,8 +182,9 @@ def test_skip_bad_files_reports_them(tmp_path):
     directory = tmp_path / "folder.wav"
     directory.mkdir()
     enc = FrozenEncoderTransformer(encoder="tiny-vit", store=tmp_path / "store", on_error="skip").fit(None)
-    with pytest.warns(UserWarning, match=r"skipping X\[1\]"):
+    with pytest.warns(UserWarning) as record:
         result = enc.extract_to_store(paths + [directory])
+    assert [str(w.message).split(" (")[0] for w in record] == ["skipping X[1]", "skipping X[4]"]
     assert [(i, name) for i, name, _ in result.skipped] == [(1, str(paths[1])), (4, str(directory))]
     assert "is a directory, not an audio file" in result.skipped[1][2]
     assert result.keys[1] is None and result.n_forwarded == 3

@@ -13,7 +13,7 @@ their ratios are comparable even on a shared machine:
   (clip keys hashed, index looked up, no forward, no token copy);
 - ``files``: the clips as 16-bit WAV and FLAC files at 44.1 kHz stereo
   (decoding, down-mixing and resampling in read-ahead threads) vs ``arrays``;
-- ``--compile``: ``compile=True`` (``torch.compile``) for the bare forward and
+- ``--compile [MODE]``: ``compile=True`` or ``compile=MODE`` (``torch.compile``) for the bare forward and
   ``transform``, after a first call that compiles (timed on its own).
 
 Usage::
@@ -56,8 +56,8 @@ def main() -> None:
     parser.add_argument("--n-jobs", type=int, default=None, help="read-ahead threads (default min(4, cores))")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--skip-files", action="store_true", help="skip the WAV/FLAC part")
-    parser.add_argument("--compile", action="store_true",
-                        help="also time compile=True (torch.compile) for the bare module and transform")
+    parser.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
+                        help="also time compile=True or compile=MODE (torch.compile) for the bare module and transform")
     args = parser.parse_args()
     name = args.encoder or ("yamnet" if find_weights("yamnet") is not None else "tiny-vit")
     spec = get_encoder_spec(name)
@@ -106,7 +106,7 @@ def main() -> None:
     t_bare = best(bare)
     rows = [("bare module", t_bare), ("transform (arrays, no store)", t_wrapped)]
     if args.compile:
-        rows += _compiled_rows(params, clips, batches, device, compute, best, timed)
+        rows += _compiled_rows(params, args.compile, clips, batches, device, compute, best, timed)
 
     with tempfile.TemporaryDirectory(prefix="skprobe-bench-") as tmp:
         stored = FrozenEncoderTransformer(**params, store=Path(tmp) / "store").fit(clips[:1])
@@ -133,14 +133,15 @@ def main() -> None:
         print(f"{label:42s} {seconds:8.3f} s {args.clips / seconds:10.1f} clips/s  ({t_bare / seconds:.2f} x bare)")
 
 
-def _compiled_rows(params, clips, batches, device, compute, best, timed) -> list[tuple[str, float]]:
-    """compile=True: transform and the bare compiled forward, after a first call that compiles (printed).
+def _compiled_rows(params, compile, clips, batches, device, compute, best, timed) -> list[tuple[str, float]]:
+    """compile=True or a mode: transform and the bare compiled forward, after a first call that compiles (printed).
 
     Both use the transformer's cached encoder module, so they share one compiled graph.
     """
-    transformer = FrozenEncoderTransformer(**params, compile=True).fit(clips[:1])
+    transformer = FrozenEncoderTransformer(**params, compile=compile).fit(clips[:1])
+    mode = None if compile is True else compile
     first = timed(lambda: transformer.transform(clips[: params["batch_size"]]))
-    forward = compiled_forward(transformer._load(device), transformer.layers_, params["batch_size"])
+    forward = compiled_forward(transformer._load(device), transformer.layers_, params["batch_size"], mode=mode)
 
     def bare_compiled() -> None:
         with torch.inference_mode(), torch.autocast(device.type, dtype=compute, enabled=compute != torch.float32):
@@ -152,9 +153,9 @@ def _compiled_rows(params, clips, batches, device, compute, best, timed) -> list
                 else:
                     tokens.numpy()
 
-    print(f"compile=True: the first call ({params['batch_size']} clips) took {first:.1f} s (compilation included)")
+    print(f"compile={compile!r}: the first call ({params['batch_size']} clips) took {first:.1f} s (compilation included)")
     return [("bare module, compiled", best(bare_compiled)),
-            ("transform (arrays, no store), compile=True", best(lambda: transformer.transform(clips)))]
+            (f"transform (arrays, no store), compile={compile!r}", best(lambda: transformer.transform(clips)))]
 
 
 def _write_files(clips, folder: Path, rate: int) -> list[Path]:

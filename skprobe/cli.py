@@ -147,8 +147,10 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-test", type=int, help="scenes/clips in the test split of a built-in set")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--batch-size", type=int, default=16, help="clips per encoder forward")
-    parser.add_argument("--compile", action="store_true",
-                        help="run the encoder through torch.compile (FrozenEncoderTransformer(compile=True))")
+    parser.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
+                        choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+                        help="run the encoder through torch.compile (FrozenEncoderTransformer(compile=...)); "
+                             "MODE is torch.compile's mode")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 
 

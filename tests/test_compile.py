@@ -32,17 +32,30 @@ def fresh_graphs():
     torch._dynamo.reset()
 
 
+class _Graphs(list):
+    """Input shapes of each captured graph; ``modes``: the ``mode`` of each torch.compile call."""
+
+    modes: list
+
+
 @pytest.fixture
 def counted_graphs(monkeypatch, fresh_graphs):
     """torch.compile with a backend that runs each captured graph eagerly and records it (no code generation)."""
-    graphs = []
+    graphs = _Graphs()
 
     def backend(gm, example_inputs):
         graphs.append(tuple(tuple(x.shape) for x in example_inputs if isinstance(x, torch.Tensor)))
         return gm.forward
 
     real = torch.compile
-    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real(fn, backend=backend, dynamic=kw.get("dynamic")))
+
+    def compile(fn, **kw):
+        modes.append(kw.get("mode"))
+        return real(fn, backend=backend, dynamic=kw.get("dynamic"))
+
+    modes = []
+    monkeypatch.setattr(torch, "compile", compile)
+    graphs.modes = modes
     return graphs
 
 
@@ -76,8 +89,17 @@ def test_compile_shares_the_store_of_the_eager_forward(tmp_path):
     assert compiled_enc.open_store().folder == eager.open_store().folder
 
 
+def test_a_compile_mode_reaches_torch_compile(counted_graphs):
+    params = dict(encoder="tiny-vit", batch_size=2, device="cpu")
+    eager = FrozenEncoderTransformer(**params).fit_transform(_clips(2))
+    out = FrozenEncoderTransformer(compile="max-autotune-no-cudagraphs", **params).fit_transform(_clips(2))
+    FrozenEncoderTransformer(compile=True, layers=[0], **params).fit_transform(_clips(2))
+    assert counted_graphs.modes == ["max-autotune-no-cudagraphs", None]
+    np.testing.assert_allclose(out, eager, atol=1e-5, rtol=1e-5)
+
+
 def test_compile_is_validated_and_old_pickles_load():
-    with pytest.raises(ValueError, match="compile"):
+    with pytest.raises(ValueError, match="'compile' parameter .* must be .*reduce-overhead"):
         FrozenEncoderTransformer(compile="yes").fit(None)
     state = FrozenEncoderTransformer(encoder="tiny-vit").__getstate__()
     del state["compile"]  # as pickled before the parameter existed
@@ -123,3 +145,20 @@ def test_cli_extract_with_compile_gives_the_eager_tokens(counted_graphs, tmp_pat
         assert bool(counted_graphs) == bool(flag)  # the second run went through torch.compile
     for name, eager in outputs[False].items():
         np.testing.assert_array_equal(outputs[True][name], eager)
+
+
+@pytest.mark.parametrize(("argv", "expected"), [([], False), (["--compile"], True),
+                                                (["--compile", "reduce-overhead"], "reduce-overhead")])
+def test_cli_compile_option_reaches_the_config(argv, expected):
+    from skprobe.cli import _config, build_parser
+
+    args = build_parser().parse_args(["benchmark", "--encoder", "tiny-vit", *argv])
+    assert _config(args).compile == expected
+
+
+def test_cli_compile_mode_is_checked(capsys):
+    from skprobe.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["extract", "--compile", "fast"])
+    assert "invalid choice: 'fast'" in capsys.readouterr().err

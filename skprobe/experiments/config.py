@@ -47,7 +47,7 @@ class BenchmarkConfig:
     output: str = "skprobe-results"
     device: str = "auto"
     batch_size: int = 16
-    compile: bool = False
+    compile: bool | str = False
     refit: bool = False
     save_probes: bool = False
     verbose: int = 1

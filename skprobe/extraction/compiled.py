@@ -18,7 +18,10 @@ import torch
 
 from ..encoders.base import AudioEncoder
 
-__all__ = ["compiled_forward"]
+__all__ = ["COMPILE_MODES", "compiled_forward"]
+
+#: ``torch.compile`` modes ``FrozenEncoderTransformer(compile=...)`` accepts besides True/False.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 LayerForward = Callable[[torch.Tensor], list[torch.Tensor]]
 

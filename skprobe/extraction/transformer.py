@@ -20,6 +20,7 @@ from ..encoders.layers import resolve_layers
 from ..encoders.loading import resolve_checkpoint
 from ..encoders.registry import EncoderSpec, get_encoder_spec, skeleton
 from .clips import check_clips
+from .compiled import COMPILE_MODES
 from .encoder_cache import clear_encoder_cache, loaded_encoder
 from .layouts import layer_layouts
 from .result import ExtractionResult
@@ -76,10 +77,11 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
     dtype : {"auto", "float32", "bfloat16", "float16"}, default="auto"
         Compute precision. ``"auto"`` is float32 on CPU (bfloat16 autocast is
         several times slower there) and bfloat16 autocast on CUDA.
-    compile : bool, default=False
+    compile : bool or {"default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"}, default=False
         Run the encoder through :func:`torch.compile`, built for one batch
         shape (a smaller last batch is padded with silence); the first batch
-        pays the compilation. Tokens match the eager forward within the
+        pays the compilation. A string is ``torch.compile``'s ``mode``
+        (``True`` is ``"default"``; ``"reduce-overhead"`` replays CUDA graphs). Tokens match the eager forward within the
         compute precision's rounding, and the store does not tell them apart.
         Speed per encoder and device: ``docs/benchmarks/extraction.md``.
     output_dtype : {"float32", "float16"}, default="float32"
@@ -156,7 +158,7 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "device": [str, torch.device],
         "dtype": [StrOptions({"auto", *_DTYPES})],
-        "compile": ["boolean"],
+        "compile": ["boolean", StrOptions(set(COMPILE_MODES))],
         "output_dtype": [StrOptions({"float32", "float16"})],
         "store": [str, os.PathLike, None],
         "output": [StrOptions({"array", "memmap"})],
@@ -178,7 +180,7 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
         batch_size: int = 16,
         device: str = "auto",
         dtype: str = "auto",
-        compile: bool = False,
+        compile: bool | str = False,
         output_dtype: str = "float32",
         store: str | os.PathLike | None = None,
         output: str = "array",

@@ -22,6 +22,7 @@ fi
 PY=${PYTHON:-python3}
 # the extraction steps' setting; a dry run on a CPU machine before a GPU session:
 #     DEVICE=cpu ENCODER=tiny-vit CLIPS=32 FILES_CLIPS=16 BATCH=8 OUT=/tmp/gs bash benchmarks/gpu_suite.sh extract compile files
+# COMPILE_MODE=reduce-overhead (or another torch.compile mode) for the compile step's mode.
 DEVICE=${DEVICE:-cuda}
 ENCODER=${ENCODER:-eat}
 CLIPS=${CLIPS:-4096}
@@ -47,7 +48,7 @@ for s in $steps; do
     env) step env 60 bash -c "nvidia-smi; $PY -c 'import torch, sklearn, skorch; print(torch.__version__, \
 torch.cuda.get_device_name(), sklearn.__version__, skorch.__version__)'" ;;
     extract) step extract 100 $EXTRACT --clips "$CLIPS" --skip-files ;;
-    compile) step compile 180 $EXTRACT --clips "$CLIPS" --skip-files --compile --repeats 3 ;;
+    compile) step compile 180 $EXTRACT --clips "$CLIPS" --skip-files --compile ${COMPILE_MODE:-} --repeats 3 ;;
     files) step files 100 $EXTRACT --clips "$FILES_CLIPS" ;;
     tests) step tests 160 $PY -m pytest -q -x -p no:cacheprovider tests/test_probe_data.py tests/test_probes.py \
         tests/test_probe_defaults.py tests/test_length_selection.py tests/test_estimator_checks.py \

@@ -124,6 +124,23 @@ def test_stored_clips_in_a_chunk_are_not_prepared_and_bad_ones_are_skipped(tmp_p
     np.testing.assert_array_equal(out, ref)
 
 
+def test_a_chunk_keeps_only_the_head_of_long_recordings(tmp_path, monkeypatch):
+    """While a chunk waits for its index lookup, a 60 s recording is held as the 1 s the encoder reads."""
+    from skprobe.extraction import streaming
+
+    received = []
+    real = streaming.prepare_clip
+    monkeypatch.setattr(streaming, "prepare_clip", lambda wav, *a, **k: received.append(len(wav)) or real(wav, *a, **k))
+    long = [_clip(i, seconds=60.0, rate=44100) for i in range(3)]
+    enc = FrozenEncoderTransformer(encoder="tiny-vit", device="cpu", store=tmp_path, sample_rate=44100,
+                                   n_jobs=2).fit(None)
+    out = enc.transform(long)
+    assert received and max(received) == 44100 + 441  # 1 s and the resampling filter's 10 ms margin
+    ref = FrozenEncoderTransformer(encoder="tiny-vit", device="cpu", sample_rate=44100).fit(None).transform(
+        [clip[:44100 + 441] for clip in long])  # what the encoder sees of each recording
+    np.testing.assert_allclose(np.asarray(out, dtype=np.float32), ref, atol=2e-3, rtol=2e-3)  # float16 store
+
+
 def test_memmap_output_needs_a_store():
     enc = FrozenEncoderTransformer(encoder="tiny-vit", output="memmap").fit(None)
     with pytest.raises(ValueError, match="output='memmap'.*set store="):

@@ -12,7 +12,7 @@ from sklearn.utils.validation import check_array, validate_data
 
 from ..audio import fix_length, read_audio, resample, to_mono_float
 
-__all__ = ["check_clips", "clip_name", "decode_clip", "prepare_clip"]
+__all__ = ["check_clips", "clip_head", "clip_name", "decode_clip", "prepare_clip"]
 
 
 def _named(exc: Exception, name: str) -> Exception:
@@ -116,6 +116,20 @@ def decode_clip(item, index: int, sample_rate: int, validate_only: bool = False)
     return to_mono_float(arr, name=f"X[{index}]"), sample_rate, f"X[{index}]"
 
 
+def clip_head(wav: np.ndarray, rate: int, clip_seconds: float) -> np.ndarray:
+    """The samples :func:`prepare_clip` uses: the first ``clip_seconds`` plus a 10 ms margin for the
+    resampling filter, copied when shorter than ``wav`` (so a long recording's samples can be freed).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> clip_head(np.ones(48000, "float32"), 16000, 1.0).shape
+    (16160,)
+    """
+    keep = int(math.ceil(clip_seconds * rate)) + rate // 100
+    return wav[:keep].copy() if len(wav) > keep else wav
+
+
 def prepare_clip(wav: np.ndarray, rate: int, *, clip_seconds: float, encoder_rate: int, n_samples: int) -> np.ndarray:
     """Crop or zero-pad one clip to ``n_samples`` at ``encoder_rate``, resampling it from ``rate``.
 
@@ -126,6 +140,5 @@ def prepare_clip(wav: np.ndarray, rate: int, *, clip_seconds: float, encoder_rat
     (8000,)
     """
     # Crop before resampling (with a margin for the filter) so long files cost little.
-    keep = int(math.ceil(clip_seconds * rate)) + rate // 100
-    wav = resample(wav[:keep], rate, encoder_rate)
+    wav = resample(clip_head(wav, rate, clip_seconds), rate, encoder_rate)
     return fix_length(np.asarray(wav, dtype=np.float32), n_samples)

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from .._torch import resolve_device
 from .batching import TokenBatcher
-from .clips import check_clips, clip_name, decode_clip, prepare_clip
+from .clips import check_clips, clip_head, clip_name, decode_clip, prepare_clip
 from .compiled import LayerForward, compiled_forward
 from .keys import clip_key
 from .pipeline import DeviceRunner, read_ahead_chunks
@@ -103,7 +103,9 @@ def _load_clips(transformer, pairs: list, store: TokenStore | None) -> list[tupl
     for i, item in pairs:
         try:
             wav, rate, name = decode_clip(item, i, transformer.sample_rate)
-            decoded.append((clip_key(wav, rate) if store is not None else None, wav, rate, name))
+            key = clip_key(wav, rate) if store is not None else None
+            # a chunk waits for its index lookup: keep only what prepare_clip reads of a long recording
+            decoded.append((key, clip_head(wav, rate, transformer.clip_seconds_), rate, name))
         except Exception as exc:  # handed to the consumer with its index
             decoded.append(exc)
     keys = [d[0] for d in decoded if not isinstance(d, Exception)]

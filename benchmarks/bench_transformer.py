@@ -139,9 +139,8 @@ def _compiled_rows(params, compile, clips, batches, device, compute, best, timed
     Both use the transformer's cached encoder module, so they share one compiled graph.
     """
     transformer = FrozenEncoderTransformer(**params, compile=compile).fit(clips[:1])
-    mode = None if compile is True else compile
     first = timed(lambda: transformer.transform(clips[: params["batch_size"]]))
-    forward = compiled_forward(transformer._load(device), transformer.layers_, params["batch_size"], mode=mode)
+    forward = compiled_forward(transformer._load(device), transformer.layers_, params["batch_size"], mode=compile)
 
     def bare_compiled() -> None:
         with torch.inference_mode(), torch.autocast(device.type, dtype=compute, enabled=compute != torch.float32):

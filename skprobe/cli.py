@@ -148,6 +148,7 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--batch-size", type=int, default=16, help="clips per encoder forward")
     parser.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
+                        # extraction.compiled.COMPILE_MODES, written out: importing it would load torch for --help
                         choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
                         help="run the encoder through torch.compile (FrozenEncoderTransformer(compile=...)); "
                              "MODE is torch.compile's mode")

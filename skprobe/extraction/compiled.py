@@ -31,7 +31,7 @@ _COMPILED: weakref.WeakKeyDictionary[AudioEncoder, dict] = weakref.WeakKeyDictio
 
 
 def compiled_forward(encoder: AudioEncoder, layers: Sequence[int], batch_size: int,
-                     mode: str | None = None) -> LayerForward:
+                     mode: str | bool | None = None) -> LayerForward:
     """``wav (B <= batch_size, S) -> token maps of layers``, through ``torch.compile(encoder.forward_layers)``.
 
     Parameters
@@ -42,8 +42,9 @@ def compiled_forward(encoder: AudioEncoder, layers: Sequence[int], batch_size: i
     batch_size : int
         The one batch size the graph is compiled for; smaller batches are
         padded with zeros to it.
-    mode : str, optional
-        ``torch.compile``'s ``mode`` (None: its default).
+    mode : str or bool, optional
+        ``torch.compile``'s ``mode``; None, True and ``"default"`` are its
+        default (``FrozenEncoderTransformer``'s ``compile`` passes as it is).
 
     Returns
     -------
@@ -59,6 +60,7 @@ def compiled_forward(encoder: AudioEncoder, layers: Sequence[int], batch_size: i
     >>> callable(forward)
     True
     """
+    mode = None if mode in (True, "default") else mode
     per_encoder = _COMPILED.setdefault(encoder, {})
     key = (tuple(int(i) for i in layers), int(batch_size), mode)
     if key not in per_encoder:

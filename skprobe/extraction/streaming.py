@@ -50,8 +50,7 @@ def stream_tokens(transformer, X, *, store: TokenStore | None = None,
     def make_runner() -> DeviceRunner:
         encoder = transformer._load(device)
         if transformer.compile:
-            mode = None if transformer.compile is True else transformer.compile
-            layers = compiled_forward(encoder, transformer.layers_, transformer.batch_size, mode=mode)
+            layers = compiled_forward(encoder, transformer.layers_, transformer.batch_size, mode=transformer.compile)
         else:
             layers = functools.partial(encoder.forward_layers, layers=transformer.layers_)
         return DeviceRunner(lambda wav: _forward(transformer, layers, wav, compute), device, host_dtype)

@@ -81,8 +81,9 @@ class FrozenEncoderTransformer(TransformerMixin, BaseEstimator):
         Run the encoder through :func:`torch.compile`, built for one batch
         shape (a smaller last batch is padded with silence); the first batch
         pays the compilation. A string is ``torch.compile``'s ``mode``
-        (``True`` is ``"default"``; ``"reduce-overhead"`` replays CUDA graphs). Tokens match the eager forward within the
-        compute precision's rounding, and the store does not tell them apart.
+        (``True`` is ``"default"``; ``"reduce-overhead"`` replays CUDA
+        graphs). Tokens match the eager forward within the compute
+        precision's rounding, and the store does not tell them apart.
         Speed per encoder and device: ``docs/benchmarks/extraction.md``.
     output_dtype : {"float32", "float16"}, default="float32"
         dtype of the returned in-memory tokens (float16 halves memory).

@@ -320,11 +320,7 @@ class TokenSource:
         >>> source.subset(np.array([1, 3])).take(np.array([1]))[0, :, 0].tolist()
         [9.0, 10.0, 11.0]
         """
-        data = self.data
-        if isinstance(data, TokenView):
-            view = TokenView(data.data, data.indices[idx])
-        else:
-            view = TokenView(data, idx)
+        view = self.data[idx] if isinstance(self.data, TokenView) else TokenView(self.data, idx)
         return TokenSource(view, self.tokens)
 
     def slice(self, start: int, stop: int) -> np.ndarray:

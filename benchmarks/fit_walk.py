@@ -48,7 +48,10 @@ def walk(probe: str, root: str) -> list[tuple[str, list[str]]]:
                 if code.co_name == "__init__" and "self" in frame.f_locals:  # an object built from the data
                     derived.add(id(frame.f_locals["self"]))
                     keep.append(frame.f_locals["self"])
-        elif event == "return" and id(frame) in frames and arg is not None:
+        elif event == "return" and id(frame) in frames:
+            frames.discard(id(frame))  # a later frame may reuse the id
+            if arg is None:
+                return
             for value in arg if isinstance(arg, tuple) else (arg,):
                 if isinstance(value, (np.ndarray, torch.Tensor)) or type(value).__name__ in (
                         "TokenSource", "TokenView", "StoreArray"):

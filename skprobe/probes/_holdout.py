@@ -73,7 +73,7 @@ def pick(scores: Sequence[float], n_default: int, margin: float) -> int:
 def holdout_choice(network: nn.Module, tokens: TokenSource, resident: torch.Tensor | None, targets: torch.Tensor,
                    candidates: Sequence[tuple[str, int]], *, plan: TrainingPlan, criterion: nn.Module,
                    n_default: int, margin: float, batch_size: int, train: Callable[..., object] = train_module,
-                   ) -> tuple[int, list[float], int]:
+                   groups: np.ndarray | None = None) -> tuple[int, list[float], int]:
     """Train and score ``candidates`` (normalisation, epochs) on one held-out split; the winner by :func:`pick`.
 
     ``network`` is an untrained :class:`~skprobe.probes.base.ProbeNetwork`;
@@ -83,7 +83,8 @@ def holdout_choice(network: nn.Module, tokens: TokenSource, resident: torch.Tens
     criterion=..., resident=...)`` (:func:`~skprobe.probes._training.train_module`)
     on ``plan`` with the candidate's epochs, and scored in batches of
     ``batch_size`` clips on the other 20 % (stratified for single-label
-    ``targets``; the split is drawn from ``plan.seed``). The first
+    ``targets``, of whole groups with ``groups``; the split is drawn from
+    ``plan.seed``: :func:`~skprobe.probes._training.validation_split`). The first
     ``n_default`` candidates are the default's; another wins only by more
     than ``margin``.
 
@@ -98,7 +99,7 @@ def holdout_choice(network: nn.Module, tokens: TokenSource, resident: torch.Tens
         Clips held out.
     """
     kept, held = validation_split(len(tokens), HOLDOUT_FRACTION, targets.numpy() if targets.ndim == 1 else None,
-                                  plan.seed)
+                                  plan.seed, groups)
     fit_source, fit_resident = _rows(tokens, resident, kept)
     eval_source, eval_resident = _rows(tokens, resident, held)
     fit_targets, held_targets = targets[torch.from_numpy(kept)], targets[torch.from_numpy(held)]
@@ -131,7 +132,7 @@ def normalization_challengers(normalize_tokens: str, rule: str, n_clips: int) ->
 def choose_on_holdout(network: ProbeNetwork, tokens: TokenSource, resident: torch.Tensor | None,
                       targets: torch.Tensor, candidates: Sequence[tuple[str, int]], *, plan: TrainingPlan,
                       criterion: nn.Module, n_default: int, margin: float, batch_size: int,
-                      ) -> tuple[int, list[float], int]:
+                      groups: np.ndarray | None = None) -> tuple[int, list[float], int]:
     """Race ``candidates`` (normalisation, epochs) on held-out clips and switch ``network`` to the winner's
     normalisation.
 
@@ -147,7 +148,7 @@ def choose_on_holdout(network: ProbeNetwork, tokens: TokenSource, resident: torc
     with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
         best, scores, n_holdout = holdout_choice(untrained, tokens, resident, targets, candidates, plan=plan,
                                                  criterion=criterion, n_default=n_default, margin=margin,
-                                                 batch_size=batch_size)
+                                                 batch_size=batch_size, groups=groups)
     mode = candidates[best][0]
     if mode != network.normalize:  # statistics of all clips for the winner
         network.normalize = mode

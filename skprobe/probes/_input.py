@@ -7,9 +7,24 @@ from sklearn.utils.validation import _check_feature_names, check_array, validate
 
 from ._tokens import TokenSource, check_chunks, is_token_array
 
-__all__ = ["TokenInputMixin"]
+__all__ = ["TokenInputMixin", "check_groups"]
 
 _TOKEN_DTYPES = [np.float32, np.float16, np.float64]
+
+
+def check_groups(groups, n_clips: int) -> np.ndarray | None:
+    """``groups`` of ``fit`` as a 1-D array of one label per clip (None stays None).
+
+    >>> check_groups(["a", "a", "b"], 3)
+    array(['a', 'a', 'b'], dtype='<U1')
+    """
+    if groups is None:
+        return None
+    groups = np.asarray(groups)
+    if groups.ndim != 1 or len(groups) != n_clips:
+        raise ValueError(f"groups must hold one group label per clip: got shape {groups.shape} for "
+                         f"{n_clips} clips in X")
+    return groups
 
 
 class TokenInputMixin:

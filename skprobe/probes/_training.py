@@ -199,8 +199,17 @@ def held_out_size(n: int, fraction: float) -> int:
 
 
 def validation_split(n: int, fraction: float, stratify: np.ndarray | None, seed: int,
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted training and held-out clip indices, ``fraction`` of ``n`` held out (stratified where it can)."""
+                     groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted training and held-out clip indices, ``fraction`` of ``n`` held out (stratified where it can).
+
+    With ``groups`` (one label per clip) whole groups are held out, drawn in
+    a random order from ``seed`` until at least ``fraction`` of the clips
+    are, and at least one group stays on the training side; no group is on
+    both sides (the split is then not stratified).
+
+    >>> validation_split(6, 0.3, None, 0, groups=np.array(["a", "a", "b", "b", "c", "c"]))
+    (array([0, 1, 2, 3]), array([4, 5]))
+    """
     from sklearn.model_selection import train_test_split
 
     idx = np.arange(n)
@@ -210,11 +219,25 @@ def validation_split(n: int, fraction: float, stratify: np.ndarray | None, seed:
             f"validation_fraction={fraction} leaves no training sample out of {n}; lower it or "
             "set early_stopping=False"
         )
+    if groups is not None:
+        return _group_split(groups, n_valid, seed)
     try:
         parts = train_test_split(idx, test_size=n_valid, random_state=seed, stratify=stratify)
     except ValueError:  # too few samples per class to stratify
         parts = train_test_split(idx, test_size=n_valid, random_state=seed)
     return np.sort(parts[0]), np.sort(parts[1])
+
+
+def _group_split(groups: np.ndarray, n_valid: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    names, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    if len(names) < 2:
+        raise ValueError(f"groups holds one group ({names.tolist()[0]!r}), but fit holds out clips of whole groups "
+                         "(for early stopping or a held-out choice of settings): pass at least 2 groups")
+    order = np.random.default_rng(seed).permutation(len(names))
+    n_held = min(int(np.searchsorted(np.cumsum(counts[order]), n_valid)) + 1, len(names) - 1)
+    held = np.zeros(len(names), dtype=bool)
+    held[order[:n_held]] = True
+    return np.flatnonzero(~held[inverse]), np.flatnonzero(held[inverse])
 
 
 def device_budget(source: TokenSource, batch_size: int, device: torch.device,
@@ -290,7 +313,7 @@ def stage_tokens(source: TokenSource, plan: TrainingPlan, name: str = "X") -> to
 
 
 def train_module(module: nn.Module, X: torch.Tensor | TokenSource, y: torch.Tensor, plan: TrainingPlan, *,
-                 criterion: nn.Module, stratify: np.ndarray | None = None,
+                 criterion: nn.Module, stratify: np.ndarray | None = None, groups: np.ndarray | None = None,
                  resident: torch.Tensor | None = None) -> TrainResult:
     """Train ``module`` on ``(X, y)`` as ``plan`` says: AdamW, a per-batch cosine schedule, optional early stopping.
 
@@ -298,14 +321,15 @@ def train_module(module: nn.Module, X: torch.Tensor | TokenSource, y: torch.Tens
     of tokens); ``resident`` is all of it already on ``plan.device`` (from
     :func:`stage_tokens`). Must be called inside a seeded RNG context:
     initialisation and shuffling draw from torch's generator, the validation
-    split from ``plan.seed``. Running out of GPU memory raises
+    split from ``plan.seed`` (stratified by ``stratify``, of whole groups
+    with ``groups``: :func:`validation_split`). Running out of GPU memory raises
     ``MemoryError`` naming the budget to lower.
     """
     source = X if isinstance(X, TokenSource) else TokenSource(X.detach().cpu().numpy())
     device = plan.device
     budget = None if resident is not None else device_budget(source, plan.batch_size, device, plan.memory_budget)
     if plan.early_stopping:
-        train_idx, valid_idx = validation_split(len(source), plan.validation_fraction, stratify, plan.seed)
+        train_idx, valid_idx = validation_split(len(source), plan.validation_fraction, stratify, plan.seed, groups)
     else:
         train_idx, valid_idx = np.arange(len(source)), None
     try:

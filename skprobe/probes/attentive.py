@@ -250,7 +250,7 @@ class AttentiveProbeClassifier(BaseProbeClassifier):
         best, scores, n_holdout = choose_on_holdout(
             network, tokens, resident, problem.targets, candidates, n_default=len(lengths),
             margin=NORMALIZATION_MARGIN, plan=replace(problem.plan, early_stopping=False, verbose=0),
-            criterion=problem.criterion, batch_size=problem.batch_size)
+            criterion=problem.criterion, batch_size=problem.batch_size, groups=problem.groups)
         max_iter = candidates[best][1]
         if len(lengths) > 1:
             self._set_fitted(length_results_={"max_iter": list(lengths), "holdout_score": scores[: len(lengths)],

@@ -42,7 +42,7 @@ from ._batches import exact_float32, inference_batches
 from ._docs import SHARED_ATTRIBUTES_DOC, SHARED_PARAMETERS_DOC, with_shared_parameters_doc
 from ._fitted import FittedStateMixin
 from ._frames import FrameScoresMixin
-from ._input import _TOKEN_DTYPES, TokenInputMixin  # noqa: F401
+from ._input import _TOKEN_DTYPES, TokenInputMixin, check_groups  # noqa: F401
 from ._network import NORMALIZATIONS, ProbeNetwork, TokenMoments, feature_moments, normalisation_stats, raw_moments  # noqa: F401
 from ._plan import TrainingPlan, make_plan
 from ._targets import encode_targets
@@ -62,7 +62,8 @@ class FitProblem:
     ``targets``: class indices ``(n,)`` for the softmax loss, else a 0/1
     indicator ``(n, n_outputs)``; ``criterion``: the training loss;
     ``plan``: the frozen :class:`~skprobe.probes._plan.TrainingPlan`;
-    ``solved``: set by a hook that trained the network itself (the linear
+    ``groups``: the group label of every clip (or None), which every split
+    inside ``fit`` keeps on one side; ``solved``: set by a hook that trained the network itself (the linear
     probe's logistic regression), so that ``fit`` trains nothing more.
     """
 
@@ -70,6 +71,7 @@ class FitProblem:
     n_outputs: int
     criterion: nn.Module
     plan: TrainingPlan
+    groups: np.ndarray | None = None
     solved: TrainResult | None = None
 
     @property
@@ -136,7 +138,7 @@ class BaseProbeClassifier(FittedStateMixin, TokenInputMixin, FrameScoresMixin, C
         return ProbeNetwork(self._build_head(dim, n_outputs), self.prefix_tokens, self.normalize_tokens)
 
     # -- training --------------------------------------------------------------------
-    def fit(self, X, y):
+    def fit(self, X, y, groups=None):
         """Train the probe on token maps.
 
         Parameters
@@ -146,6 +148,15 @@ class BaseProbeClassifier(FittedStateMixin, TokenInputMixin, FrameScoresMixin, C
             between ``fit`` and ``predict``.
         y : array-like of shape (n_clips,) or (n_clips, n_classes)
             Class labels (any type) or a 0/1 multi-label indicator matrix.
+        groups : array-like of shape (n_clips,), optional
+            Group label of every clip (the recording it was cut from, the
+            speaker, the site). Every split ``fit`` makes of the clips keeps
+            a group on one side: the folds of the linear probe's ``cv``
+            (``GroupKFold`` for an int ``cv``; a splitter gets them in
+            ``split(X, y, groups)``), the held-out clips of the attentive and
+            prototypical probes' choice of settings, and the validation clips
+            of ``early_stopping`` (whole groups, in a random order, until
+            ``validation_fraction`` of the clips). Only these splits use them.
 
         Returns
         -------
@@ -160,18 +171,19 @@ class BaseProbeClassifier(FittedStateMixin, TokenInputMixin, FrameScoresMixin, C
         later ``fit`` starts afresh.
         """
         try:
-            return self._fit(X, y)
+            return self._fit(X, y, groups)
         except BaseException:
             self._forget_fit()
             raise
 
-    def _fit(self, X, y):
+    def _fit(self, X, y, groups):
         self._validate_params()
         self._check_params()
         device = resolve_device(self.device)
         # on a GPU the values are checked while stage_tokens uploads them, below
         tokens = self._validate_tokens(X, reset=True, check_values=device.type != "cuda")
         targets = encode_targets(y, len(tokens))
+        groups = check_groups(groups, len(tokens))
         if len(targets.classes) < 2 and targets.kind != "multilabel":
             raise ValueError(
                 f"{type(self).__name__} needs samples of at least 2 classes; y holds only one class "
@@ -190,7 +202,8 @@ class BaseProbeClassifier(FittedStateMixin, TokenInputMixin, FrameScoresMixin, C
             network = self._build_network(tokens.shape[2], len(self.classes_))
             criterion = make_loss(loss, gamma_neg=self.asl_gamma_neg, gamma_pos=self.asl_gamma_pos,
                                   clip=self.asl_clip)
-            problem = FitProblem(targets=target_tensor, n_outputs=len(self.classes_), criterion=criterion, plan=plan)
+            problem = FitProblem(targets=target_tensor, n_outputs=len(self.classes_), criterion=criterion, plan=plan,
+                                 groups=groups)
             trainable, train_tokens, train_resident = self._training_problem(network, tokens, plan.device, resident,
                                                                              problem)
             del resident  # what stays on the device is train_resident
@@ -198,7 +211,7 @@ class BaseProbeClassifier(FittedStateMixin, TokenInputMixin, FrameScoresMixin, C
             result = problem.solved
             if result is None:
                 result = train_module(trainable, train_tokens, target_tensor, plan, criterion=criterion,
-                                      stratify=targets.indices, resident=train_resident)
+                                      stratify=targets.indices, groups=groups, resident=train_resident)
             del train_resident
         if result.module is not trainable:
             raise RuntimeError("the training engine trained a copy of the probe's network")  # skorch trains in place

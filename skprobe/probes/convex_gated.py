@@ -473,7 +473,7 @@ class ConvexGatedProbeClassifier(BaseProbeClassifier):
         return LayeredProbeNetwork(self._build_head(dim, n_outputs), self.prefix_tokens, self.normalize_tokens,
                                    self.n_layers_)
 
-    def fit(self, X, y):
+    def fit(self, X, y, groups=None):
         """Train the probe on token maps of one or several layers.
 
         Parameters
@@ -484,12 +484,15 @@ class ConvexGatedProbeClassifier(BaseProbeClassifier):
             between ``fit`` and ``predict``, the number of layers may not.
         y : array-like of shape (n_clips,) or (n_clips, n_classes)
             Class labels (any type) or a 0/1 multi-label indicator matrix.
+        groups : array-like of shape (n_clips,), optional
+            Group label of every clip (the recording it was cut from): the
+            validation clips of ``early_stopping`` are whole groups.
 
         Returns
         -------
         self
         """
-        return super().fit(X, y)
+        return super().fit(X, y, groups)
 
     def _fitted_attributes(self, module, result, plan, n_clips: int) -> dict:
         with torch.no_grad():

@@ -303,33 +303,6 @@ class LinearProbeClassifier(BaseProbeClassifier):
     ) -> None:
         store_parameters(self, locals())
 
-    def fit(self, X, y, groups=None):
-        """Train the probe on token maps.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_clips, n_tokens, dim) or (n_clips, dim)
-            Frozen-encoder tokens (float16/32/64). The token count may differ
-            between ``fit`` and ``predict``.
-        y : array-like of shape (n_clips,) or (n_clips, n_classes)
-            Class labels (any type) or a 0/1 multi-label indicator matrix.
-        groups : array-like of shape (n_clips,), optional
-            Group label of every clip (the recording it was cut from, the
-            speaker, the site), for the folds of ``cv``: with an int ``cv``
-            the folds become grouped (``GroupKFold``), and a splitter gets
-            them in ``split(X, y, groups)``. Only the internal selection uses
-            them.
-
-        Returns
-        -------
-        self
-        """
-        self._fit_groups = groups
-        try:
-            return super().fit(X, y)
-        finally:
-            del self._fit_groups
-
     def _resolve_loss(self, kind: str) -> str:
         if self.solver == "lbfgs":
             if self.loss == "asl":
@@ -366,7 +339,6 @@ class LinearProbeClassifier(BaseProbeClassifier):
         # Pooling has no trainable parameters: pool every clip once instead of once per epoch, and take the
         # normalisation statistics from the same pass.
         self._set_fitted(cv_results_=None, C_=None, solver_="adamw")
-        groups = self._check_groups(len(tokens))
         if len(tokens) * self._fan_in(tokens.shape[2]) * 4 > POOLED_FEATURES_MAX_BYTES:
             if self.solver == "lbfgs":
                 raise ValueError(
@@ -382,10 +354,10 @@ class LinearProbeClassifier(BaseProbeClassifier):
         # with the asymmetric loss, which it cannot solve, the logistic regression competes with them
         alone = self.solver == "lbfgs" or (penalties and self.loss_ in ("bce", "ce"))
         candidates = [] if alone else self._candidates()
-        n_splits = self._n_splits(len(features), problem.targets, groups)
+        n_splits = self._n_splits(len(features), problem.targets, problem.groups)
         best, best_c = (candidates[0] if candidates else None), (penalties[0] if penalties else None)
         if len(candidates) + len(penalties) > 1 and n_splits is not None and len(features) >= 2 * n_splits:
-            best, best_c = self._select(features, problem, groups, candidates, penalties, device)
+            best, best_c = self._select(features, problem, problem.groups, candidates, penalties, device)
         if best_c is not None and best is None:
             return self._solve_logistic(network, features, problem, best_c)
         self._set_fitted(learning_rate_=best.learning_rate, max_iter_=best.max_iter)
@@ -394,16 +366,6 @@ class LinearProbeClassifier(BaseProbeClassifier):
             blocks = (torch.from_numpy(features[i : i + 4096]) for i in range(0, len(features), 4096))
             network.head.feature_mean, network.head.feature_scale = feature_moments(blocks, network.normalize)
         return _PooledFeatureNetwork(network.head), TokenSource(features), None
-
-    def _check_groups(self, n_clips: int) -> np.ndarray | None:
-        groups = getattr(self, "_fit_groups", None)
-        if groups is None:
-            return None
-        groups = np.asarray(groups)
-        if groups.ndim != 1 or len(groups) != n_clips:
-            raise ValueError(f"groups must hold one group label per clip: got shape {groups.shape} for "
-                             f"{n_clips} clips in X")
-        return groups
 
     def _n_splits(self, n_clips: int, targets: torch.Tensor, groups: np.ndarray | None) -> int | None:
         """Folds of ``cv`` (None: no selection)."""

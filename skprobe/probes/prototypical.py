@@ -226,7 +226,7 @@ class PrototypicalProbeClassifier(BaseProbeClassifier):
         index, scores, n_holdout = choose_on_holdout(
             network, tokens, resident, problem.targets, [(mode, length) for mode in modes], n_default=1,
             margin=NORMALIZATION_MARGIN, plan=replace(problem.plan, batch_size=batch, early_stopping=False, verbose=0),
-            criterion=problem.criterion, batch_size=problem.batch_size)
+            criterion=problem.criterion, batch_size=problem.batch_size, groups=problem.groups)
         self._set_fitted(normalization_results_={
             "normalize_tokens": modes, "holdout_score": scores, "n_holdout": n_holdout, "max_iter": length,
             "batch_size": batch, "margin": NORMALIZATION_MARGIN})

@@ -8,6 +8,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 
 from skprobe import AttentiveProbeClassifier, LinearProbeClassifier, PrototypicalProbeClassifier
+from skprobe.probes._diagnostics import saturated_share
 from skprobe.probes.base import (
     AUTO_CENTER_COHERENCE,
     AUTO_CENTER_OFFSET_RATIO,
@@ -17,7 +18,6 @@ from skprobe.probes.base import (
     feature_moments,
     raw_moments,
 )
-from skprobe.probes.losses import saturated_share
 
 # on toy tensors torch's thread synchronisation costs far more than it saves (tests/conftest.py)
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -39,6 +39,7 @@ from ._auto import (  # noqa: F401
     offset_ratio,
 )
 from ._batches import exact_float32, inference_batches
+from ._diagnostics import check_training
 from ._docs import SHARED_ATTRIBUTES_DOC, SHARED_PARAMETERS_DOC, with_shared_parameters_doc
 from ._fitted import FittedStateMixin
 from ._frames import FrameScoresMixin
@@ -48,7 +49,7 @@ from ._plan import TrainingPlan, make_plan
 from ._targets import encode_targets
 from ._tokens import TokenSource
 from ._training import TrainResult, stage_tokens, train_module
-from .losses import LOSSES, check_training, make_loss
+from .losses import LOSSES, make_loss
 
 __all__ = ["BaseProbeClassifier", "FitProblem", "NORMALIZATIONS", "ProbeNetwork", "SHARED_ATTRIBUTES_DOC",
            "SHARED_PARAMETERS_DOC", "TokenMoments", "auto_batch_size", "auto_learning_rate", "direction_coherence",

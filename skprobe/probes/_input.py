@@ -24,6 +24,10 @@ def check_groups(groups, n_clips: int) -> np.ndarray | None:
     if groups.ndim != 1 or len(groups) != n_clips:
         raise ValueError(f"groups must hold one group label per clip: got shape {groups.shape} for "
                          f"{n_clips} clips in X")
+    try:
+        np.unique(groups)
+    except TypeError as error:  # labels numpy cannot order (mixed str and int, None)
+        raise ValueError(f"groups must be labels of one kind that sort (all str or all int): {error}") from None
     return groups
 
 

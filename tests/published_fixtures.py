@@ -48,7 +48,7 @@ def make_esc50(parent: Path, per_class_and_fold: int = 1) -> dict:
     for fold in range(1, 6):
         for target, category in enumerate(ESC_CLASSES):
             for k in range(per_class_and_fold):
-                src = 100000 + 10 * n
+                src = 100000 + 10 * (n - k % 2)  # takes A and B of one (fold, class) share a source recording
                 name = f"{fold}-{src}-{'AB'[k % 2]}-{target}.wav"
                 rows.append([name, fold, target, category, str(category == "dog"), src, "AB"[k % 2]])
                 write_clip(root / "audio" / name, target, rate=44100, seed=n)

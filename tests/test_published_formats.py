@@ -91,6 +91,27 @@ def test_esc50(published, no_decoding):
     assert data.Y.sum(axis=1).tolist() == [1] * len(data)
     assert data.files[0] == "audio/1-100000-A-0.wav" and data.y[:3].tolist() == [0, 1, 2]
     assert data.paths([0])[0] == str(root / "esc50" / "ESC-50-master" / "audio" / "1-100000-A-0.wav")
+    assert data.groups.tolist() == [f.split("-")[1] for f in data.files]  # src_file, the source recording
+
+
+def test_esc50_takes_of_one_recording_are_one_group(tmp_path):
+    make_esc50(tmp_path, per_class_and_fold=2)
+    data = read_esc50(tmp_path)
+    names, counts = np.unique(data.groups, return_counts=True)
+    assert len(names) == len(data) // 2 and set(counts) == {2}
+    for group in names[:5]:
+        clips = np.flatnonzero(data.groups == group)
+        assert len(set(data.split[clips])) == 1 and len(set(data.y[clips])) == 1
+    subset = data.subset(np.array([3, 0]))
+    assert subset.groups.tolist() == [data.groups[3], data.groups[0]]
+
+
+def test_esc50_without_the_source_column_has_no_groups(copy):
+    root = copy("esc50") / "ESC-50-master"
+    path = root / "meta" / "esc50.csv"
+    rows = [line.split(",") for line in path.read_text().splitlines()]
+    path.write_text("\n".join(",".join(r[:5]) for r in rows) + "\n")
+    assert read_esc50(root).groups is None
 
 
 def test_fsd50k_quoted_label_lists(published, no_decoding):
@@ -160,6 +181,7 @@ def test_speech_commands(published, no_decoding):
     assert sorted(data.split_sizes().items()) == sorted(sizes["speech-commands"].items())
     assert data.class_names == WORDS and not data.multilabel
     assert not any(f.startswith("_background_noise_") for f in data.files)
+    assert data.groups.tolist() == [f.split("/")[1].split("_nohash_")[0] for f in data.files]  # the speakers
 
 
 def test_scan_audio_folder_decodes_nothing(tmp_path, no_decoding):

@@ -98,6 +98,11 @@ class AudioDataset:
         A few of the missing clips' ids, for messages.
     description : str
         One line saying what was read from where.
+    groups : ndarray of str, shape (n_clips,), optional
+        The source of every clip where the data set records one (ESC-50's
+        source recording, Speech Commands' speaker): clips of one group are
+        near-copies for a probe, so the probes' own splits (``fit(...,
+        groups=)``) keep a group on one side. None where the set has none.
 
     Examples
     --------
@@ -123,6 +128,7 @@ class AudioDataset:
     missing: dict[str, int] = field(default_factory=dict)
     missing_examples: list[str] = field(default_factory=list)
     description: str = ""
+    groups: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -135,6 +141,10 @@ class AudioDataset:
                              f"got {self.Y.shape}")
         if self.split.shape != (n,):
             raise ValueError(f"split must hold one split name per file ({n}), got shape {self.split.shape}")
+        if self.groups is not None:
+            self.groups = np.asarray(self.groups, dtype=str)
+            if self.groups.shape != (n,):
+                raise ValueError(f"groups must hold one group label per file ({n}), got shape {self.groups.shape}")
         if not self.description:
             self.description = f"{n} clips under {self.root}"
 
@@ -184,7 +194,8 @@ class AudioDataset:
         if self.events is not None:
             keep = set(files)
             events = [e for e in self.events if e.filename in keep]
-        return replace(self, files=files, Y=self.Y[idx], split=self.split[idx], events=events)
+        groups = None if self.groups is None else self.groups[idx]
+        return replace(self, files=files, Y=self.Y[idx], split=self.split[idx], events=events, groups=groups)
 
     def events_of(self, index: int) -> list[Event]:
         """The annotated events of clip ``index`` (empty for a weakly labelled set)."""

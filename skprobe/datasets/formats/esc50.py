@@ -6,7 +6,8 @@
     1-100032-A-0.wav,1,0,dog,True,100032,A
 
 2,000 five-second clips, 50 classes of 40 clips, five folds of 400; clips cut
-from one source recording share a fold.
+from one source recording (``src_file``) share a fold, and are the data set's
+``groups``.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def read_esc50(root: str | os.PathLike) -> AudioDataset:
     -------
     AudioDataset
         Single-label; ``split`` is ``"fold1"`` ... ``"fold5"``; class names
-        ordered by ``target``.
+        ordered by ``target``; ``groups`` is the source recording
+        (``src_file``) of every clip when the file has that column.
 
     Raises
     ------
@@ -60,8 +62,8 @@ def read_esc50(root: str | os.PathLike) -> AudioDataset:
     >>> for name in ("1-100032-A-0.wav", "2-1000-A-1.wav"):
     ...     _ = (root / "audio" / name).write_bytes(b"")
     >>> data = read_esc50(root)
-    >>> data.class_names, data.split.tolist()
-    (['dog', 'rooster'], ['fold1', 'fold2'])
+    >>> data.class_names, data.split.tolist(), data.groups.tolist()
+    (['dog', 'rooster'], ['fold1', 'fold2'], ['100032', '1000'])
     """
     root = Path(root).expanduser()
     if not (root / "meta" / "esc50.csv").exists() and (root / "ESC-50-master" / "meta" / "esc50.csv").exists():
@@ -73,7 +75,9 @@ def read_esc50(root: str | os.PathLike) -> AudioDataset:
     header_line, header = next(rows, (1, []))
     col = check_header(csv_path, header_line, header, _COLUMNS)
     width = max(col.values()) + 1
-    files, targets, folds, names = [], [], [], {}
+    stripped = [h.strip() for h in header]
+    source = stripped.index("src_file") if "src_file" in stripped else None
+    files, targets, folds, sources, names = [], [], [], [], {}
     seen: dict[str, int] = {}
     for line, row in rows:
         if len(row) < width:
@@ -94,6 +98,9 @@ def read_esc50(root: str | os.PathLike) -> AudioDataset:
         files.append(f"audio/{name}")
         targets.append(int(target))
         folds.append(f"fold{fold}")
+        if source is not None:
+            recording = row[source].strip() if len(row) > source else ""
+            sources.append(recording or name)  # a clip without a source is a group of its own
     if not files:
         raise FormatError(f"{csv_path}: no clips listed")
     by_category: dict[str, int] = {}
@@ -106,4 +113,5 @@ def read_esc50(root: str | os.PathLike) -> AudioDataset:
     Y = np.zeros((len(files), len(order)), dtype=np.int8)
     Y[np.arange(len(files)), [index[t] for t in targets]] = 1
     return AudioDataset(root, files, Y, [names[t] for t in order], np.array(folds), name="esc50", multilabel=False,
-                        description=f"ESC-50 from {root} ({len(files)} clips, {len(order)} classes)")
+                        description=f"ESC-50 from {root} ({len(files)} clips, {len(order)} classes)",
+                        groups=np.array(sources) if source is not None else None)

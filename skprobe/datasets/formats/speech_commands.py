@@ -9,7 +9,8 @@ Layout::
         testing_list.txt
 
 A clip is in the validation or test split when one of the lists names it,
-else in train.
+else in train. A file's name before ``_nohash_`` is its speaker: the
+data set's ``groups`` (the published lists keep a speaker in one split).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def read_speech_commands(root: str | os.PathLike) -> AudioDataset:
     -------
     AudioDataset
         Single-label over the words (sorted folder names); ``split`` is
-        ``"train"``, ``"validation"`` or ``"testing"``.
+        ``"train"``, ``"validation"`` or ``"testing"``; ``groups`` is the
+        speaker (the file name before ``_nohash_``).
 
     Raises
     ------
@@ -59,8 +61,8 @@ def read_speech_commands(root: str | os.PathLike) -> AudioDataset:
     >>> _ = (root / "validation_list.txt").write_text("yes/b_nohash_0.wav\\n")
     >>> _ = (root / "testing_list.txt").write_text("no/c_nohash_0.wav\\n")
     >>> data = read_speech_commands(root)
-    >>> data.class_names, data.split_sizes()
-    (['no', 'yes'], {'train': 2, 'testing': 1, 'validation': 1})
+    >>> data.class_names, data.split_sizes(), data.groups.tolist()
+    (['no', 'yes'], {'train': 2, 'testing': 1, 'validation': 1}, ['a', 'c', 'a', 'b'])
     """
     root = Path(root).expanduser()
     lists = {}
@@ -99,6 +101,8 @@ def read_speech_commands(root: str | os.PathLike) -> AudioDataset:
             splits.append(assigned[rel][0] if rel in assigned else "train")
     Y = np.zeros((len(files), len(words)), dtype=np.int8)
     Y[np.arange(len(files)), labels] = 1
+    speakers = [rel.rpartition("/")[2].partition("_nohash_")[0] for rel in files]
     return AudioDataset(root, files, Y, words, np.array(splits), name="speech-commands", multilabel=False,
-                        description=f"Speech Commands from {root} ({len(files)} clips, {len(words)} words)")
+                        description=f"Speech Commands from {root} ({len(files)} clips, {len(words)} words)",
+                        groups=np.array(speakers))
 

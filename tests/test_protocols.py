@@ -127,9 +127,9 @@ def _recorder(monkeypatch):
     fits = []
     original = engine._fit_or_load
 
-    def record(probe, X, Y, key, refit):
-        fits.append({**probe.get_params(), "n_clips": len(X)})
-        return original(probe, X, Y, key, refit)
+    def record(probe, X, Y, key, refit, groups=None):
+        fits.append({**probe.get_params(), "n_clips": len(X), "groups": groups})
+        return original(probe, X, Y, key, refit, groups=groups)
 
     monkeypatch.setattr(engine, "_fit_or_load", record)
     return fits
@@ -157,6 +157,27 @@ def test_paper_recipe_settings_and_learning_rate_choice(roots, home, monkeypatch
     assert next(f for f in fits if _kind(f) == "prototypical")["n_prototypes_per_class"] == 20
     printed_rates = result["protocol"]["learning_rates"]
     assert set(printed_rates) == {"linear", "attentive", "prototypical"}
+
+
+def test_esc50_fits_keep_a_source_recording_on_one_side(home, monkeypatch, tmp_path):
+    """The probes get ESC-50's source recordings as groups; the paper recipe's validation clips are whole ones."""
+    from skprobe.protocols.recipe import validation_split
+
+    make_esc50(tmp_path / "esc", per_class_and_fold=2)
+    data = PROTOCOLS["esc50"].read(tmp_path / "esc")
+    folds = PROTOCOLS["esc50"].folds(data)
+    fits = _recorder(monkeypatch)
+    assert _run("esc50", tmp_path / "esc", home / "out", "--recipe", "paper", probes="attentive",
+                params={"attentive": {"max_iter": 1}}) == 0
+    assert len(fits) == 5 * (len(PAPER_LEARNING_RATES["attentive"]) + 1)
+    final = [f for f in fits if f["n_clips"] == len(folds[0].train)]
+    assert [f["groups"].tolist() for f in final] == [data.groups[fold.train].tolist() for fold in folds]
+    grid = [f for f in fits if f["n_clips"] < len(folds[0].train)]
+    assert grid and all(len(set(f["groups"].tolist())) * 2 == f["n_clips"] for f in grid)  # whole pairs only
+    result = json.loads((home / "out" / "results.json").read_text())
+    assert result["data"]["n_groups"] == len(data) // 2
+    fit, val = validation_split(folds[0].train, data.y[folds[0].train], groups=data.groups[folds[0].train])
+    assert not set(data.groups[fit]) & set(data.groups[val]) and len(val) >= round(0.1 * len(folds[0].train))
 
 
 def _kind(params: dict) -> str:

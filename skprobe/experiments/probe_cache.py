@@ -53,8 +53,10 @@ def probe_code_fingerprint() -> str:
     return h.hexdigest()[:20]
 
 
-def fit_or_load(probe, X, Y, key: str, refit: bool):
+def fit_or_load(probe, X, Y, key: str, refit: bool, groups=None):
     """Fit ``probe`` (or load it from the probe cache); returns (probe, fit seconds).
+
+    ``groups`` go to ``fit`` when given (``key`` must then depend on them).
 
     Cache files are signed (:mod:`skprobe._signed`): one that does not match
     its signature is not unpickled but refitted and rewritten, with a warning.
@@ -69,7 +71,7 @@ def fit_or_load(probe, X, Y, key: str, refit: bool):
         except UntrustedFileError as exc:
             warnings.warn(f"probe cache: {exc}; fitting again", UserWarning, stacklevel=2)
     start = time.perf_counter()
-    probe.fit(X, Y)
+    probe.fit(X, Y) if groups is None else probe.fit(X, Y, groups=groups)
     seconds = time.perf_counter() - start
     path.parent.mkdir(parents=True, exist_ok=True)
     dump_signed({"probe": probe, "fit_seconds": seconds}, path)

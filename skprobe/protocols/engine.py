@@ -237,14 +237,21 @@ class _Tokens:
     def y(self, idx: np.ndarray) -> np.ndarray:
         return self.data.Y[idx] if self.multilabel else self.data.Y[idx].argmax(axis=1)
 
+    def groups(self, idx: np.ndarray) -> np.ndarray | None:
+        """The data set's groups of clips ``idx`` (the source recording, the speaker), or None."""
+        return None if self.data.groups is None else self.data.groups[idx]
+
     def fit(self, name: str, params: dict, idx: np.ndarray, refit: bool):
         probe = PROBES[name](**params)
+        groups = self.groups(idx)
         digest = hashlib.sha256(self.store_id.encode())
         digest.update(np.ascontiguousarray(self.tokens.keys[self.position[idx]]).tobytes())
         digest.update(np.ascontiguousarray(self.data.Y[idx]).tobytes())
+        if groups is not None:
+            digest.update("\0".join(groups.tolist()).encode())
         key = hashlib.sha256(json.dumps([digest.hexdigest(), name, sorted(probe.get_params().items()),
                                          probe_code_fingerprint()], default=str).encode()).hexdigest()[:24]
-        return _fit_or_load(probe, self.X(idx), self.y(idx), key, refit)
+        return _fit_or_load(probe, self.X(idx), self.y(idx), key, refit, groups=groups)
 
 
 def _choose_learning_rate(config: ProtocolConfig, protocol: Protocol, view: _Tokens, fold: Fold, name: str,
@@ -254,7 +261,7 @@ def _choose_learning_rate(config: ProtocolConfig, protocol: Protocol, view: _Tok
         fit_idx, val_idx = fold.train, fold.val
     else:
         labels = None if protocol.multilabel else view.y(fold.train)
-        fit_idx, val_idx = validation_split(fold.train, labels)
+        fit_idx, val_idx = validation_split(fold.train, labels, groups=view.groups(fold.train))
     metric = METRICS[protocol.metric]
     X_val, Y_val = view.X(val_idx), view.data.Y[val_idx]
     scores = {}
@@ -285,6 +292,7 @@ def _data_summary(data: AudioDataset, protocol: Protocol, folds: list[Fold]) -> 
         "folds": {f.name: {"train": len(f.train), "test": len(f.test),
                            "val": None if f.val is None else len(f.val)} for f in folds},
         "class_names": data.class_names, "test_positives": test_positives.tolist(),
+        "n_groups": None if data.groups is None else len(np.unique(data.groups)),
     }
 
 

@@ -62,11 +62,14 @@ def recipe_params(recipe: str, probe: str, *, prefix_tokens: int, prototypes_per
     return params
 
 
-def validation_split(train: np.ndarray, labels: np.ndarray | None, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def validation_split(train: np.ndarray, labels: np.ndarray | None, *, seed: int = 0,
+                     groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(fit, validation)`` indices: :data:`VALIDATION_FRACTION` of ``train`` held out.
 
     Stratified by ``labels`` (class indices of single-label clips) where every
-    class can be; sorted, so the tokens are read in store order.
+    class can be; with ``groups`` (one per clip of ``train``) whole groups
+    are held out instead, as the probes' own splits hold them out. Sorted, so
+    the tokens are read in store order.
 
     Examples
     --------
@@ -77,6 +80,11 @@ def validation_split(train: np.ndarray, labels: np.ndarray | None, *, seed: int 
     n_val = max(1, int(round(VALIDATION_FRACTION * len(train))))
     if len(train) < 2:
         raise ValueError(f"cannot hold out validation clips from {len(train)} training clip(s)")
+    if groups is not None:
+        from ..probes._training import validation_split as split_clips
+
+        fit, val = split_clips(len(train), VALIDATION_FRACTION, None, seed, groups)
+        return train[fit], train[val]
     stratify = None
     if labels is not None:
         _, counts = np.unique(labels, return_counts=True)

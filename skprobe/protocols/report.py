@@ -32,7 +32,9 @@ def format_protocol_table(result: dict) -> str:
              f"metric: {METRIC_TITLES[p['metric']]}; recipe: {recipe}; {enc['name']} layer {enc['layers'][0]}; "
              f"{seeds} seed(s){f' x {folds} folds' if folds > 1 else ''}",
              "clips: " + ", ".join(f"{k} {v:,}" for k, v in d["splits"].items())
-             + f"; {len(d['class_names'])} classes"]
+             + f"; {len(d['class_names'])} classes"
+             + (f"; {d['n_groups']:,} source groups, kept whole in the probes' own splits"
+                if d.get("n_groups") else "")]
     missing = sum(d["missing"].values())
     if missing:
         per = ", ".join(f"{k} {v:,}" for k, v in d["missing"].items() if v)

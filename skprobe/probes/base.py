@@ -64,8 +64,9 @@ class FitProblem:
     indicator ``(n, n_outputs)``; ``criterion``: the training loss;
     ``plan``: the frozen :class:`~skprobe.probes._plan.TrainingPlan`;
     ``groups``: the group label of every clip (or None), which every split
-    inside ``fit`` keeps on one side; ``solved``: set by a hook that trained the network itself (the linear
-    probe's logistic regression), so that ``fit`` trains nothing more.
+    inside ``fit`` keeps on one side; ``solved``: set by a hook that trained
+    the network itself (the linear probe's logistic regression), so that
+    ``fit`` trains nothing more.
     """
 
     targets: torch.Tensor

@@ -357,7 +357,7 @@ class LinearProbeClassifier(BaseProbeClassifier):
         n_splits = self._n_splits(len(features), problem.targets, problem.groups)
         best, best_c = (candidates[0] if candidates else None), (penalties[0] if penalties else None)
         if len(candidates) + len(penalties) > 1 and n_splits is not None and len(features) >= 2 * n_splits:
-            best, best_c = self._select(features, problem, problem.groups, candidates, penalties, device)
+            best, best_c = self._select(features, problem, candidates, penalties, device)
         if best_c is not None and best is None:
             return self._solve_logistic(network, features, problem, best_c)
         self._set_fitted(learning_rate_=best.learning_rate, max_iter_=best.max_iter)
@@ -395,11 +395,11 @@ class LinearProbeClassifier(BaseProbeClassifier):
     def _logistic_normalization(self) -> str:
         return "standard" if self.normalize_tokens == "auto" else self.normalize_tokens
 
-    def _select(self, features: np.ndarray, problem: FitProblem, groups: np.ndarray | None,
-                candidates: list[Candidate], penalties: list[float], device: torch.device):
+    def _select(self, features: np.ndarray, problem: FitProblem, candidates: list[Candidate],
+                penalties: list[float], device: torch.device):
         """The best AdamW candidate or ``C`` on the folds of ``cv`` (one of the two is None), and ``cv_results_``."""
         kind = "multilabel" if problem.targets.ndim == 2 else "single-label"
-        targets = problem.targets
+        targets, groups = problem.targets, problem.groups
         explicit = not isinstance(self.cv, Integral) and not hasattr(self.cv, "split")  # an iterable of splits
         if len(features) > _CV_MAX_CLIPS and not explicit:
             subset = np.sort(np.random.default_rng(problem.seed).choice(len(features), _CV_MAX_CLIPS, replace=False))

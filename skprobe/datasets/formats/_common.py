@@ -74,14 +74,18 @@ def csv_rows(path: Path, *, delimiter: str = ",", skipinitialspace: bool = False
         yield n, [cell.strip() for cell in row]
 
 
-def check_header(path: Path, line: int, header: Sequence[str], required: Sequence[str]) -> dict[str, int]:
-    """Column positions of ``required`` in ``header``; a missing column is a :class:`FormatError`."""
+def check_header(path: Path, line: int, header: Sequence[str], required: Sequence[str],
+                 optional: Sequence[str] = ()) -> dict[str, int]:
+    """Column positions of ``required`` in ``header``, and of those ``optional`` columns it has.
+
+    A missing required column is a :class:`FormatError`.
+    """
     names = [h.strip() for h in header]
     missing = [c for c in required if c not in names]
     if missing:
         raise FormatError(f"{path} line {line}: no column {missing[0]!r}; expected columns {list(required)}, "
                           f"found {names}")
-    return {c: names.index(c) for c in required}
+    return {c: names.index(c) for c in (*required, *optional) if c in names}
 
 
 def files_in(folder: Path) -> set[str]:

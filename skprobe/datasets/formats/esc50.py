@@ -73,10 +73,9 @@ def read_esc50(root: str | os.PathLike) -> AudioDataset:
     present = files_in(audio)
     rows = csv_rows(csv_path)
     header_line, header = next(rows, (1, []))
-    col = check_header(csv_path, header_line, header, _COLUMNS)
-    width = max(col.values()) + 1
-    stripped = [h.strip() for h in header]
-    source = stripped.index("src_file") if "src_file" in stripped else None
+    col = check_header(csv_path, header_line, header, _COLUMNS, optional=("src_file",))
+    width = max(col[c] for c in _COLUMNS) + 1
+    source = col.get("src_file")
     files, targets, folds, sources, names = [], [], [], [], {}
     seen: dict[str, int] = {}
     for line, row in rows:
